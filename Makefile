@@ -1,0 +1,51 @@
+# Tokenfab developer entry points. Every target creates the virtualenv when it is missing.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint protos protos-check lock bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: embedded control plane, real etcd child process, one simulated agent per fleet node
+demo: $(STAMP)
+	$(BIN)/tokenfab up
+
+## make test: unit + integration tests (real etcd, gRPC and agent processes on loopback)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-all: also the slow tests
+test-all: $(STAMP)
+	$(BIN)/python -m pytest --run-slow $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m tokenfab.protogen --check
+
+## make protos: regenerate tokenfab/v1 from protos/tokenfab/v1/*.proto
+protos: $(STAMP)
+	$(BIN)/python -m tokenfab.protogen
+
+## make lock: re-pin every dependency (run after changing pyproject.toml)
+lock:
+	rm -rf /tmp/tokenfab-lock && $(PYTHON) -m venv /tmp/tokenfab-lock
+	/tmp/tokenfab-lock/bin/pip install --quiet '.[dev]'
+	/tmp/tokenfab-lock/bin/pip freeze --exclude tokenfab > requirements.lock
+
+bench: $(STAMP)
+	$(BIN)/python bench/heartbeats.py --nodes 2000 --interval 1 --duration 20
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .tokenfab *.egg-info

@@ -1,0 +1,1 @@
+"""Tokenfab node agent."""

@@ -1,0 +1,32 @@
+"""Backend lookup by name, and ``auto`` detection across the real vendors."""
+
+from __future__ import annotations
+
+from agents.discovery.ascend import AscendBackend
+from agents.discovery.base import Backend, DiscoveredDevice, NotPresent, ToolFailed
+from agents.discovery.biren import BirenBackend
+from agents.discovery.metax import MetaxBackend
+from agents.discovery.nvidia import NvidiaBackend
+
+BACKEND_NAMES = ("auto", "nvidia", "ascend", "metax", "biren", "simulated")
+
+
+def backend_for(name: str) -> Backend:
+    """A real vendor backend by name (``simulated`` is built from a fleet file by the agent)."""
+    factories = {"nvidia": NvidiaBackend, "ascend": AscendBackend, "metax": MetaxBackend, "biren": BirenBackend}
+    if name not in factories:
+        raise ValueError(f"backend: expected one of {', '.join(factories)}, got {name!r}")
+    backend: Backend = factories[name]()
+    return backend
+
+
+def detect() -> tuple[Backend, list[DiscoveredDevice]]:
+    """The first real backend that finds devices; NotPresent listing why each one did not."""
+    reasons = []
+    for name in ("nvidia", "ascend", "metax", "biren"):
+        backend = backend_for(name)
+        try:
+            return backend, backend.discover()
+        except (NotPresent, ToolFailed) as exc:
+            reasons.append(f"{name}: {exc}")
+    raise NotPresent("no accelerator found: " + "; ".join(reasons))

@@ -1,0 +1,276 @@
+"""The node agent: discover devices, register, keep one Connect stream, follow commands.
+
+Lifecycle of one session: Register (idempotent) -> open Connect -> every heartbeat interval send
+one Heartbeat carrying every device's telemetry -> read acks and commands concurrently. Any
+failure ends the session; the agent waits a jittered exponential backoff (reset after a session
+that got at least one ack) and starts a new session, so it rides out control-plane restarts and
+re-registers without operator help. A registration the control plane rejects as invalid is a
+configuration error: the agent stops with exit code 2 instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agents.backoff import Backoff
+from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice
+from tokenfab import __version__
+from tokenfab.logs import get_logger
+from tokenfab.tls import ClientTLS, client_channel
+from tokenfab.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+
+log = get_logger("agent")
+
+VENDORS = {
+    "nvidia": types_pb2.VENDOR_NVIDIA,
+    "ascend": types_pb2.VENDOR_ASCEND,
+    "biren": types_pb2.VENDOR_BIREN,
+    "metax": types_pb2.VENDOR_METAX,
+}
+HEALTH = {
+    "healthy": types_pb2.DEVICE_HEALTH_HEALTHY,
+    "degraded": types_pb2.DEVICE_HEALTH_DEGRADED,
+    "unhealthy": types_pb2.DEVICE_HEALTH_UNHEALTHY,
+}
+
+
+class AgentConfigError(Exception):
+    """The control plane refused this agent's registration as invalid; retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class LeaseSpec:
+    provider: str
+    lease_id: str
+    start: datetime
+    end: datetime
+    price_per_accelerator_hour: float
+    preemptible: bool = False
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    node_id: str
+    cluster: str
+    region: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    lease: LeaseSpec | None = None
+
+
+@dataclass
+class AgentStatus:
+    """What the agent knows about itself (read model for the CLI and tests)."""
+
+    sessions: int = 0
+    registrations: int = 0
+    heartbeats_sent: int = 0
+    acks: int = 0
+    state: str = "unknown"
+    cordoned: bool = False
+    draining: bool = False
+    last_error: str = ""
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+class Agent:
+    def __init__(
+        self,
+        backend: Backend,
+        identity: NodeIdentity,
+        *,
+        address: str,
+        tls: ClientTLS | None = None,
+        backoff: Backoff | None = None,
+        rpc_timeout_s: float = 5.0,
+    ) -> None:
+        self.backend = backend
+        self.identity = identity
+        self.address = address
+        self.tls = tls
+        self.backoff = backoff or Backoff()
+        self.rpc_timeout_s = rpc_timeout_s
+        self.status = AgentStatus()
+        self.heartbeat_interval_s = 1.0
+        self._devices: list[DiscoveredDevice] = []
+        self._seq = 0
+
+    def registration(self) -> agent_pb2.RegisterRequest:
+        ident = self.identity
+        request = agent_pb2.RegisterRequest(
+            node_id=ident.node_id,
+            cluster=ident.cluster,
+            region=ident.region,
+            vendor=VENDORS[self.backend.vendor],
+            agent_version=__version__,
+            labels=ident.labels,
+            devices=[
+                types_pb2.Device(
+                    uuid=d.uuid,
+                    index=d.index,
+                    model=d.model,
+                    memory_bytes=d.memory_bytes,
+                    numa_node=d.numa_node,
+                    pci_bus_id=d.pci_bus_id,
+                    health=types_pb2.DEVICE_HEALTH_HEALTHY,
+                )
+                for d in self._devices
+            ],
+        )
+        if ident.lease is not None:
+            lease = ident.lease
+            request.lease.CopyFrom(
+                types_pb2.LeaseTerms(
+                    provider=lease.provider,
+                    lease_id=lease.lease_id,
+                    start_time=_ts(lease.start),
+                    end_time=_ts(lease.end),
+                    price_per_accelerator_hour=lease.price_per_accelerator_hour,
+                    preemptible=lease.preemptible,
+                )
+            )
+        return request
+
+    def heartbeat(self, samples: list[DeviceSample]) -> agent_pb2.AgentMessage:
+        self._seq += 1
+        beat = agent_pb2.Heartbeat(node_id=self.identity.node_id, seq=self._seq)
+        beat.sent_at.GetCurrentTime()
+        for s in samples:
+            beat.devices.append(
+                types_pb2.DeviceTelemetry(
+                    index=s.index,
+                    utilization_percent=s.utilization_percent,
+                    memory_used_bytes=s.memory_used_bytes,
+                    temperature_celsius=s.temperature_celsius,
+                    ecc_uncorrected_errors=s.ecc_uncorrected_errors,
+                    xid_errors=s.xid_errors,
+                    health=HEALTH.get(s.health, types_pb2.DEVICE_HEALTH_UNSPECIFIED),
+                    health_reason=s.health_reason,
+                )
+            )
+        return agent_pb2.AgentMessage(heartbeat=beat)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run sessions until ``stop`` is set. Raises AgentConfigError on a permanent rejection."""
+        self._devices = await asyncio.to_thread(self.backend.discover)
+        log.info(
+            "agent.discovered",
+            node=self.identity.node_id,
+            backend=self.backend.name,
+            devices=len(self._devices),
+            models=sorted({d.model for d in self._devices}),
+        )
+        while not stop.is_set():
+            acked_before = self.status.acks
+            try:
+                await self._session(stop)
+            except AgentConfigError:
+                raise
+            except (grpc.aio.AioRpcError, OSError, asyncio.TimeoutError) as exc:
+                self.status.last_error = _describe(exc)
+                self.status.state = "disconnected"
+                log.warning("agent.session_ended", node=self.identity.node_id, error=self.status.last_error)
+            if self.status.acks > acked_before:
+                self.backoff.reset()
+            if stop.is_set():
+                break
+            delay = self.backoff.next_delay()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        self.status.sessions += 1
+        channel = client_channel(self.address, self.tls)
+        try:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            try:
+                response = await stub.Register(self.registration(), timeout=self.rpc_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise AgentConfigError(f"registration rejected: {exc.details()}") from exc
+                raise
+            self.status.registrations += 1
+            if response.heartbeat_interval_s > 0:
+                self.heartbeat_interval_s = response.heartbeat_interval_s
+            self.status.state = types_pb2.NodeState.Name(response.state).removeprefix("NODE_STATE_").lower()
+            log.info(
+                "agent.registered",
+                node=self.identity.node_id,
+                created=response.created,
+                state=self.status.state,
+                interval_s=self.heartbeat_interval_s,
+            )
+            call = stub.Connect()
+            reader = asyncio.create_task(self._read(call))
+            try:
+                await self._beat(call, stop, reader)
+            finally:
+                call.cancel()
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await reader
+        finally:
+            await channel.close(grace=None)
+
+    async def _beat(self, call: Any, stop: asyncio.Event, reader: asyncio.Task[None]) -> None:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            if reader.done():
+                reader.result()  # re-raise the stream's error
+                return
+            samples = await asyncio.to_thread(self.backend.sample)
+            await call.write(self.heartbeat(samples))
+            self.status.heartbeats_sent += 1
+            next_at += self.heartbeat_interval_s
+            wait = max(0.0, next_at - time.monotonic())
+            if wait == 0.0:
+                next_at = time.monotonic()
+            stop_wait = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({stop_wait, reader}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call.done_writing()
+
+    async def _read(self, call: Any) -> None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                raise ConnectionResetError("control plane closed the stream")
+            body = message.WhichOneof("body")
+            if body == "ack":
+                self.status.acks += 1
+                self.status.state = types_pb2.NodeState.Name(message.ack.state).removeprefix("NODE_STATE_").lower()
+            elif body == "command":
+                self._apply(message.command)
+
+    def _apply(self, command: agent_pb2.Command) -> None:
+        kind = agent_pb2.CommandKind.Name(command.kind).removeprefix("COMMAND_KIND_").lower()
+        if command.kind == agent_pb2.COMMAND_KIND_CORDON:
+            self.status.cordoned = True
+        elif command.kind == agent_pb2.COMMAND_KIND_UNCORDON:
+            self.status.cordoned = False
+            self.status.draining = False
+        elif command.kind == agent_pb2.COMMAND_KIND_DRAIN:
+            self.status.cordoned = True
+            self.status.draining = True
+        elif command.kind == agent_pb2.COMMAND_KIND_CONFIG and command.heartbeat_interval_s > 0:
+            self.heartbeat_interval_s = command.heartbeat_interval_s
+        log.info("agent.command", node=self.identity.node_id, kind=kind, reason=command.reason)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

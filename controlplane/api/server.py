@@ -1,0 +1,132 @@
+"""The control-plane process: store + registry + gRPC server (+ metrics endpoint).
+
+gRPC health checking (``grpc.health.v1``) and server reflection are on, so ``grpcurl`` and
+Kubernetes gRPC probes work without extra files. Messages larger than ``max_message_bytes`` are
+refused by gRPC itself with RESOURCE_EXHAUSTED before any handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from controlplane.api.agent_service import AgentServicer
+from controlplane.api.fleet_service import FleetServicer
+from controlplane.config import ControlPlaneConfig
+from controlplane.fleet.registry import FleetTiming, NodeRegistry
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.store.base import Store
+from controlplane.store.etcd import EtcdStore
+from tokenfab.logs import get_logger
+from tokenfab.tls import ServerTLS
+from tokenfab.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+log = get_logger("controlplane")
+
+SERVICE_NAMES = (
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
+)
+
+
+class ControlPlane:
+    """``await start()`` serves; ``await stop()`` drains and closes. Nothing runs in __init__."""
+
+    def __init__(
+        self,
+        config: ControlPlaneConfig,
+        *,
+        store: Store | None = None,
+        metrics: ControlPlaneMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._owns_store = store is None
+        self.metrics = metrics or ControlPlaneMetrics()
+        self.registry: NodeRegistry | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self.port: int | None = None
+        self._metrics_server: object | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        if self._store is None:
+            host, port = cfg.etcd_host_port
+            etcd = EtcdStore(host, port)
+            await etcd.connect()
+            self._store = etcd
+        timing = FleetTiming(
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+            suspect_after_missed=cfg.suspect_after_missed,
+            lost_after_s=cfg.lost_after_s,
+        )
+        self.registry = NodeRegistry(self._store, timing=timing, metrics=self.metrics)
+        await self.registry.start()
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.registry), server)
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(self.registry), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            creds = ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca).credentials()
+            self.port = server.add_secure_port(cfg.address, creds)
+        else:
+            self.port = server.add_insecure_port(cfg.address)
+        if self.port == 0:
+            raise OSError(f"address: cannot listen on {cfg.address}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_address:
+            host, _, port = cfg.metrics_address.rpartition(":")
+            self._metrics_server = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
+        log.info(
+            "controlplane.started",
+            address=cfg.address,
+            port=self.port,
+            tls="mutual" if cfg.tls_client_ca else ("server" if cfg.tls_cert else "off"),
+            etcd=cfg.etcd_endpoint,
+            nodes=len(self.registry),
+        )
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def stop(self, *, grace_s: float = 2.0) -> None:
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+        if self.registry is not None:
+            await self.registry.stop()
+        if self._metrics_server is not None:
+            server, _thread = self._metrics_server  # type: ignore[misc]
+            server.shutdown()
+            self._metrics_server = None
+        if self._owns_store and self._store is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._store.close(), 2.0)
+            self._store = None
+        log.info("controlplane.stopped")

@@ -1,0 +1,36 @@
+"""Typed control-plane errors -> gRPC status codes (used as the gRPC docs intend)."""
+
+from __future__ import annotations
+
+import grpc
+
+from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, TokenfabError
+from controlplane.fleet.states import IllegalTransition
+from controlplane.store.base import StoreUnavailable
+
+_CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Conflict, grpc.StatusCode.ABORTED),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def code_for(exc: Exception) -> grpc.StatusCode:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def message_for(exc: Exception) -> str:
+    if isinstance(exc, TokenfabError):
+        return exc.message
+    if isinstance(exc, StoreUnavailable | IllegalTransition):
+        return str(exc)
+    return "internal error"
+
+
+HANDLED = (TokenfabError, IllegalTransition, StoreUnavailable)

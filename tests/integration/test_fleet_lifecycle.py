@@ -1,0 +1,81 @@
+"""Real agent processes against a real control plane and etcd: Ready, Suspect, Lost, back, restart."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+from controlplane.embedded.etcd import free_port
+from tests.integration.conftest import AgentProcess, ControlPlaneFactory, state_of, wait_for
+
+NODES = ["t-nvidia-0", "t-ascend-0", "t-biren-0", "t-metax-0"]
+
+
+async def test_agents_register_and_become_ready(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    plane = await control_plane()
+    for node in NODES:
+        agents(node, plane.config.address)
+    await wait_for(lambda: all(state_of(plane, n) == "ready" for n in NODES), what="4 ready nodes")
+    assert plane.registry is not None
+    views = {v.node_id: v for v in plane.registry.list()}
+    assert {v.record.registration.vendor.value for v in views.values()} == {"nvidia", "ascend", "biren", "metax"}
+    ascend = views["t-ascend-0"].record.registration
+    assert ascend.lease is not None and ascend.lease.provider == "cloud-test"
+    assert len(views["t-metax-0"].telemetry) == 2
+
+
+async def test_stopped_agent_goes_suspect_then_lost_and_comes_back(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    plane = await control_plane()
+    agent = agents("t-nvidia-0", plane.config.address)
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="ready")
+    agent.stop()
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "suspect", timeout=5, what="suspect")
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "lost", timeout=5, what="lost")
+    agent.start()
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="ready again")
+
+
+async def test_frozen_agent_is_fenced_and_recovers(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    """SIGSTOP simulates a partition: the node goes Lost; on SIGCONT its stale stream is refused
+    and the agent re-registers before it is Ready again."""
+    plane = await control_plane()
+    agent = agents("t-metax-0", plane.config.address)
+    await wait_for(lambda: state_of(plane, "t-metax-0") == "ready", what="ready")
+    agent.signal(signal.SIGSTOP)
+    await wait_for(lambda: state_of(plane, "t-metax-0") == "lost", timeout=6, what="lost")
+    agent.signal(signal.SIGCONT)
+    await wait_for(lambda: state_of(plane, "t-metax-0") == "ready", timeout=15, what="ready after thaw")
+    assert plane.registry is not None
+    assert "first heartbeat" in plane.registry.get("t-metax-0").record.state_reason
+
+
+async def test_control_plane_restart_keeps_the_fleet(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    port = free_port()
+    plane = await control_plane(port=port)
+    for node in NODES[:2]:
+        agents(node, plane.config.address)
+    await wait_for(lambda: all(state_of(plane, n) == "ready" for n in NODES[:2]), what="ready")
+    assert plane.registry is not None
+    transitions_before = {v.node_id: v.record.state_since for v in plane.registry.list()}
+    await plane.stop(grace_s=0.1)
+
+    again = await control_plane(port=port)
+    assert again.registry is not None
+    assert sorted(v.node_id for v in again.registry.list()) == sorted(NODES[:2])  # from etcd
+    assert {v.state.value for v in again.registry.list()} == {"ready"}
+    # agents reconnect and keep beating; nodes never leave Ready, no transition is recorded
+    await wait_for(
+        lambda: all(again.registry.get(n).last_heartbeat is not None for n in NODES[:2]),  # type: ignore[union-attr]
+        what="agents reconnected",
+    )
+    assert {v.state.value for v in again.registry.list()} == {"ready"}
+    assert {v.node_id: v.record.state_since for v in again.registry.list()} == transitions_before
+    assert again.metrics.registrations.labels("updated")._value.get() >= 2

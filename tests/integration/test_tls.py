@@ -1,0 +1,96 @@
+"""TLS and mutual TLS between agents and the control plane, with throwaway CAs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agents.discovery.simulated import SimulatedBackend, load_fleet
+from agents.runtime import Agent, NodeIdentity
+from tests.integration.certs import TestCA
+from tests.integration.conftest import SMALL_FLEET, ControlPlaneFactory, state_of, wait_for
+from tests.integration.helpers import register_request
+from tokenfab.tls import ClientTLS, TLSConfigError, client_channel
+from tokenfab.v1 import agent_pb2_grpc
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> tuple[TestCA, TestCA]:
+    return TestCA(tmp_path / "ca"), TestCA(tmp_path / "rogue", "rogue-ca")
+
+
+async def register_with(address: str, tls: ClientTLS | None, node: str) -> None:
+    async with client_channel(address, tls) as channel:
+        await agent_pb2_grpc.AgentServiceStub(channel).Register(register_request(node), timeout=5)
+
+
+async def test_mutual_tls(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
+    ca, rogue = pki
+    server = ca.issue("controlplane", server=True)
+    plane = await control_plane(tls_cert=server.cert, tls_key=server.key, tls_client_ca=ca.cert_file)
+    address = plane.config.address
+    good = ca.issue("agent-1", server=False)
+    await register_with(address, ClientTLS(ca.cert_file, good.cert, good.key), "mtls-ok")
+
+    refused = [
+        ("no client certificate", ClientTLS(ca.cert_file)),
+        ("certificate from another CA", ClientTLS(ca.cert_file, *_pair(rogue.issue("agent-x", server=False)))),
+        ("plaintext", None),
+    ]
+    for what, tls in refused:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await register_with(address, tls, "mtls-bad")
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, what
+    assert plane.registry is not None
+    assert [v.node_id for v in plane.registry.list()] == ["mtls-ok"]
+
+
+async def test_real_agent_over_mtls(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
+    ca, _ = pki
+    server = ca.issue("controlplane", server=True)
+    plane = await control_plane(tls_cert=server.cert, tls_key=server.key, tls_client_ca=ca.cert_file)
+    client = ca.issue("agent-2", server=False)
+    node = next(n for n in load_fleet(SMALL_FLEET) if n.node_id == "t-biren-0")
+    agent = Agent(
+        SimulatedBackend(node),
+        NodeIdentity(node.node_id, node.cluster),
+        address=plane.config.address,
+        tls=ClientTLS(ca.cert_file, client.cert, client.key),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await wait_for(lambda: state_of(plane, "t-biren-0") == "ready", what="ready over mTLS")
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+async def test_server_tls_without_client_auth(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
+    ca, rogue = pki
+    server = ca.issue("controlplane", server=True)
+    plane = await control_plane(tls_cert=server.cert, tls_key=server.key)
+    await register_with(plane.config.address, ClientTLS(ca.cert_file), "tls-ok")
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # client does not trust the server's CA
+        await register_with(plane.config.address, ClientTLS(rogue.cert_file), "tls-bad")
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_bad_tls_files_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(TLSConfigError, match="tls_ca"):
+        ClientTLS(tmp_path / "missing.pem").credentials()
+    not_pem = tmp_path / "x.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(TLSConfigError, match="not a PEM"):
+        ClientTLS(not_pem).credentials()
+    with pytest.raises(TLSConfigError, match="tls_cert/tls_key"):
+        ClientTLS(not_pem, cert_file=not_pem).credentials()
+
+
+def _pair(issued: object) -> tuple[Path, Path]:
+    return issued.cert, issued.key  # type: ignore[attr-defined]

@@ -1,0 +1,60 @@
+"""Contract checks every Store implementation must pass (memory in unit tests, etcd in integration)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from controlplane.store.base import Store, WatchEventKind
+
+
+async def check_contract(store: Store, prefix: str = "/contract/") -> None:
+    key = prefix + "a"
+    # create-if-absent
+    rev = await store.compare_and_put(key, b"1", expected_mod_revision=0)
+    assert rev is not None
+    assert await store.compare_and_put(key, b"x", expected_mod_revision=0) is None  # exists
+    # versioned update
+    kv = await store.get(key)
+    assert kv is not None and kv.value == b"1" and kv.mod_revision == rev
+    rev2 = await store.compare_and_put(key, b"2", expected_mod_revision=rev)
+    assert rev2 is not None and rev2 > rev
+    assert await store.compare_and_put(key, b"stale", expected_mod_revision=rev) is None
+    kv = await store.get(key)
+    assert kv is not None and kv.value == b"2" and kv.create_revision == rev
+    # list with revision
+    await store.put(prefix + "b", b"3")
+    await store.put("/outside/c", b"4")
+    listed, revision = await store.list_prefix(prefix)
+    assert [k.key for k in listed] == [prefix + "a", prefix + "b"]
+    assert revision >= listed[-1].mod_revision
+    # watch replays from a revision, then follows
+    seen = []
+
+    async def follow() -> None:
+        async for event in store.watch_prefix(prefix, start_revision=rev):
+            seen.append((event.kind, event.key, event.value))
+            if len(seen) == 4:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    kv = await store.get(prefix + "b")
+    assert kv is not None
+    assert not await store.compare_and_delete(prefix + "b", expected_mod_revision=kv.mod_revision + 100)
+    assert await store.compare_and_delete(prefix + "b", expected_mod_revision=kv.mod_revision)
+    await asyncio.wait_for(task, 5)
+    assert seen == [
+        (WatchEventKind.PUT, key, b"1"),
+        (WatchEventKind.PUT, key, b"2"),
+        (WatchEventKind.PUT, prefix + "b", b"3"),
+        (WatchEventKind.DELETE, prefix + "b", b""),
+    ]
+    # leases
+    lease = await store.grant_lease(30)
+    await store.put(prefix + "leased", b"v", lease=lease)
+    await store.refresh_lease(lease)
+    leased = await store.get(prefix + "leased")
+    assert leased is not None and leased.lease == lease
+    await store.revoke_lease(lease)
+    assert await store.get(prefix + "leased") is None
+
