@@ -19,7 +19,7 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        nominal = min(self.cap_s, self.base_s * (2**self.attempt))
+        nominal = min(self.cap_s, self.base_s * 2.0**self.attempt)
         self.attempt = min(self.attempt + 1, 30)
         return nominal / 2 + self.rng.uniform(0, nominal / 2)
 

@@ -67,7 +67,9 @@ def build(options: AgentOptions) -> tuple[Backend, NodeIdentity]:
         fleet = {n.node_id: n for n in load_fleet(options.fleet)}
         sim = fleet.get(options.node_id)
         if sim is None:
-            raise ValueError(f"node: {options.node_id!r} is not in the fleet file ({', '.join(sorted(fleet))})")
+            raise ValueError(
+                f"node: {options.node_id!r} is not in the fleet file ({', '.join(sorted(fleet))})"
+            )
         backend = SimulatedBackend(sim)
         lease = None
         anchor = datetime.fromtimestamp(options.sim_epoch, UTC) if options.sim_epoch else None

@@ -178,7 +178,7 @@ class Agent:
                 await self._session(stop)
             except AgentConfigError:
                 raise
-            except (grpc.aio.AioRpcError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, grpc.aio.AioRpcError, OSError) as exc:
                 self.status.last_error = _describe(exc)
                 self.status.state = "disconnected"
                 log.warning("agent.session_ended", node=self.identity.node_id, error=self.status.last_error)
@@ -238,7 +238,9 @@ class Agent:
             if wait == 0.0:
                 next_at = time.monotonic()
             stop_wait = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({stop_wait, reader}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            _done, _ = await asyncio.wait(
+                {stop_wait, reader}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
             stop_wait.cancel()
         with contextlib.suppress(grpc.aio.AioRpcError):
             await call.done_writing()
@@ -251,7 +253,9 @@ class Agent:
             body = message.WhichOneof("body")
             if body == "ack":
                 self.status.acks += 1
-                self.status.state = types_pb2.NodeState.Name(message.ack.state).removeprefix("NODE_STATE_").lower()
+                self.status.state = (
+                    types_pb2.NodeState.Name(message.ack.state).removeprefix("NODE_STATE_").lower()
+                )
             elif body == "command":
                 self._apply(message.command)
 

@@ -16,7 +16,10 @@ class ControlPlaneMetrics:
             "tokenfab_nodes", "Nodes by vendor and state", ["vendor", "state"], registry=self.registry
         )
         self.devices = Gauge(
-            "tokenfab_devices", "Accelerators by vendor and health", ["vendor", "health"], registry=self.registry
+            "tokenfab_devices",
+            "Accelerators by vendor and health",
+            ["vendor", "health"],
+            registry=self.registry,
         )
         self.heartbeat_seconds = Histogram(
             "tokenfab_heartbeat_processing_seconds",
@@ -38,5 +41,8 @@ class ControlPlaneMetrics:
         )
         self.streams = Gauge("tokenfab_agent_streams", "Open agent Connect streams", registry=self.registry)
         self.store_errors = Counter(
-            "tokenfab_store_errors_total", "Failed store operations, by operation", ["op"], registry=self.registry
+            "tokenfab_store_errors_total",
+            "Failed store operations, by operation",
+            ["op"],
+            registry=self.registry,
         )

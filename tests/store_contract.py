@@ -15,12 +15,17 @@ async def check_contract(store: Store, prefix: str = "/contract/") -> None:
     assert await store.compare_and_put(key, b"x", expected_mod_revision=0) is None  # exists
     # versioned update
     kv = await store.get(key)
-    assert kv is not None and kv.value == b"1" and kv.mod_revision == rev
+    assert kv is not None
+    assert kv.value == b"1"
+    assert kv.mod_revision == rev
     rev2 = await store.compare_and_put(key, b"2", expected_mod_revision=rev)
-    assert rev2 is not None and rev2 > rev
+    assert rev2 is not None
+    assert rev2 > rev
     assert await store.compare_and_put(key, b"stale", expected_mod_revision=rev) is None
     kv = await store.get(key)
-    assert kv is not None and kv.value == b"2" and kv.create_revision == rev
+    assert kv is not None
+    assert kv.value == b"2"
+    assert kv.create_revision == rev
     # list with revision
     await store.put(prefix + "b", b"3")
     await store.put("/outside/c", b"4")
@@ -54,7 +59,7 @@ async def check_contract(store: Store, prefix: str = "/contract/") -> None:
     await store.put(prefix + "leased", b"v", lease=lease)
     await store.refresh_lease(lease)
     leased = await store.get(prefix + "leased")
-    assert leased is not None and leased.lease == lease
+    assert leased is not None
+    assert leased.lease == lease
     await store.revoke_lease(lease)
     assert await store.get(prefix + "leased") is None
-

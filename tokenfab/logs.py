@@ -22,9 +22,7 @@ def configure(*, fmt: LogFormat = "json", level: str = "info", stream: object = 
     if not isinstance(numeric, int):
         raise ValueError(f"log level: unknown level {level!r}")
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -41,7 +41,8 @@ class ServerTLS:
         cert = _read_pem("tls_cert", self.cert_file)
         key = _read_pem("tls_key", self.key_file)
         ca = _read_pem("tls_client_ca", self.client_ca_file)
-        assert cert is not None and key is not None
+        assert cert is not None
+        assert key is not None
         return grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
         )

@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 
 from agents.discovery.base import (
-    MiB,
     DeviceSample,
     DiscoveredDevice,
+    MiB,
     NotPresent,
     ToolFailed,
     judge_health,
@@ -62,7 +62,13 @@ def parse_npu_smi_info(
         head = first[0].split()
         # A first row starts with the NPU id and a name; the process table's rows do not carry a
         # health word in column two, which is how the two tables are told apart.
-        if len(head) >= 2 and head[0].isdigit() and first[1] and not first[1][0].isdigit() and i + 1 < len(rows):
+        if (
+            len(head) >= 2
+            and head[0].isdigit()
+            and first[1]
+            and not first[1][0].isdigit()
+            and i + 1 < len(rows)
+        ):
             second = [c.strip() for c in rows[i + 1]]
             chip_fields = second[0].split()
             if not chip_fields or not chip_fields[0].isdigit():

@@ -100,7 +100,9 @@ def run_tool(argv: list[str], *, timeout_s: float = 10.0) -> str:
 
 def numa_node_of(pci_bus_id: str, sysfs: Path = Path("/sys/bus/pci/devices")) -> int:
     """NUMA node of a PCI device from sysfs; -1 when unknown. Accepts 8- or 4-digit domains."""
-    match = re.match(r"^(?:[0-9a-fA-F]{4})?([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])$", pci_bus_id.strip())
+    match = re.match(
+        r"^(?:[0-9a-fA-F]{4})?([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])$", pci_bus_id.strip()
+    )
     if not match:
         return -1
     try:

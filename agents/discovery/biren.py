@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 
 from agents.discovery.base import (
-    MiB,
     DeviceSample,
     DiscoveredDevice,
+    MiB,
     NotPresent,
     ToolFailed,
     judge_health,
@@ -82,7 +82,8 @@ def count_cards(dev_dir: Path, *, model: str, memory_gib: int | None = None) -> 
         raise NotPresent(f"no card_N device nodes in {dev_dir}")
     gib = memory_gib or KNOWN_MEMORY_GIB.get(model.upper(), 32)
     return [
-        DiscoveredDevice(uuid=f"biren-card{i}", index=i, model=model, memory_bytes=gib * 1024 * MiB) for i in indices
+        DiscoveredDevice(uuid=f"biren-card{i}", index=i, model=model, memory_bytes=gib * 1024 * MiB)
+        for i in indices
     ]
 
 
@@ -90,7 +91,9 @@ class BirenBackend:
     name = "biren"
     vendor = "biren"
 
-    def __init__(self, *, dev_dir: Path = Path("/dev/biren"), model: str = "BR104", memory_gib: int | None = None):
+    def __init__(
+        self, *, dev_dir: Path = Path("/dev/biren"), model: str = "BR104", memory_gib: int | None = None
+    ):
         self._dev_dir = dev_dir
         self._model = model
         self._memory_gib = memory_gib

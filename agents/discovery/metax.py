@@ -16,12 +16,13 @@ without parsing but is only distributed inside the MACA SDK; mx-smi ships with t
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from agents.discovery.base import (
-    MiB,
     DeviceSample,
     DiscoveredDevice,
+    MiB,
     NotPresent,
     judge_health,
     normalise_model,
@@ -38,7 +39,7 @@ _TEMP = re.compile(r"^(-?\d+(?:\.\d+)?)C\b")
 def parse_mx_smi(text: str) -> list[tuple[DiscoveredDevice, DeviceSample]]:
     rows = [[c.strip() for c in m.groups()] for m in (_ROW.match(line) for line in text.splitlines()) if m]
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    for first, second in zip(rows, rows[1:], strict=False):
+    for first, second in itertools.pairwise(rows):
         head = first[0].split()
         if len(head) < 2 or not head[0].isdigit():
             continue

@@ -17,9 +17,9 @@ import io
 from typing import Any
 
 from agents.discovery.base import (
-    MiB,
     DeviceSample,
     DiscoveredDevice,
+    MiB,
     NotPresent,
     ToolFailed,
     judge_health,

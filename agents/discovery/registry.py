@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agents.discovery.ascend import AscendBackend
 from agents.discovery.base import Backend, DiscoveredDevice, NotPresent, ToolFailed
 from agents.discovery.biren import BirenBackend
@@ -13,11 +15,15 @@ BACKEND_NAMES = ("auto", "nvidia", "ascend", "metax", "biren", "simulated")
 
 def backend_for(name: str) -> Backend:
     """A real vendor backend by name (``simulated`` is built from a fleet file by the agent)."""
-    factories = {"nvidia": NvidiaBackend, "ascend": AscendBackend, "metax": MetaxBackend, "biren": BirenBackend}
+    factories: dict[str, Callable[[], Backend]] = {
+        "nvidia": NvidiaBackend,
+        "ascend": AscendBackend,
+        "metax": MetaxBackend,
+        "biren": BirenBackend,
+    }
     if name not in factories:
         raise ValueError(f"backend: expected one of {', '.join(factories)}, got {name!r}")
-    backend: Backend = factories[name]()
-    return backend
+    return factories[name]()
 
 
 def detect() -> tuple[Backend, list[DiscoveredDevice]]:

@@ -58,7 +58,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             view, created = await self._registry.register(registration)
         except HANDLED as exc:
             self._metrics.registrations.labels("rejected").inc()
-            log.info("register.rejected", node=request.node_id[:80], code=code_for(exc).name, error=message_for(exc))
+            log.info(
+                "register.rejected",
+                node=request.node_id[:80],
+                code=code_for(exc).name,
+                error=message_for(exc),
+            )
             await context.abort(code_for(exc), message_for(exc))
         return agent_pb2.RegisterResponse(
             state=convert.STATE_TO_PB[view.state],
@@ -92,12 +97,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         registry.attach(node_id, sink)
                         log.info("stream.opened", node=node_id, peer=context.peer())
                     elif beat.node_id != node_id:
-                        raise InvalidArgument("heartbeat.node_id", f"this stream is bound to node {node_id!r}")
+                        raise InvalidArgument(
+                            "heartbeat.node_id", f"this stream is bound to node {node_id!r}"
+                        )
                     state = await registry.heartbeat(node_id, convert.telemetry_from_pb(beat.devices))
                 except HANDLED as exc:
                     self._metrics.heartbeats.labels("rejected").inc()
                     await context.abort(code_for(exc), message_for(exc))
-                ack = agent_pb2.ControlMessage(ack=agent_pb2.Ack(seq=beat.seq, state=convert.STATE_TO_PB[state]))
+                ack = agent_pb2.ControlMessage(
+                    ack=agent_pb2.Ack(seq=beat.seq, state=convert.STATE_TO_PB[state])
+                )
                 async with lock:
                     await context.write(ack)
                 histogram.observe(time.perf_counter() - started)

@@ -57,7 +57,7 @@ COMMAND_TO_PB = {
 
 
 def vendor_from_pb(value: int, field: str = "vendor") -> Vendor:
-    vendor = VENDOR_FROM_PB.get(value)  # type: ignore[call-overload]
+    vendor: Vendor | None = VENDOR_FROM_PB.get(value)  # type: ignore[call-overload]
     if vendor is None:
         known = ", ".join(types_pb2.Vendor.Name(v) for v in VENDOR_FROM_PB)
         shown = types_pb2.Vendor.Name(value) if value in types_pb2.Vendor.values() else str(value)
@@ -68,7 +68,7 @@ def vendor_from_pb(value: int, field: str = "vendor") -> Vendor:
 def health_from_pb(value: int, field: str) -> DeviceHealth:
     if value == types_pb2.DEVICE_HEALTH_UNSPECIFIED:
         return DeviceHealth.HEALTHY  # older agents that do not judge health
-    health = HEALTH_FROM_PB.get(value)  # type: ignore[call-overload]
+    health: DeviceHealth | None = HEALTH_FROM_PB.get(value)  # type: ignore[call-overload]
     if health is None:
         raise InvalidArgument(field, f"unknown device health {value}")
     return health

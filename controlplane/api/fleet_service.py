@@ -27,14 +27,14 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             vendor = convert.vendor_from_pb(request.vendor) if request.vendor else None
             state = None
             if request.state:
-                state = convert.STATE_FROM_PB.get(request.state)  # type: ignore[call-overload]
+                state = convert.STATE_FROM_PB.get(request.state)
                 if state is None:
                     raise InvalidArgument("state", f"unknown node state {request.state}")
         except HANDLED as exc:
             await context.abort(code_for(exc), message_for(exc))
         nodes = [
             convert.node_to_pb(view)
-            for view in self._registry.list()
+            for view in self._registry.nodes()
             if (vendor is None or view.record.registration.vendor is vendor)
             and (not request.cluster or view.record.registration.cluster == request.cluster)
             and (state is None or view.state is state)
@@ -55,11 +55,15 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     ) -> AsyncIterator[fleet_pb2.NodeEvent]:
         changes = self._registry.subscribe()  # before the snapshot: no change falls in between
         try:
-            for view in self._registry.list():
-                yield fleet_pb2.NodeEvent(kind=fleet_pb2.NODE_EVENT_KIND_SNAPSHOT, node=convert.node_to_pb(view))
+            for view in self._registry.nodes():
+                yield fleet_pb2.NodeEvent(
+                    kind=fleet_pb2.NODE_EVENT_KIND_SNAPSHOT, node=convert.node_to_pb(view)
+                )
             async for kind, view in changes:
                 pb_kind = (
-                    fleet_pb2.NODE_EVENT_KIND_DELETE if kind is ChangeKind.DELETE else fleet_pb2.NODE_EVENT_KIND_UPSERT
+                    fleet_pb2.NODE_EVENT_KIND_DELETE
+                    if kind is ChangeKind.DELETE
+                    else fleet_pb2.NODE_EVENT_KIND_UPSERT
                 )
                 yield fleet_pb2.NodeEvent(kind=pb_kind, node=convert.node_to_pb(view))
         finally:

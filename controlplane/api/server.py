@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -52,7 +53,7 @@ class ControlPlane:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self.port: int | None = None
-        self._metrics_server: object | None = None
+        self._metrics_server: tuple[Any, Any] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -83,7 +84,11 @@ class ControlPlane:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -98,8 +103,10 @@ class ControlPlane:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.metrics_address:
-            host, _, port = cfg.metrics_address.rpartition(":")
-            self._metrics_server = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
+            host, _, metrics_port = cfg.metrics_address.rpartition(":")
+            self._metrics_server = start_http_server(
+                int(metrics_port), addr=host or "127.0.0.1", registry=self.metrics.registry
+            )
         log.info(
             "controlplane.started",
             address=cfg.address,
@@ -122,8 +129,8 @@ class ControlPlane:
         if self.registry is not None:
             await self.registry.stop()
         if self._metrics_server is not None:
-            server, _thread = self._metrics_server  # type: ignore[misc]
-            server.shutdown()
+            http_server, _thread = self._metrics_server
+            http_server.shutdown()
             self._metrics_server = None
         if self._owns_store and self._store is not None:
             with contextlib.suppress(Exception):

@@ -16,7 +16,9 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 GiB = 1024**3
 
 
-def client_tls(ca: Path | None, cert: Path | None, key: Path | None, server_name: str | None) -> ClientTLS | None:
+def client_tls(
+    ca: Path | None, cert: Path | None, key: Path | None, server_name: str | None
+) -> ClientTLS | None:
     if ca is None:
         if cert is not None or key is not None:
             raise ValueError("--tls-cert/--tls-key need --tls-ca (the CA that signed the control plane)")
@@ -39,7 +41,9 @@ def node_summary(node: types_pb2.Node) -> dict[str, Any]:
     memory = sorted({round(d.memory_bytes / GiB, 1) for d in node.devices})
     unhealthy = [d.index for d in node.devices if d.health == types_pb2.DEVICE_HEALTH_UNHEALTHY]
     lease_end = (
-        node.lease.end_time.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z") if node.HasField("lease") else None
+        node.lease.end_time.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        if node.HasField("lease")
+        else None
     )
     last_beat = (
         node.last_heartbeat.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
@@ -61,7 +65,9 @@ def node_summary(node: types_pb2.Node) -> dict[str, Any]:
         "leased": node.HasField("lease"),
         "lease_provider": node.lease.provider if node.HasField("lease") else None,
         "lease_expires_at": lease_end,
-        "price_per_accelerator_hour": node.lease.price_per_accelerator_hour if node.HasField("lease") else None,
+        "price_per_accelerator_hour": node.lease.price_per_accelerator_hour
+        if node.HasField("lease")
+        else None,
         "preemptible": node.lease.preemptible if node.HasField("lease") else False,
         "last_heartbeat": last_beat,
         "agent_version": node.agent_version,

@@ -24,7 +24,7 @@ log = get_logger("up")
 
 
 def summaries(registry: NodeRegistry) -> list[dict[str, Any]]:
-    return [node_summary(node_to_pb(view)) for view in registry.list()]
+    return [node_summary(node_to_pb(view)) for view in registry.nodes()]
 
 
 async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Event) -> None:
@@ -40,7 +40,8 @@ async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Ev
             old = last_state.get(view.node_id)
             if old != view.state.value:
                 stamp = time.strftime("%H:%M:%S")
-                events.append(f"{stamp}  {view.node_id}: {old or 'new'} -> {view.state.value}  {view.record.state_reason}")
+                change = f"{old or 'new'} -> {view.state.value}"
+                events.append(f"{stamp}  {view.node_id}: {change}  {view.record.state_reason}")
                 last_state[view.node_id] = view.state.value
 
     follower = asyncio.create_task(follow())
@@ -53,7 +54,8 @@ async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Ev
                 exited = agents.exited()
                 header = Text.assemble(
                     ("tokenfab up", "bold"),
-                    f"  control plane {plane.config.address}  etcd {plane.config.etcd_endpoint}  {elapsed:4.0f}s  ",
+                    f"  control plane {plane.config.address}",
+                    f"  etcd {plane.config.etcd_endpoint}  {elapsed:4.0f}s  ",
                     ("Ctrl-C to stop", "dim"),
                 )
                 parts: list[Any] = [header, nodes_table(nodes), Text(state_counts(nodes))]

@@ -8,8 +8,8 @@ Heavy imports happen inside the commands so that ``tokenfab agent`` starts quick
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,12 +37,19 @@ class LogFormat(StrEnum):
     console = "console"
 
 
-AddressOpt = Annotated[str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")]
-CaOpt = Annotated[Path | None, typer.Option("--tls-ca", envvar="TOKENFAB_TLS_CA", help="CA that signed the server")]
-CertOpt = Annotated[Path | None, typer.Option("--tls-cert", envvar="TOKENFAB_TLS_CERT", help="client certificate")]
+AddressOpt = Annotated[
+    str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")
+]
+CaOpt = Annotated[
+    Path | None, typer.Option("--tls-ca", envvar="TOKENFAB_TLS_CA", help="CA that signed the server")
+]
+CertOpt = Annotated[
+    Path | None, typer.Option("--tls-cert", envvar="TOKENFAB_TLS_CERT", help="client certificate")
+]
 KeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="TOKENFAB_TLS_KEY", help="client key")]
 NameOpt = Annotated[
-    str | None, typer.Option("--tls-server-name", envvar="TOKENFAB_TLS_SERVER_NAME", help="expected server name")
+    str | None,
+    typer.Option("--tls-server-name", envvar="TOKENFAB_TLS_SERVER_NAME", help="expected server name"),
 ]
 
 
@@ -61,7 +68,9 @@ async def _call(address: str, tls: Any, fn: Any) -> Any:
         try:
             return await fn(fleet_pb2_grpc.FleetServiceStub(ch))
         except grpc.aio.AioRpcError as exc:
-            raise _fail(f"{exc.code().name}: {exc.details()}", 2 if exc.code() != grpc.StatusCode.UNAVAILABLE else 3) from None
+            raise _fail(
+                f"{exc.code().name}: {exc.details()}", 2 if exc.code() != grpc.StatusCode.UNAVAILABLE else 3
+            ) from None
 
 
 def _tls(ca: Path | None, cert: Path | None, key: Path | None, name: str | None) -> Any:
@@ -116,10 +125,8 @@ def nodes(
                 view.update(Group(nodes_table(summaries), state_counts(summaries)))
                 await asyncio.sleep(1)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_call(address, tls, live))
-    except KeyboardInterrupt:
-        pass
 
 
 def _change(action: str, node: str, reason: str, address: str, tls: Any) -> None:
@@ -173,7 +180,8 @@ def controlplane(
     tls_cert: Annotated[Path | None, typer.Option(envvar="TOKENFAB_SERVER_CERT")] = None,
     tls_key: Annotated[Path | None, typer.Option(envvar="TOKENFAB_SERVER_KEY")] = None,
     tls_client_ca: Annotated[
-        Path | None, typer.Option(envvar="TOKENFAB_CLIENT_CA", help="require client certs from this CA (mTLS)")
+        Path | None,
+        typer.Option(envvar="TOKENFAB_CLIENT_CA", help="require client certs from this CA (mTLS)"),
     ] = None,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
@@ -235,7 +243,9 @@ def agent(
     cluster: Annotated[str, typer.Option(envvar="TOKENFAB_CLUSTER")] = "default",
     region: Annotated[str, typer.Option(envvar="TOKENFAB_REGION")] = "",
     fleet: Annotated[Path | None, typer.Option(help="simulated fleet YAML (default: packaged fleet)")] = None,
-    sim_epoch: Annotated[float | None, typer.Option(help="anchor for the fleet's relative lease times")] = None,
+    sim_epoch: Annotated[
+        float | None, typer.Option(help="anchor for the fleet's relative lease times")
+    ] = None,
     biren_model: Annotated[str, typer.Option(help="model when counting /dev/biren cards")] = "BR104",
     lease_provider: Annotated[str | None, typer.Option(help="leased node: provider")] = None,
     lease_id: Annotated[str | None, typer.Option(help="leased node: lease id")] = None,
@@ -280,7 +290,9 @@ def agent(
 def up(
     headless: Annotated[bool, typer.Option(help="log lines instead of the live view")] = False,
     address: Annotated[str, typer.Option(help="control plane listen host:port")] = DEFAULT_ADDRESS,
-    state_dir: Annotated[Path | None, typer.Option(envvar="TOKENFAB_STATE_DIR", help="default ./.tokenfab")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_STATE_DIR", help="default ./.tokenfab")
+    ] = None,
     fleet: Annotated[Path | None, typer.Option(help="simulated fleet YAML (default: packaged fleet)")] = None,
     heartbeat_interval: Annotated[float, typer.Option()] = 1.0,
     lost_after: Annotated[float, typer.Option()] = 10.0,
@@ -297,7 +309,11 @@ def up(
         configure(fmt="json")
     else:
         configure(fmt="json", stream=(state / "logs" / "controlplane.log").open("a", buffering=1))
-    overrides = {"heartbeat_interval_s": heartbeat_interval, "lost_after_s": lost_after, "metrics_address": metrics_address}
+    overrides: dict[str, object] = {
+        "heartbeat_interval_s": heartbeat_interval,
+        "lost_after_s": lost_after,
+        "metrics_address": metrics_address,
+    }
     try:
         code = asyncio.run(
             run_up(
@@ -323,4 +339,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -62,4 +62,6 @@ def state_counts(nodes: list[dict[str, Any]]) -> str:
     vendors = Counter(n["vendor"] for n in nodes if n["state"] == "ready")
     parts = [f"{counts[s]} {s}" for s in STATE_STYLE if counts[s]]
     ready_by_vendor = ", ".join(f"{v}: {c}" for v, c in sorted(vendors.items()))
-    return f"{len(nodes)} nodes: {', '.join(parts) or 'none'}" + (f"  (ready by vendor: {ready_by_vendor})" if ready_by_vendor else "")
+    return f"{len(nodes)} nodes: {', '.join(parts) or 'none'}" + (
+        f"  (ready by vendor: {ready_by_vendor})" if ready_by_vendor else ""
+    )

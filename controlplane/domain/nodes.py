@@ -109,7 +109,9 @@ class NodeRegistration(_Model):
         if not value:
             raise ValueError("must not be empty")
         if not NODE_ID_RE.match(value):
-            raise ValueError("must be 1-63 lowercase letters, digits, '.', '_' or '-', alphanumeric at both ends")
+            raise ValueError(
+                "must be 1-63 lowercase letters, digits, '.', '_' or '-', alphanumeric at both ends"
+            )
         return value
 
     @field_validator("cluster")

@@ -93,17 +93,18 @@ class EtcdProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log_out:
-            self._proc = subprocess.Popen(
+            # Popen returns as soon as the child is forked; waiting for readiness is async below.
+            self._proc = subprocess.Popen(  # noqa: ASYNC220
                 self.command(), stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise EtcdError(
-                    f"etcd exited with {self._proc.returncode} during start; see {self.log_file}"
-                )
+                raise EtcdError(f"etcd exited with {self._proc.returncode} during start; see {self.log_file}")
             if await self._answers():
-                log.info("etcd.started", endpoint=self.endpoint, pid=self._proc.pid, data_dir=str(self.data_dir))
+                log.info(
+                    "etcd.started", endpoint=self.endpoint, pid=self._proc.pid, data_dir=str(self.data_dir)
+                )
                 return
             await asyncio.sleep(0.1)
         self.stop()

@@ -88,7 +88,11 @@ class AgentProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"agent-{node_id}.log").open("ab") as out:
             self.procs[node_id] = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def exited(self) -> dict[str, int]:
@@ -120,10 +124,13 @@ async def run_up(
     from agents.discovery.simulated import load_fleet  # validate the fleet before starting anything
 
     nodes = load_fleet(fleet_file)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task runs
     client_port, peer_port = remembered_ports(state_dir)
     etcd = EtcdProcess(
-        state_dir / "etcd", client_port=client_port, peer_port=peer_port, log_file=state_dir / "logs" / "etcd.log"
+        state_dir / "etcd",
+        client_port=client_port,
+        peer_port=peer_port,
+        log_file=state_dir / "logs" / "etcd.log",
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,8 +145,12 @@ async def run_up(
         await plane.start()
         epoch = fleet_epoch(state_dir)
         for node in nodes:
-            agents.start(node.node_id, agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch))
-        log.info("up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint)
+            agents.start(
+                node.node_id, agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch)
+            )
+        log.info(
+            "up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint
+        )
         result = on_ready(plane, agents, stop)
         if asyncio.iscoroutine(result):
             await result

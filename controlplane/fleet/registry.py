@@ -225,7 +225,7 @@ class NodeRegistry:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def list(self) -> list[NodeView]:
+    def nodes(self) -> list[NodeView]:
         return [self._entries[k].view() for k in sorted(self._entries)]
 
     def get(self, node_id: str) -> NodeView:
@@ -283,7 +283,11 @@ class NodeRegistry:
         if old_state is not new.state:
             self.metrics.transitions.labels(old_state.value, new.state.value).inc()
             log.info(
-                "node.transition", node=new.node_id, old=old_state.value, new=new.state.value, reason=new.state_reason
+                "node.transition",
+                node=new.node_id,
+                old=old_state.value,
+                new=new.state.value,
+                reason=new.state_reason,
             )
             self._refresh_gauges()
         self._publish(ChangeKind.UPSERT, entry.view())
@@ -385,7 +389,8 @@ class NodeRegistry:
         for position, sample in enumerate(telemetry):
             if sample.index not in known:
                 raise InvalidArgument(
-                    f"devices[{position}].index", f"device index {sample.index} is not registered on this node"
+                    f"devices[{position}].index",
+                    f"device index {sample.index} is not registered on this node",
                 )
         entry.last_seen = self._clock()
         entry.last_wall = self._wall()
@@ -399,7 +404,9 @@ class NodeRegistry:
                 if health:
                     new = new.model_copy(update={"device_health": {**current.device_health, **health}})
                     for index, (status, reason) in health.items():
-                        log.warning("device.health", node=node_id, device=index, health=status.value, reason=reason)
+                        log.warning(
+                            "device.health", node=node_id, device=index, health=status.value, reason=reason
+                        )
                 if not is_beating(current.state) and current.state is not NodeState.LOST:
                     wanted = beating_state(cordoned=current.cordoned, draining=current.draining)
                     new = self._moved(new, wanted)
@@ -463,16 +470,23 @@ class NodeRegistry:
             if silence is not None:
                 if is_beating(state) and silence > self.timing.suspect_after_s:
                     target = NodeState.SUSPECT
-                elif state in (NodeState.SUSPECT, NodeState.REGISTERING) and silence > self.timing.lost_after_s:
+                elif (
+                    state in (NodeState.SUSPECT, NodeState.REGISTERING) and silence > self.timing.lost_after_s
+                ):
                     target = NodeState.LOST
             if target is None:
                 continue
-            reason = f"no heartbeat for {silence:.1f}s" if silence is not None and target in (
-                NodeState.SUSPECT, NodeState.LOST) else None  # fmt: skip
+            silent = silence is not None and target in (NodeState.SUSPECT, NodeState.LOST)
+            reason = f"no heartbeat for {silence:.1f}s" if silent else None
 
-            def change(record: NodeRecord, target: NodeState = target, reason: str | None = reason) -> NodeRecord:
+            def change(
+                record: NodeRecord,
+                target: NodeState = target,
+                reason: str | None = reason,
+                seen: NodeState = state,
+            ) -> NodeRecord:
                 # Re-check under the lock: a beat may have arrived while we waited.
-                if record.state is not state:
+                if record.state is not seen:
                     return record
                 return self._moved(record, target, reason)
 

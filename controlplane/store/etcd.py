@@ -113,7 +113,9 @@ class EtcdStore:
         try:
             async for event in watch:
                 kind = WatchEventKind.PUT if event.kind == "PUT" else WatchEventKind.DELETE
-                yield WatchEvent(kind, event.kv.key.decode(), bytes(event.kv.value), int(event.kv.mod_revision))
+                yield WatchEvent(
+                    kind, event.kv.key.decode(), bytes(event.kv.value), int(event.kv.mod_revision)
+                )
         finally:
             await watch.cancel()
 

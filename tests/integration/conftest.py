@@ -109,8 +109,10 @@ class AgentProcess:
         self.proc = None
         return code
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+    def output(self, lines: int = 8) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture
@@ -127,12 +129,22 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         agent.stop()
 
 
-async def wait_for(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "condition") -> float:
-    """Poll until ``predicate()``; returns the seconds it took (never asserted on: machines are noisy)."""
+async def wait_for(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float = 20.0,
+    what: str = "condition",
+    detail: Callable[[], str] | None = None,
+) -> float:
+    """Poll until ``predicate()``; returns the seconds it took (never asserted on: machines are noisy).
+
+    On timeout the error says what was awaited and, with ``detail``, what was seen instead.
+    """
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; saw: {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         await asyncio.sleep(0.05)
     return time.monotonic() - start
 

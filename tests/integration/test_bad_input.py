@@ -16,7 +16,9 @@ from tokenfab.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc, ty
 
 
 @pytest.fixture
-async def stubs(control_plane: ControlPlaneFactory) -> AsyncIterator[tuple[agent_pb2_grpc.AgentServiceStub, fleet_pb2_grpc.FleetServiceStub]]:  # noqa: E501
+async def stubs(
+    control_plane: ControlPlaneFactory,
+) -> AsyncIterator[tuple[agent_pb2_grpc.AgentServiceStub, fleet_pb2_grpc.FleetServiceStub]]:
     plane = await control_plane(max_message_bytes=256 * 1024)
     async with grpc.aio.insecure_channel(plane.config.address) as channel:
         yield agent_pb2_grpc.AgentServiceStub(channel), fleet_pb2_grpc.FleetServiceStub(channel)
@@ -115,7 +117,8 @@ async def test_stream_is_bound_to_one_node(
     call = agent.Connect()
     await call.write(beat("n-a"))
     ack = await call.read()
-    assert ack.ack.seq == 1 and ack.ack.state == types_pb2.NODE_STATE_READY
+    assert ack.ack.seq == 1
+    assert ack.ack.state == types_pb2.NODE_STATE_READY
     await call.write(beat("n-b", seq=2))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call.read()
@@ -154,5 +157,3 @@ async def test_fleet_service_errors(
         await fleet.ListNodes(fleet_pb2.ListNodesRequest(vendor=99), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith("vendor:")
-
-

@@ -19,10 +19,16 @@ async def test_agents_register_and_become_ready(
         agents(node, plane.config.address)
     await wait_for(lambda: all(state_of(plane, n) == "ready" for n in NODES), what="4 ready nodes")
     assert plane.registry is not None
-    views = {v.node_id: v for v in plane.registry.list()}
-    assert {v.record.registration.vendor.value for v in views.values()} == {"nvidia", "ascend", "biren", "metax"}
+    views = {v.node_id: v for v in plane.registry.nodes()}
+    assert {v.record.registration.vendor.value for v in views.values()} == {
+        "nvidia",
+        "ascend",
+        "biren",
+        "metax",
+    }
     ascend = views["t-ascend-0"].record.registration
-    assert ascend.lease is not None and ascend.lease.provider == "cloud-test"
+    assert ascend.lease is not None
+    assert ascend.lease.provider == "cloud-test"
     assert len(views["t-metax-0"].telemetry) == 2
 
 
@@ -32,11 +38,12 @@ async def test_stopped_agent_goes_suspect_then_lost_and_comes_back(
     plane = await control_plane()
     agent = agents("t-nvidia-0", plane.config.address)
     await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="ready")
+    seen = lambda: f"state={state_of(plane, 't-nvidia-0')}\nagent log:\n{agent.output()}"  # noqa: E731
     agent.stop()
-    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "suspect", timeout=5, what="suspect")
-    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "lost", timeout=5, what="lost")
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "suspect", timeout=5, what="suspect", detail=seen)
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "lost", timeout=5, what="lost", detail=seen)
     agent.start()
-    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="ready again")
+    await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="ready again", detail=seen)
 
 
 async def test_frozen_agent_is_fenced_and_recovers(
@@ -47,10 +54,13 @@ async def test_frozen_agent_is_fenced_and_recovers(
     plane = await control_plane()
     agent = agents("t-metax-0", plane.config.address)
     await wait_for(lambda: state_of(plane, "t-metax-0") == "ready", what="ready")
+    seen = lambda: f"state={state_of(plane, 't-metax-0')}\nagent log:\n{agent.output()}"  # noqa: E731
     agent.signal(signal.SIGSTOP)
-    await wait_for(lambda: state_of(plane, "t-metax-0") == "lost", timeout=6, what="lost")
+    await wait_for(lambda: state_of(plane, "t-metax-0") == "lost", timeout=6, what="lost", detail=seen)
     agent.signal(signal.SIGCONT)
-    await wait_for(lambda: state_of(plane, "t-metax-0") == "ready", timeout=15, what="ready after thaw")
+    await wait_for(
+        lambda: state_of(plane, "t-metax-0") == "ready", timeout=15, what="ready after thaw", detail=seen
+    )
     assert plane.registry is not None
     assert "first heartbeat" in plane.registry.get("t-metax-0").record.state_reason
 
@@ -64,18 +74,18 @@ async def test_control_plane_restart_keeps_the_fleet(
         agents(node, plane.config.address)
     await wait_for(lambda: all(state_of(plane, n) == "ready" for n in NODES[:2]), what="ready")
     assert plane.registry is not None
-    transitions_before = {v.node_id: v.record.state_since for v in plane.registry.list()}
+    transitions_before = {v.node_id: v.record.state_since for v in plane.registry.nodes()}
     await plane.stop(grace_s=0.1)
 
     again = await control_plane(port=port)
     assert again.registry is not None
-    assert sorted(v.node_id for v in again.registry.list()) == sorted(NODES[:2])  # from etcd
-    assert {v.state.value for v in again.registry.list()} == {"ready"}
+    assert sorted(v.node_id for v in again.registry.nodes()) == sorted(NODES[:2])  # from etcd
+    assert {v.state.value for v in again.registry.nodes()} == {"ready"}
     # agents reconnect and keep beating; nodes never leave Ready, no transition is recorded
     await wait_for(
         lambda: all(again.registry.get(n).last_heartbeat is not None for n in NODES[:2]),  # type: ignore[union-attr]
         what="agents reconnected",
     )
-    assert {v.state.value for v in again.registry.list()} == {"ready"}
-    assert {v.node_id: v.record.state_since for v in again.registry.list()} == transitions_before
+    assert {v.state.value for v in again.registry.nodes()} == {"ready"}
+    assert {v.node_id: v.record.state_since for v in again.registry.nodes()} == transitions_before
     assert again.metrics.registrations.labels("updated")._value.get() >= 2

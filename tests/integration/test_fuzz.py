@@ -54,9 +54,7 @@ telemetry = st.builds(
     ecc_uncorrected_errors=u64,
     health=st.integers(min_value=0, max_value=5),
 )
-heartbeats = st.builds(
-    agent_pb2.Heartbeat, node_id=ids, seq=u64, devices=st.lists(telemetry, max_size=4)
-)
+heartbeats = st.builds(agent_pb2.Heartbeat, node_id=ids, seq=u64, devices=st.lists(telemetry, max_size=4))
 
 
 async def stored_records(etcd: EtcdProcess) -> list[bytes]:
@@ -64,7 +62,9 @@ async def stored_records(etcd: EtcdProcess) -> list[bytes]:
         return [kv.value for kv in await client.get_prefix(b"/tokenfab/v1/nodes/")]
 
 
-async def test_random_registrations_and_heartbeats(control_plane: ControlPlaneFactory, etcd: EtcdProcess) -> None:
+async def test_random_registrations_and_heartbeats(
+    control_plane: ControlPlaneFactory, etcd: EtcdProcess
+) -> None:
     plane = await control_plane()
     codes: set[grpc.StatusCode] = set()
 

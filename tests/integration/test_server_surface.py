@@ -38,7 +38,9 @@ async def test_commands_reach_the_agent_and_watch_sees_changes(control_plane: Co
     metrics_port = free_port()
     plane = await control_plane(metrics_address=f"127.0.0.1:{metrics_port}")
     node = next(n for n in load_fleet(SMALL_FLEET) if n.node_id == "t-ascend-0")
-    agent = Agent(SimulatedBackend(node), NodeIdentity(node.node_id, node.cluster), address=plane.config.address)
+    agent = Agent(
+        SimulatedBackend(node), NodeIdentity(node.node_id, node.cluster), address=plane.config.address
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
@@ -47,18 +49,25 @@ async def test_commands_reach_the_agent_and_watch_sees_changes(control_plane: Co
             fleet = fleet_pb2_grpc.FleetServiceStub(channel)
             watch = fleet.WatchNodes(fleet_pb2.WatchNodesRequest())
             first = await watch.read()
-            assert first.kind == fleet_pb2.NODE_EVENT_KIND_SNAPSHOT and first.node.node_id == "t-ascend-0"
-            node_pb = await fleet.Cordon(fleet_pb2.CordonRequest(node_id="t-ascend-0", reason="test"), timeout=5)
+            assert first.kind == fleet_pb2.NODE_EVENT_KIND_SNAPSHOT
+            assert first.node.node_id == "t-ascend-0"
+            node_pb = await fleet.Cordon(
+                fleet_pb2.CordonRequest(node_id="t-ascend-0", reason="test"), timeout=5
+            )
             assert node_pb.state == types_pb2.NODE_STATE_CORDONED
             change = await asyncio.wait_for(watch.read(), 5)
             assert change.kind == fleet_pb2.NODE_EVENT_KIND_UPSERT
             assert change.node.state == types_pb2.NODE_STATE_CORDONED
             await wait_for(lambda: agent.status.cordoned, timeout=5, what="cordon command at the agent")
             await fleet.Uncordon(fleet_pb2.UncordonRequest(node_id="t-ascend-0"), timeout=5)
-            await wait_for(lambda: not agent.status.cordoned and agent.status.state == "ready", what="uncordon")
+            await wait_for(
+                lambda: not agent.status.cordoned and agent.status.state == "ready", what="uncordon"
+            )
             watch.cancel()
         body = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            )
         )
         assert 'tokenfab_nodes{state="ready",vendor="ascend"} 1.0' in body
         assert "tokenfab_heartbeat_processing_seconds_count" in body

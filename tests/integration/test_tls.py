@@ -38,7 +38,10 @@ async def test_mutual_tls(control_plane: ControlPlaneFactory, pki: tuple[TestCA,
 
     refused = [
         ("no client certificate", ClientTLS(ca.cert_file)),
-        ("certificate from another CA", ClientTLS(ca.cert_file, *_pair(rogue.issue("agent-x", server=False)))),
+        (
+            "certificate from another CA",
+            ClientTLS(ca.cert_file, *_pair(rogue.issue("agent-x", server=False))),
+        ),
         ("plaintext", None),
     ]
     for what, tls in refused:
@@ -46,7 +49,7 @@ async def test_mutual_tls(control_plane: ControlPlaneFactory, pki: tuple[TestCA,
             await register_with(address, tls, "mtls-bad")
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE, what
     assert plane.registry is not None
-    assert [v.node_id for v in plane.registry.list()] == ["mtls-ok"]
+    assert [v.node_id for v in plane.registry.nodes()] == ["mtls-ok"]
 
 
 async def test_real_agent_over_mtls(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
@@ -71,7 +74,9 @@ async def test_real_agent_over_mtls(control_plane: ControlPlaneFactory, pki: tup
             await asyncio.wait_for(task, 10)
 
 
-async def test_server_tls_without_client_auth(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
+async def test_server_tls_without_client_auth(
+    control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]
+) -> None:
     ca, rogue = pki
     server = ca.issue("controlplane", server=True)
     plane = await control_plane(tls_cert=server.cert, tls_key=server.key)

@@ -29,7 +29,8 @@ def field_of(req: agent_pb2.RegisterRequest) -> str:
 
 def test_round_trip() -> None:
     node = registration_from_pb(request())
-    assert node.vendor.value == "metax" and node.devices[0].memory_gib == 64
+    assert node.vendor.value == "metax"
+    assert node.devices[0].memory_gib == 64
 
 
 def test_bad_wire_fields() -> None:

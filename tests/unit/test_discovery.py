@@ -30,40 +30,51 @@ def test_nvidia_smi_h100() -> None:
     assert devices[0].memory_bytes == 81559 * MiB
     assert devices[0].uuid == "GPU-5a1c4f0e-3b7d-9c2e-8f41-6d0b2a9e7c11"
     assert devices[1].pci_bus_id == "00000000:2A:00.0"
-    assert samples[0].utilization_percent == 97 and samples[0].temperature_celsius == 64
+    assert samples[0].utilization_percent == 97
+    assert samples[0].temperature_celsius == 64
     assert (samples[3].health, samples[3].ecc_uncorrected_errors) == ("unhealthy", 2)
-    assert samples[5].health == "degraded" and "88" in samples[5].health_reason
+    assert samples[5].health == "degraded"
+    assert "88" in samples[5].health_reason
     assert sum(s.health == "healthy" for s in samples.values()) == 6
 
 
 def test_nvidia_smi_unsupported_fields() -> None:
     [(device, sample)] = parse_nvidia_smi_csv(read("nvidia-smi-rtx4090-na.csv"))
     assert device.model == "RTX4090"
-    assert sample.ecc_uncorrected_errors == 0 and sample.health == "healthy"
+    assert sample.ecc_uncorrected_errors == 0
+    assert sample.health == "healthy"
 
 
 def test_nvidia_smi_garbage_is_an_error_not_zero_gpus() -> None:
     with pytest.raises(ToolFailed):
-        parse_nvidia_smi_csv("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n")
+        parse_nvidia_smi_csv(
+            "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+        )
 
 
 def test_npu_smi_910b3_with_chip_map() -> None:
     chip_map = parse_chip_map(read("npu-smi-info-m-910b3.txt"))
-    assert chip_map[(1, 0)] == (1, "Ascend 910B3") and (0, 1) not in chip_map  # MCU skipped
+    assert chip_map[(1, 0)] == (1, "Ascend 910B3")
+    assert (0, 1) not in chip_map
     rows = parse_npu_smi_info(read("npu-smi-info-910b3.txt"), chip_map)
     assert [d.index for d, _ in rows] == [0, 1, 2, 3]  # process table not mistaken for NPUs
     device, sample = rows[1]
-    assert device.model == "910B3" and device.memory_bytes == 65536 * MiB
-    assert device.pci_bus_id == "0000:C2:00.0" and device.uuid == "ascend-0000:c2:00.0"
-    assert sample.memory_used_bytes == 61012 * MiB and sample.utilization_percent == 87
+    assert device.model == "910B3"
+    assert device.memory_bytes == 65536 * MiB
+    assert device.pci_bus_id == "0000:C2:00.0"
+    assert device.uuid == "ascend-0000:c2:00.0"
+    assert sample.memory_used_bytes == 61012 * MiB
+    assert sample.utilization_percent == 87
     assert sample.temperature_celsius == 52
     assert [s.health for _, s in rows] == ["healthy", "healthy", "degraded", "unhealthy"]
 
 
 def test_npu_smi_310p_uses_ddr_memory() -> None:
     [(device, sample)] = parse_npu_smi_info(read("npu-smi-info-310p3.txt"))
-    assert device.model == "310P3" and device.memory_bytes == 21527 * MiB
-    assert sample.memory_used_bytes == 1782 * MiB and sample.temperature_celsius == 46
+    assert device.model == "310P3"
+    assert device.memory_bytes == 21527 * MiB
+    assert sample.memory_used_bytes == 1782 * MiB
+    assert sample.temperature_celsius == 46
 
 
 @pytest.mark.parametrize(
@@ -81,8 +92,10 @@ def test_mx_smi_versions(name: str, model: str, count: int, used0: int) -> None:
 
 def test_mx_smi_hot_device_is_degraded() -> None:
     rows = parse_mx_smi(read("mx-smi-c500-2.1.12.txt"))
-    assert rows[0][1].utilization_percent == 37 and rows[0][1].health == "healthy"
-    assert rows[1][1].health == "degraded" and rows[1][1].temperature_celsius == 90
+    assert rows[0][1].utilization_percent == 37
+    assert rows[0][1].health == "healthy"
+    assert rows[1][1].health == "degraded"
+    assert rows[1][1].temperature_celsius == 90
 
 
 def test_brsmi_assumed_csv_and_defensive_failure() -> None:
@@ -103,7 +116,9 @@ def test_biren_counts_device_nodes(tmp_path: Path) -> None:
         count_cards(tmp_path / "missing", model="BR104")
 
 
-def test_biren_backend_falls_back_and_notices_a_vanished_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_biren_backend_falls_back_and_notices_a_vanished_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     for name in ("card_0", "card_1"):
         (tmp_path / name).touch()
@@ -115,7 +130,9 @@ def test_biren_backend_falls_back_and_notices_a_vanished_card(tmp_path: Path, mo
 
 
 @pytest.mark.parametrize("backend", [NvidiaSmiBackend(), AscendBackend(), MetaxBackend()])
-def test_missing_tools_report_not_present(backend: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_tools_report_not_present(
+    backend: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NotPresent):
         backend.discover()  # type: ignore[attr-defined]

@@ -37,7 +37,11 @@ def test_valid_registration() -> None:
         (reg(vendor="intel"), "vendor", "nvidia"),
         (reg(devices=[]), "devices", "at least 1"),
         (reg(devices=[device(0, memory_bytes=-1)]), "devices[0].memory_bytes", "greater than or equal"),
-        (reg(devices=[device(0, memory_bytes=100 * 1024 * GiB)]), "devices[0].memory_bytes", "less than or equal"),
+        (
+            reg(devices=[device(0, memory_bytes=100 * 1024 * GiB)]),
+            "devices[0].memory_bytes",
+            "less than or equal",
+        ),
         (reg(devices=[device(0), device(1, uuid="GPU-0")]), "devices[1].uuid", "duplicate uuid"),
         (reg(devices=[device(0), device(1, index=0)]), "devices[1].index", "duplicate index"),
         (reg(devices=[device(i) for i in range(65)]), "devices", "at most 64"),
@@ -58,9 +62,11 @@ def test_lease_must_end_after_start_and_carry_a_zone() -> None:
     field, message = error_of(reg(lease=lease))
     assert field == "lease"
     assert "after start_time" in message
-    naive = dict(lease, start_time=datetime(2026, 1, 1), end_time=datetime(2026, 2, 1))  # noqa: DTZ001
+    naive = dict(lease, start_time=datetime(2026, 1, 1), end_time=datetime(2026, 2, 1))
     field, message = error_of(reg(lease=naive))
     assert field == "lease.start_time"
     assert "timezone" in message
-    field, _ = error_of(reg(lease=dict(lease, end_time=now + timedelta(hours=1), price_per_accelerator_hour=-1)))
+    field, _ = error_of(
+        reg(lease=dict(lease, end_time=now + timedelta(hours=1), price_per_accelerator_hour=-1))
+    )
     assert field == "lease.price_per_accelerator_hour"

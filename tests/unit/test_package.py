@@ -17,4 +17,7 @@ def test_public_exports_resolve() -> None:
         for name in module.__all__:
             assert getattr(module, name) is not None, (module.__name__, name)
         public = {n for n in vars(module) if not n.startswith("_") and n[0].isupper()}
-        assert public <= set(module.__all__) | {"Annotations"}, (module.__name__, public - set(module.__all__))
+        assert public <= set(module.__all__) | {"Annotations"}, (
+            module.__name__,
+            public - set(module.__all__),
+        )

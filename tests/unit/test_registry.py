@@ -35,7 +35,9 @@ def beats(n: int = 2, **over: Any) -> list[DeviceTelemetry]:
     return [DeviceTelemetry(index=i, utilization_percent=50, **over) for i in range(n)]
 
 
-async def make(clock: FakeClock, store: MemoryStore | None = None, **kw: Any) -> tuple[NodeRegistry, MemoryStore]:
+async def make(
+    clock: FakeClock, store: MemoryStore | None = None, **kw: Any
+) -> tuple[NodeRegistry, MemoryStore]:
     store = store or MemoryStore()
     registry = NodeRegistry(store, timing=TIMING, clock=clock, **kw)
     await registry.start(monitor=False)
@@ -45,10 +47,12 @@ async def make(clock: FakeClock, store: MemoryStore | None = None, **kw: Any) ->
 async def test_register_then_first_beat_makes_ready(clock: FakeClock) -> None:
     registry, store = await make(clock)
     view, created = await registry.register(registration())
-    assert created and view.state is NodeState.REGISTERING
+    assert created
+    assert view.state is NodeState.REGISTERING
     assert await registry.heartbeat("n1", beats()) is NodeState.READY
     stored = await store.get(keys.node("n1"))
-    assert stored is not None and b'"state":"ready"' in stored.value
+    assert stored is not None
+    assert b'"state":"ready"' in stored.value
 
 
 async def test_heartbeats_do_not_write_the_store(clock: FakeClock) -> None:
@@ -70,7 +74,8 @@ async def test_idempotent_reregistration_writes_nothing(clock: FakeClock) -> Non
     await registry.heartbeat("n1", beats())
     revision = store.revision
     view, created = await registry.register(registration())
-    assert not created and view.state is NodeState.READY
+    assert not created
+    assert view.state is NodeState.READY
     assert store.revision == revision
 
 
@@ -111,7 +116,8 @@ async def test_lost_node_reregisters_and_returns(clock: FakeClock) -> None:
     await registry.check()
     assert registry.get("n1").state is NodeState.LOST
     view, created = await registry.register(registration())
-    assert not created and view.state is NodeState.REGISTERING
+    assert not created
+    assert view.state is NodeState.REGISTERING
     assert await registry.heartbeat("n1", beats()) is NodeState.READY
 
 
@@ -127,7 +133,8 @@ async def test_cordon_survives_suspect_and_restart(clock: FakeClock) -> None:
 
     registry.attach("n1", Sink())
     view = await registry.cordon("n1", "disk swap")
-    assert view.state is NodeState.CORDONED and view.record.cordoned
+    assert view.state is NodeState.CORDONED
+    assert view.record.cordoned
     assert sent == [NodeCommand(CommandKind.CORDON, "disk swap")]
     clock.advance(4)
     await registry.check()
@@ -145,8 +152,8 @@ async def test_restart_keeps_nodes_and_gives_grace(clock: FakeClock) -> None:
         await registry.register(registration(name))
         await registry.heartbeat(name, beats())
     again, _ = await make(clock, store)
-    assert [v.node_id for v in again.list()] == ["a", "b"]
-    assert {v.state for v in again.list()} == {NodeState.READY}
+    assert [v.node_id for v in again.nodes()] == ["a", "b"]
+    assert {v.state for v in again.nodes()} == {NodeState.READY}
     clock.advance(2.0)
     assert await again.check() == []  # grace: agents get time to reconnect
     await again.heartbeat("a", beats())
@@ -201,7 +208,8 @@ async def test_conflicting_writer_is_detected_and_retried(clock: FakeClock) -> N
     view = await registry.cordon("n1", "ops")
     assert view.state is NodeState.CORDONED
     stored = await store.get(keys.node("n1"))
-    assert stored is not None and b'"cordoned":true' in stored.value
+    assert stored is not None
+    assert b'"cordoned":true' in stored.value
 
 
 def test_timing_validation() -> None:

@@ -14,8 +14,11 @@ def test_default_fleet_covers_every_vendor_twice() -> None:
     vendors = Counter(n.vendor for n in fleet)
     assert set(vendors) == {"nvidia", "ascend", "biren", "metax"}
     assert min(vendors.values()) >= 2
-    assert any(n.lease for n in fleet) and any(n.lease is None for n in fleet)
-    assert {"H100", "H20", "A100", "910B3", "910B4", "910C", "BR104", "BR100", "C500", "C550"} <= {n.model for n in fleet}
+    assert any(n.lease for n in fleet)
+    assert any(n.lease is None for n in fleet)
+    assert {"H100", "H20", "A100", "910B3", "910B4", "910C", "BR104", "BR100", "C500", "C550"} <= {
+        n.model for n in fleet
+    }
 
 
 def test_fault_injection_follows_the_clock(clock: FakeClock) -> None:
@@ -40,12 +43,21 @@ def test_devices_look_real() -> None:
     ("text", "fragment"),
     [
         ("nodes: 3", "'nodes' list"),
-        ("nodes: [{id: a, cluster: c, vendor: intel, model: X, devices: 1, memory_gib: 8}]", "node a: vendor"),
+        (
+            "nodes: [{id: a, cluster: c, vendor: intel, model: X, devices: 1, memory_gib: 8}]",
+            "node a: vendor",
+        ),
         ("nodes: [{id: a, cluster: c, vendor: nvidia, model: X, memory_gib: 8}]", "missing field 'devices'"),
-        ("nodes: [{id: a, cluster: c, vendor: nvidia, model: X, devices: 1, memory_gib: 8,"
-         " lease: {provider: p, ends_in: soon, price_per_accelerator_hour: 1}}]", "lease.ends_in"),
-        ("nodes: [{id: a, cluster: c, vendor: nvidia, model: X, devices: 1, memory_gib: 8},"
-         " {id: a, cluster: c, vendor: nvidia, model: X, devices: 1, memory_gib: 8}]", "appears twice"),
+        (
+            "nodes: [{id: a, cluster: c, vendor: nvidia, model: X, devices: 1, memory_gib: 8,"
+            " lease: {provider: p, ends_in: soon, price_per_accelerator_hour: 1}}]",
+            "lease.ends_in",
+        ),
+        (
+            "nodes: [{id: a, cluster: c, vendor: nvidia, model: X, devices: 1, memory_gib: 8},"
+            " {id: a, cluster: c, vendor: nvidia, model: X, devices: 1, memory_gib: 8}]",
+            "appears twice",
+        ),
         ("nodes: [: bad", "not valid YAML"),
     ],
 )

@@ -5,7 +5,13 @@ import itertools
 import pytest
 
 from controlplane.domain.nodes import NodeState as S
-from controlplane.fleet.states import TRANSITIONS, IllegalTransition, beating_state, check_transition, is_beating
+from controlplane.fleet.states import (
+    TRANSITIONS,
+    IllegalTransition,
+    beating_state,
+    check_transition,
+    is_beating,
+)
 
 
 def test_every_edge_has_a_reason() -> None:
@@ -21,11 +27,22 @@ def test_illegal_moves_raise_typed_error() -> None:
     for old, new in illegal:
         with pytest.raises(IllegalTransition) as info:
             check_transition(old, new)
-        assert info.value.old is old and info.value.new is new
+        assert info.value.old is old
+        assert info.value.new is new
 
 
 def test_lifecycle_path_is_legal() -> None:
-    path = [S.REGISTERING, S.READY, S.SUSPECT, S.LOST, S.REGISTERING, S.READY, S.CORDONED, S.DRAINING, S.CORDONED]
+    path = [
+        S.REGISTERING,
+        S.READY,
+        S.SUSPECT,
+        S.LOST,
+        S.REGISTERING,
+        S.READY,
+        S.CORDONED,
+        S.DRAINING,
+        S.CORDONED,
+    ]
     for old, new in itertools.pairwise(path):
         assert check_transition(old, new)
 
