@@ -93,10 +93,8 @@ def nodes(
     tls_server_name: NameOpt = None,
 ) -> None:
     """List the fleet's nodes."""
-    from rich.console import Console
-
     from controlplane.cli.client import node_summary
-    from controlplane.cli.views import nodes_table, state_counts
+    from controlplane.cli.views import console, nodes_table, state_counts
     from tokenfab.v1 import fleet_pb2
 
     tls = _tls(tls_ca, tls_cert, tls_key, tls_server_name)
@@ -110,9 +108,9 @@ def nodes(
         if output is Output.json:
             typer.echo(json.dumps(summaries, indent=2))
         else:
-            console = Console()
-            console.print(nodes_table(summaries))
-            console.print(state_counts(summaries))
+            out = console()
+            out.print(nodes_table(summaries))
+            out.print(state_counts(summaries))
         return
 
     from rich.console import Group

@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from controlplane.cli.client import humanize_until
+
+
+def console() -> Console:
+    """A console that does not squeeze tables to 80 columns when output goes to a pipe or file."""
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=max(out.width, 200))
+    return out
+
 
 STATE_STYLE = {
     "ready": "green",
@@ -32,7 +42,7 @@ def nodes_table(nodes: list[dict[str, Any]], *, title: str | None = None) -> Tab
         ("LEASE", "right"),
         ("PRICE/H", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=column in ("NODE", "CLUSTER", "LEASE"))  # type: ignore[arg-type]
     for node in nodes:
         style = STATE_STYLE.get(node["state"], "")
         devices = str(node["device_count"])
