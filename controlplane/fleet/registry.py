@@ -203,7 +203,7 @@ class NodeRegistry:
             if record.state is not NodeState.LOST:
                 entry.last_seen = now  # grace period: agents get a full lost timeout to reconnect
             self._entries[record.node_id] = entry
-        self._refresh_gauges()
+            self._count(record, +1)
         log.info("fleet.loaded", nodes=len(self._entries), revision=revision)
         if monitor:
             self._monitor = asyncio.create_task(self._run_monitor(), name="fleet-monitor")
@@ -277,9 +277,12 @@ class NodeRegistry:
         if revision is None:
             await self._reload(entry)
             raise Conflict(f"node {new.node_id!r} changed concurrently")
-        old_state = entry.record.state
+        old = entry.record
+        old_state = old.state
         entry.record = new
         entry.mod_revision = revision
+        self._count(old, -1)
+        self._count(new, +1)
         if old_state is not new.state:
             self.metrics.transitions.labels(old_state.value, new.state.value).inc()
             log.info(
@@ -289,14 +292,15 @@ class NodeRegistry:
                 new=new.state.value,
                 reason=new.state_reason,
             )
-            self._refresh_gauges()
         self._publish(ChangeKind.UPSERT, entry.view())
 
     async def _reload(self, entry: _Entry) -> None:
         kv = await self._store.get(keys.node(entry.record.node_id))
         if kv is not None:
+            self._count(entry.record, -1)
             entry.record = NodeRecord.model_validate_json(kv.value)
             entry.mod_revision = kv.mod_revision
+            self._count(entry.record, +1)
 
     async def _mutate(self, entry: _Entry, change: Callable[[NodeRecord], NodeRecord]) -> NodeRecord:
         """Apply ``change`` and persist it, retrying a lost compare-and-swap a few times."""
@@ -362,6 +366,7 @@ class NodeRegistry:
                 raise Conflict(f"node {registration.node_id!r} changed concurrently")
             entry = _Entry(NodeRecord.model_validate_json(kv.value), kv.mod_revision, last_seen=self._clock())
             self._entries[registration.node_id] = entry
+            self._count(entry.record, +1)
             view, _ = await self.register(registration)
             return view
         entry = _Entry(record, revision, last_seen=self._clock())
@@ -375,7 +380,7 @@ class NodeRegistry:
             devices=len(registration.devices),
             leased=registration.lease is not None,
         )
-        self._refresh_gauges()
+        self._count(record, +1)
         self._publish(ChangeKind.UPSERT, entry.view())
         return entry.view()
 
@@ -413,7 +418,6 @@ class NodeRegistry:
                 return new
 
             await self._mutate(entry, change)
-            self._refresh_gauges()
         return entry.record.state
 
     async def cordon(self, node_id: str, reason: str = "") -> NodeView:
@@ -503,15 +507,14 @@ class NodeRegistry:
                     entry.telemetry = ()
         return made
 
-    def _refresh_gauges(self) -> None:
-        self.metrics.nodes.clear()
-        self.metrics.devices.clear()
-        for entry in self._entries.values():
-            vendor = entry.record.registration.vendor.value
-            self.metrics.nodes.labels(vendor, entry.record.state.value).inc()
-            for device in entry.record.registration.devices:
-                health = entry.record.device_health.get(device.index, (device.health, ""))[0]
-                self.metrics.devices.labels(vendor, health.value).inc()
+    def _count(self, record: NodeRecord, sign: int) -> None:
+        """Add (+1) or remove (-1) one record's share of the node and device gauges: O(devices),
+        so a registration or transition never rescans the fleet."""
+        vendor = record.registration.vendor.value
+        self.metrics.nodes.labels(vendor, record.state.value).inc(sign)
+        for device in record.registration.devices:
+            health = record.device_health.get(device.index, (device.health, ""))[0]
+            self.metrics.devices.labels(vendor, health.value).inc(sign)
 
 
 def _health_changes(

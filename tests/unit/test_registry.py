@@ -216,3 +216,27 @@ def test_timing_validation() -> None:
     with pytest.raises(InvalidArgument) as info:
         FleetTiming(heartbeat_interval_s=1, suspect_after_missed=3, lost_after_s=2)
     assert info.value.field == "lost_after_s"
+
+
+async def test_gauges_track_every_change(clock: FakeClock) -> None:
+    registry, store = await make(clock)
+
+    def gauge(name: str, **labels: str) -> float:
+        value = registry.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+    for name in ("a", "b"):
+        await registry.register(registration(name))
+    assert gauge("tokenfab_nodes", vendor="ascend", state="registering") == 2
+    await registry.heartbeat("a", beats())
+    await registry.heartbeat("b", beats(ecc_uncorrected_errors=1, health=DeviceHealth.UNHEALTHY))
+    assert gauge("tokenfab_nodes", vendor="ascend", state="ready") == 2
+    assert gauge("tokenfab_nodes", vendor="ascend", state="registering") == 0
+    assert gauge("tokenfab_devices", vendor="ascend", health="unhealthy") == 2
+    assert gauge("tokenfab_devices", vendor="ascend", health="healthy") == 2
+    await registry.cordon("a")
+    assert gauge("tokenfab_nodes", vendor="ascend", state="cordoned") == 1
+    # a restarted registry counts what it loads
+    again, _ = await make(clock, store)
+    assert gauge("tokenfab_nodes", vendor="ascend", state="ready") == 1  # first registry's view
+    assert again.metrics.registry.get_sample_value("tokenfab_nodes", {"vendor": "ascend", "state": "cordoned"}) == 1

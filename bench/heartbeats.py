@@ -1,0 +1,297 @@
+"""Heartbeat throughput and latency of the control plane against a bare gRPC echo baseline.
+
+    python bench/heartbeats.py --nodes 2000 --interval 1 --duration 20
+
+Topology (both servers alike, so the ratio isolates Tokenfab's own cost): the server under test
+runs in its own process (the real control plane with a real etcd child, or a bare grpc.aio echo
+that returns the same bytes); this process runs N in-process async agent streams, each beating
+every ``interval`` seconds with an 8-device telemetry message, starting at a random phase.
+Latency is the client-side send -> ack round trip. Two measurements per server:
+
+* offered load: N streams at the given interval (processed_per_s, p50_ms, p99_ms);
+* saturation: ``--saturation-streams`` streams sending back-to-back (closed loop), which is the
+  capacity figure the ratio is about (saturated_processed_per_s / saturated_echo_per_s).
+
+Prints one JSON object. No assertions: compare against the baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from controlplane.embedded.etcd import EtcdProcess, free_port  # noqa: E402
+from tokenfab.v1 import agent_pb2, agent_pb2_grpc, types_pb2  # noqa: E402
+
+GiB = 1024**3
+DEVICES = 8
+ECHO_METHOD = "/bench.Echo/Connect"
+
+
+# -- servers (run in a child process) ------------------------------------------------------------
+
+
+async def serve_controlplane(port: int, etcd: str, interval: float) -> None:
+    from controlplane.api.server import ControlPlane
+    from controlplane.config import ControlPlaneConfig
+    from tokenfab.logs import configure
+
+    configure(fmt="json", level="warning")
+    # Generous loss timing: the benchmark measures beats, not failure detection.
+    config = ControlPlaneConfig(
+        address=f"127.0.0.1:{port}", etcd_endpoint=etcd, heartbeat_interval_s=max(interval, 0.01),
+        suspect_after_missed=1000, lost_after_s=86_400,
+    )  # fmt: skip
+    plane = ControlPlane(config)
+    await plane.start()
+    await _serve_until_signal()
+    await plane.stop(grace_s=0.5)
+
+
+async def serve_echo(port: int) -> None:
+    async def echo(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        while True:
+            message = await context.read()
+            if message is grpc.aio.EOF:
+                return
+            await context.write(message)
+
+    handler = grpc.stream_stream_rpc_method_handler(echo)  # identity (de)serialisers: raw bytes
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Connect": handler})])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await _serve_until_signal()
+    await server.stop(0.5)
+
+
+async def _serve_until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("READY", flush=True)
+    await stop.wait()
+
+
+def start_server(kind: str, port: int, etcd: str = "", interval: float = 1.0) -> subprocess.Popen[str]:
+    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--etcd", etcd, "--interval", str(interval)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "READY" not in line:
+        proc.kill()
+        raise RuntimeError(f"{kind} server did not start: {line!r}")
+    return proc
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- clients (this process) ----------------------------------------------------------------------
+
+
+def node_id(i: int) -> str:
+    return f"bench-{i:06d}"
+
+
+def registration(i: int) -> agent_pb2.RegisterRequest:
+    return agent_pb2.RegisterRequest(
+        node_id=node_id(i), cluster="bench", vendor=types_pb2.VENDOR_NVIDIA, agent_version="bench",
+        devices=[types_pb2.Device(uuid=f"{node_id(i)}-{d}", index=d, model="H100", memory_bytes=80 * GiB)
+                 for d in range(DEVICES)],
+    )  # fmt: skip
+
+
+def heartbeat_bytes(i: int, seq: int) -> bytes:
+    beat = agent_pb2.Heartbeat(node_id=node_id(i), seq=seq)
+    beat.sent_at.GetCurrentTime()
+    for d in range(DEVICES):
+        beat.devices.append(
+            types_pb2.DeviceTelemetry(
+                index=d, utilization_percent=55.5, memory_used_bytes=60 * GiB, temperature_celsius=61.0,
+                health=types_pb2.DEVICE_HEALTH_HEALTHY,
+            )
+        )  # fmt: skip
+    return agent_pb2.AgentMessage(heartbeat=beat).SerializeToString()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.measuring = False
+        self.latencies: list[float] = []
+        self.count = 0
+        self.errors = 0
+
+    def record(self, seconds: float) -> None:
+        if self.measuring:
+            self.latencies.append(seconds)
+            self.count += 1
+
+
+async def run_streams(
+    address: str, kind: str, streams: int, interval: float, warmup: float, duration: float
+) -> dict[str, float]:
+    """Open ``streams`` streams; each beats every ``interval`` s (0: back-to-back)."""
+    channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, streams // 500))]
+    rec = Recorder()
+    stop = asyncio.Event()
+
+    async def one(i: int) -> None:
+        channel = channels[i % len(channels)]
+        if kind == "echo":
+            call = channel.stream_stream(ECHO_METHOD)()
+        else:
+            call = channel.stream_stream(
+                "/tokenfab.v1.AgentService/Connect",
+                request_serializer=None, response_deserializer=agent_pb2.ControlMessage.FromString,
+            )()  # fmt: skip
+        await asyncio.sleep(random.uniform(0, interval) if interval else 0)
+        seq = 0
+        next_at = time.monotonic()
+        try:
+            while not stop.is_set():
+                seq += 1
+                payload = heartbeat_bytes(i, seq)
+                sent = time.perf_counter()
+                await call.write(payload)
+                await call.read()
+                rec.record(time.perf_counter() - sent)
+                if interval:
+                    next_at += interval
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        except grpc.aio.AioRpcError:
+            rec.errors += 1
+        finally:
+            call.cancel()
+
+    tasks = [asyncio.create_task(one(i)) for i in range(streams)]
+    await asyncio.sleep(warmup)
+    rec.measuring = True
+    started = time.monotonic()
+    await asyncio.sleep(duration)
+    rec.measuring = False
+    elapsed = time.monotonic() - started
+    stop.set()
+    await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+    lat = sorted(rec.latencies) or [float("nan")]
+    return {
+        "per_s": rec.count / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "errors": rec.errors,
+    }
+
+
+async def register_all(address: str, nodes: int) -> float:
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        sem = asyncio.Semaphore(200)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await stub.Register(registration(i), timeout=60)
+
+        await asyncio.gather(*(one(i) for i in range(nodes)))
+    return time.monotonic() - started
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"nodes": args.nodes, "interval_s": args.interval, "duration_s": args.duration,
+                              "devices_per_node": DEVICES, "message_bytes": len(heartbeat_bytes(0, 1))}  # fmt: skip
+    warmup = max(2.0, args.interval * 1.5)
+    with tempfile.TemporaryDirectory() as tmp:
+        etcd = EtcdProcess(Path(tmp) / "etcd", log_file=Path(tmp) / "etcd.log")
+        await etcd.start()
+        try:
+            port = free_port()
+            server = start_server("controlplane", port, etcd.endpoint, args.interval)
+            try:
+                address = f"127.0.0.1:{port}"
+                result["register_s"] = round(await register_all(address, args.nodes), 2)
+                cp = await run_streams(address, "cp", args.nodes, args.interval, warmup, args.duration)
+                result["rss_mib"] = round(rss_mib(server.pid), 1)
+                sat_cp = await run_streams(address, "cp", args.saturation_streams, 0, 2, args.saturation_duration)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(30)
+        finally:
+            etcd.stop()
+    port = free_port()
+    server = start_server("echo", port)
+    try:
+        address = f"127.0.0.1:{port}"
+        echo = await run_streams(address, "echo", args.nodes, args.interval, warmup, args.duration)
+        result["echo_rss_mib"] = round(rss_mib(server.pid), 1)
+        sat_echo = await run_streams(address, "echo", args.saturation_streams, 0, 2, args.saturation_duration)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    result.update(
+        processed_per_s=round(cp["per_s"], 1),
+        echo_per_s=round(echo["per_s"], 1),
+        ratio=round(cp["per_s"] / echo["per_s"], 3),
+        p50_ms=round(cp["p50_ms"], 2),
+        p99_ms=round(cp["p99_ms"], 2),
+        echo_p50_ms=round(echo["p50_ms"], 2),
+        echo_p99_ms=round(echo["p99_ms"], 2),
+        offered_per_s=round(args.nodes / args.interval, 1) if args.interval else None,
+        saturation_streams=args.saturation_streams,
+        saturated_processed_per_s=round(sat_cp["per_s"], 1),
+        saturated_echo_per_s=round(sat_echo["per_s"], 1),
+        saturated_ratio=round(sat_cp["per_s"] / sat_echo["per_s"], 3),
+        errors=int(cp["errors"] + echo["errors"] + sat_cp["errors"] + sat_echo["errors"]),
+        cpus=os.cpu_count(),
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between beats per node")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per server")
+    parser.add_argument("--saturation-streams", type=int, default=64)
+    parser.add_argument("--saturation-duration", type=float, default=8.0)
+    parser.add_argument("--serve", choices=["controlplane", "echo"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--etcd", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve == "controlplane":
+        asyncio.run(serve_controlplane(args.port, args.etcd, args.interval))
+    elif args.serve == "echo":
+        asyncio.run(serve_echo(args.port))
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            print(json.dumps(asyncio.run(bench(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
