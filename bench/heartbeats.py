@@ -43,6 +43,7 @@ from tokenfab.v1 import agent_pb2, agent_pb2_grpc, types_pb2  # noqa: E402
 GiB = 1024**3
 DEVICES = 8
 ECHO_METHOD = "/bench.Echo/Connect"
+args_streams_per_channel = 100  # HTTP/2 streams per client connection
 
 
 # -- servers (run in a child process) ------------------------------------------------------------
@@ -75,7 +76,9 @@ async def serve_echo(port: int) -> None:
 
     handler = grpc.stream_stream_rpc_method_handler(echo)  # identity (de)serialisers: raw bytes
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Connect": handler})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("bench.Echo", {"Connect": handler})]
+    )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await _serve_until_signal()
@@ -92,7 +95,18 @@ async def _serve_until_signal() -> None:
 
 
 def start_server(kind: str, port: int, etcd: str = "", interval: float = 1.0) -> subprocess.Popen[str]:
-    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--etcd", etcd, "--interval", str(interval)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve",
+        kind,
+        "--port",
+        str(port),
+        "--etcd",
+        etcd,
+        "--interval",
+        str(interval),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -143,6 +157,8 @@ class Recorder:
         self.latencies: list[float] = []
         self.count = 0
         self.errors = 0
+        self.error_kinds: dict[str, int] = {}
+        self.first_error = ""
 
     def record(self, seconds: float) -> None:
         if self.measuring:
@@ -152,9 +168,11 @@ class Recorder:
 
 async def run_streams(
     address: str, kind: str, streams: int, interval: float, warmup: float, duration: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Open ``streams`` streams; each beats every ``interval`` s (0: back-to-back)."""
-    channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, streams // 500))]
+    channels = [
+        grpc.aio.insecure_channel(address) for _ in range(max(1, streams // args_streams_per_channel))
+    ]
     rec = Recorder()
     stop = asyncio.Event()
 
@@ -167,7 +185,13 @@ async def run_streams(
                 "/tokenfab.v1.AgentService/Connect",
                 request_serializer=None, response_deserializer=agent_pb2.ControlMessage.FromString,
             )()  # fmt: skip
-        await asyncio.sleep(random.uniform(0, interval) if interval else 0)
+
+        async def pause(seconds: float) -> None:
+            if seconds > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), seconds)
+
+        await pause(random.uniform(0, interval) if interval else 0)
         seq = 0
         next_at = time.monotonic()
         try:
@@ -180,11 +204,20 @@ async def run_streams(
                 rec.record(time.perf_counter() - sent)
                 if interval:
                     next_at += interval
-                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        except grpc.aio.AioRpcError:
+                    await pause(next_at - time.monotonic())
+            await call.done_writing()  # half-close and drain: a clean end, not a cancellation
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            # A write after the stream has already ended reports INTERNAL and masks the real status
+            # (grpc/grpc#36066); ask the call for the status it actually ended with.
+            code, details = exc.code(), exc.details()
+            with contextlib.suppress(Exception):
+                code = await asyncio.wait_for(call.code(), 1)
+                details = await asyncio.wait_for(call.details(), 1)
             rec.errors += 1
-        finally:
-            call.cancel()
+            rec.error_kinds[code.name] = rec.error_kinds.get(code.name, 0) + 1
+            rec.first_error = rec.first_error or f"{code.name}: {details}"
 
     tasks = [asyncio.create_task(one(i)) for i in range(streams)]
     await asyncio.sleep(warmup)
@@ -194,7 +227,7 @@ async def run_streams(
     rec.measuring = False
     elapsed = time.monotonic() - started
     stop.set()
-    await asyncio.sleep(0.1)
+    await asyncio.wait(tasks, timeout=30)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -206,6 +239,8 @@ async def run_streams(
         "p50_ms": lat[len(lat) // 2] * 1000,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "errors": rec.errors,
+        "error_kinds": rec.error_kinds,  # type: ignore[dict-item]
+        "first_error": rec.first_error,  # type: ignore[dict-item]
     }
 
 
@@ -238,7 +273,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 result["register_s"] = round(await register_all(address, args.nodes), 2)
                 cp = await run_streams(address, "cp", args.nodes, args.interval, warmup, args.duration)
                 result["rss_mib"] = round(rss_mib(server.pid), 1)
-                sat_cp = await run_streams(address, "cp", args.saturation_streams, 0, 2, args.saturation_duration)
+                sat_cp = await run_streams(
+                    address, "cp", args.saturation_streams, 0, 2, args.saturation_duration
+                )
             finally:
                 server.send_signal(signal.SIGTERM)
                 server.wait(30)
@@ -267,7 +304,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         saturated_processed_per_s=round(sat_cp["per_s"], 1),
         saturated_echo_per_s=round(sat_echo["per_s"], 1),
         saturated_ratio=round(sat_cp["per_s"] / sat_echo["per_s"], 3),
-        errors=int(cp["errors"] + echo["errors"] + sat_cp["errors"] + sat_echo["errors"]),
+        errors={
+            name: {"count": r["errors"], "kinds": r["error_kinds"], "first": r["first_error"]}
+            for name, r in (
+                ("controlplane", cp),
+                ("echo", echo),
+                ("saturated_controlplane", sat_cp),
+                ("saturated_echo", sat_echo),
+            )
+            if r["errors"]
+        },  # fmt: skip
         cpus=os.cpu_count(),
     )
     return result
