@@ -24,7 +24,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,8 +258,13 @@ async def register_all(address: str, nodes: int) -> float:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"nodes": args.nodes, "interval_s": args.interval, "duration_s": args.duration,
-                              "devices_per_node": DEVICES, "message_bytes": len(heartbeat_bytes(0, 1))}  # fmt: skip
+    result: dict[str, Any] = {
+        "nodes": args.nodes,
+        "interval_s": args.interval,
+        "duration_s": args.duration,
+        "devices_per_node": DEVICES,
+        "message_bytes": len(heartbeat_bytes(0, 1)),
+    }
     warmup = max(2.0, args.interval * 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd", log_file=Path(tmp) / "etcd.log")
@@ -313,7 +317,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 ("saturated_echo", sat_echo),
             )
             if r["errors"]
-        },  # fmt: skip
+        },
         cpus=os.cpu_count(),
     )
     return result

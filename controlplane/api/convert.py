@@ -139,7 +139,7 @@ def telemetry_from_pb(samples: Sequence[types_pb2.DeviceTelemetry]) -> list[Devi
         if index in seen:
             raise InvalidArgument(f"devices[{position}].index", f"duplicate device index {index}")
         seen.add(index)
-        health = HEALTH_FROM_PB.get(sample.health)  # type: ignore[call-overload]
+        health = HEALTH_FROM_PB.get(sample.health)
         if health is None:
             health = health_from_pb(sample.health, f"devices[{position}].health")
         item = DeviceTelemetry(
@@ -155,7 +155,8 @@ def telemetry_from_pb(samples: Sequence[types_pb2.DeviceTelemetry]) -> list[Devi
         try:
             item.check()
         except ValueError as exc:
-            raise InvalidArgument(f"devices[{position}].{getattr(exc, 'field', 'device')}", str(exc)) from None
+            field = getattr(exc, "field", "device")
+            raise InvalidArgument(f"devices[{position}].{field}", str(exc)) from None
         out.append(item)
     return out
 

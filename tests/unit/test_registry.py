@@ -239,4 +239,7 @@ async def test_gauges_track_every_change(clock: FakeClock) -> None:
     # a restarted registry counts what it loads
     again, _ = await make(clock, store)
     assert gauge("tokenfab_nodes", vendor="ascend", state="ready") == 1  # first registry's view
-    assert again.metrics.registry.get_sample_value("tokenfab_nodes", {"vendor": "ascend", "state": "cordoned"}) == 1
+    assert (
+        again.metrics.registry.get_sample_value("tokenfab_nodes", {"vendor": "ascend", "state": "cordoned"})
+        == 1
+    )
