@@ -178,7 +178,10 @@ class Agent:
                 await self._session(stop)
             except AgentConfigError:
                 raise
-            except (TimeoutError, grpc.aio.AioRpcError, OSError) as exc:
+            except Exception as exc:
+                # Any other failure ends this session only: an RPC error, a reset connection, a
+                # write on a stream the control plane already closed (asyncio.InvalidStateError),
+                # a sampling error. The agent must outlive all of them and reconnect.
                 self.status.last_error = _describe(exc)
                 self.status.state = "disconnected"
                 log.warning("agent.session_ended", node=self.identity.node_id, error=self.status.last_error)
@@ -231,7 +234,14 @@ class Agent:
                 reader.result()  # re-raise the stream's error
                 return
             samples = await asyncio.to_thread(self.backend.sample)
-            await call.write(self.heartbeat(samples))
+            try:
+                await call.write(self.heartbeat(samples))
+            except asyncio.InvalidStateError:
+                # The control plane ended the stream (e.g. FAILED_PRECONDITION after this node
+                # was declared lost); surface the status the reader task received.
+                if reader.done():
+                    reader.result()
+                raise ConnectionResetError("control plane closed the stream") from None
             self.status.heartbeats_sent += 1
             next_at += self.heartbeat_interval_s
             wait = max(0.0, next_at - time.monotonic())

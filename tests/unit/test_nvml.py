@@ -1,0 +1,88 @@
+"""NVML backend. No GPU is lent here, so (1) the real library must report NotPresent on this
+machine, and (2) the conversion logic runs against a fake pynvml module with NVML's function
+names and return shapes (nvidia-ml-py's API). Real-hardware validation needs a GPU task."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from agents.discovery import NotPresent
+from agents.discovery.nvidia import NvidiaBackend, NvmlBackend
+
+
+def test_real_nvml_is_not_present_without_a_driver(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no nvidia-smi either
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pytest.skip("an NVIDIA driver is present on this machine")
+    except Exception:
+        pass
+    with pytest.raises(NotPresent):
+        NvmlBackend().discover()
+    backend = NvidiaBackend()
+    with pytest.raises(NotPresent) as info:
+        backend.discover()
+    assert "nvml" in str(info.value) and "nvidia-smi" in str(info.value)
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+@dataclass
+class Handle:
+    index: int
+
+
+def fake_pynvml(*, ecc: dict[int, int], xid_on: list[int]) -> types.ModuleType:
+    mod = types.ModuleType("pynvml")
+    pending = list(xid_on)
+    mem = types.SimpleNamespace
+    mod.NVMLError = FakeNVMLError  # type: ignore[attr-defined]
+    mod.NVML_TEMPERATURE_GPU = 0  # type: ignore[attr-defined]
+    mod.NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1  # type: ignore[attr-defined]
+    mod.NVML_VOLATILE_ECC = 0  # type: ignore[attr-defined]
+    mod.nvmlEventTypeXidCriticalError = 8  # type: ignore[attr-defined]
+    handles = [Handle(0), Handle(1)]
+    mod.nvmlInit = lambda: None  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetCount = lambda: 2  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetHandleByIndex = lambda i: handles[i]  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetName = lambda h: "NVIDIA H20"  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetUUID = lambda h: f"GPU-fake-{h.index}".encode()  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetMemoryInfo = lambda h: mem(total=97871 * 2**20, used=(h.index + 1) * 2**30)  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetPciInfo = lambda h: mem(busId=f"00000000:{0x18 + h.index:02X}:00.0")  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetUtilizationRates = lambda h: mem(gpu=40 + h.index)  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetTemperature = lambda h, sensor: 50  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetTotalEccErrors = lambda h, kind, counter: ecc.get(h.index, 0)  # type: ignore[attr-defined]
+    mod.nvmlEventSetCreate = lambda: object()  # type: ignore[attr-defined]
+    mod.nvmlDeviceRegisterEvents = lambda h, kinds, event_set: None  # type: ignore[attr-defined]
+
+    def wait(event_set: object, timeout_ms: int) -> Any:
+        if not pending:
+            raise FakeNVMLError("timeout")
+        return mem(device=handles[pending.pop()], eventData=79)
+
+    mod.nvmlEventSetWait_v2 = wait  # type: ignore[attr-defined]
+    return mod
+
+
+def test_nvml_discovery_and_health(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(ecc={0: 0, 1: 3}, xid_on=[0]))
+    backend = NvmlBackend()
+    devices = backend.discover()
+    assert [(d.index, d.model, d.uuid) for d in devices] == [(0, "H20", "GPU-fake-0"), (1, "H20", "GPU-fake-1")]
+    assert devices[0].memory_bytes == 97871 * 2**20
+    assert devices[1].pci_bus_id == "00000000:19:00.0"
+    samples = backend.sample()
+    assert samples[0].xid_errors == 1 and samples[0].health == "unhealthy" and "XID" in samples[0].health_reason
+    assert samples[1].ecc_uncorrected_errors == 3 and samples[1].health == "unhealthy"
+    assert samples[1].utilization_percent == 41 and samples[1].memory_used_bytes == 2 * 2**30
+    # events are drained: the next sample is clean for device 0
+    assert backend.sample()[0].health == "healthy"
