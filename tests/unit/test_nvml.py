@@ -77,11 +77,16 @@ def test_nvml_discovery_and_health(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(ecc={0: 0, 1: 3}, xid_on=[0]))
     backend = NvmlBackend()
     devices = backend.discover()
-    assert [(d.index, d.model, d.uuid) for d in devices] == [(0, "H20", "GPU-fake-0"), (1, "H20", "GPU-fake-1")]
+    assert [(d.index, d.model, d.uuid) for d in devices] == [
+        (0, "H20", "GPU-fake-0"),
+        (1, "H20", "GPU-fake-1"),
+    ]
     assert devices[0].memory_bytes == 97871 * 2**20
     assert devices[1].pci_bus_id == "00000000:19:00.0"
     samples = backend.sample()
-    assert samples[0].xid_errors == 1 and samples[0].health == "unhealthy" and "XID" in samples[0].health_reason
+    assert (
+        samples[0].xid_errors == 1 and samples[0].health == "unhealthy" and "XID" in samples[0].health_reason
+    )
     assert samples[1].ecc_uncorrected_errors == 3 and samples[1].health == "unhealthy"
     assert samples[1].utilization_percent == 41 and samples[1].memory_used_bytes == 2 * 2**30
     # events are drained: the next sample is clean for device 0
