@@ -6,7 +6,9 @@ Topology (both servers alike, so the ratio isolates Tokenfab's own cost): the se
 runs in its own process (the real control plane with a real etcd child, or a bare grpc.aio echo
 that returns the same bytes); this process runs N in-process async agent streams, each beating
 every ``interval`` seconds with an 8-device telemetry message, starting at a random phase.
-Latency is the client-side send -> ack round trip. Two measurements per server:
+Latency is the client-side send -> ack round trip of steady-state beats; each node's first beat
+(which moves it Registering -> Ready, an etcd write) is reported apart as first_beat_p99_ms.
+Two measurements per server:
 
 * offered load: N streams at the given interval (processed_per_s, p50_ms, p99_ms);
 * saturation: ``--saturation-streams`` streams sending back-to-back (closed loop), which is the
@@ -154,21 +156,35 @@ class Recorder:
     def __init__(self) -> None:
         self.measuring = False
         self.latencies: list[float] = []
+        self.first_beats: list[float] = []
         self.count = 0
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
         self.first_error = ""
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, *, first: bool = False) -> None:
+        if first:  # a node's first beat moves it Registering -> Ready: an etcd write, not a beat
+            self.first_beats.append(seconds)
+            return
         if self.measuring:
             self.latencies.append(seconds)
             self.count += 1
 
 
 async def run_streams(
-    address: str, kind: str, streams: int, interval: float, warmup: float, duration: float
+    address: str,
+    kind: str,
+    first: int,
+    streams: int,
+    interval: float,
+    measure_from: float,
+    duration: float,
 ) -> dict[str, Any]:
-    """Open ``streams`` streams; each beats every ``interval`` s (0: back-to-back)."""
+    """Streams ``first .. first+streams-1``; each beats every ``interval`` s (0: back-to-back).
+
+    Measures from wall-clock time ``measure_from`` for ``duration`` seconds (so several client
+    processes measure the same window) and returns raw counts and latencies.
+    """
     channels = [
         grpc.aio.insecure_channel(address) for _ in range(max(1, streams // args_streams_per_channel))
     ]
@@ -176,6 +192,15 @@ async def run_streams(
     stop = asyncio.Event()
 
     async def one(i: int) -> None:
+        async def pause(seconds: float) -> None:
+            if seconds > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), seconds)
+
+        # Open the call only when this stream starts beating, as an agent does: thousands of calls
+        # created up front and left idle before their first write fail on that write
+        # (CANCELLED / INTERNAL), which measured the load generator rather than the server.
+        await pause(random.uniform(0, interval) if interval else 0)
         channel = channels[i % len(channels)]
         if kind == "echo":
             call = channel.stream_stream(ECHO_METHOD)()
@@ -184,13 +209,6 @@ async def run_streams(
                 "/tokenfab.v1.AgentService/Connect",
                 request_serializer=None, response_deserializer=agent_pb2.ControlMessage.FromString,
             )()  # fmt: skip
-
-        async def pause(seconds: float) -> None:
-            if seconds > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), seconds)
-
-        await pause(random.uniform(0, interval) if interval else 0)
         seq = 0
         next_at = time.monotonic()
         try:
@@ -200,7 +218,7 @@ async def run_streams(
                 sent = time.perf_counter()
                 await call.write(payload)
                 await call.read()
-                rec.record(time.perf_counter() - sent)
+                rec.record(time.perf_counter() - sent, first=seq == 1)
                 if interval:
                     next_at += interval
                     await pause(next_at - time.monotonic())
@@ -218,8 +236,8 @@ async def run_streams(
             rec.error_kinds[code.name] = rec.error_kinds.get(code.name, 0) + 1
             rec.first_error = rec.first_error or f"{code.name}: {details}"
 
-    tasks = [asyncio.create_task(one(i)) for i in range(streams)]
-    await asyncio.sleep(warmup)
+    tasks = [asyncio.create_task(one(first + i)) for i in range(streams)]
+    await asyncio.sleep(max(0.0, measure_from - time.time()))
     rec.measuring = True
     started = time.monotonic()
     await asyncio.sleep(duration)
@@ -232,15 +250,57 @@ async def run_streams(
     await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels:
         await channel.close()
-    lat = sorted(rec.latencies) or [float("nan")]
     return {
-        "per_s": rec.count / elapsed,
-        "p50_ms": lat[len(lat) // 2] * 1000,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "count": rec.count,
+        "elapsed": elapsed,
+        "latencies_us": [round(x * 1e6) for x in rec.latencies],
+        "first_beats_us": [round(x * 1e6) for x in rec.first_beats],
         "errors": rec.errors,
-        "error_kinds": rec.error_kinds,  # type: ignore[dict-item]
-        "first_error": rec.first_error,  # type: ignore[dict-item]
+        "error_kinds": rec.error_kinds,
+        "first_error": rec.first_error,
     }
+
+
+def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    lat = sorted(x for p in parts for x in p["latencies_us"]) or [float("nan")]
+    firsts = sorted(x for p in parts for x in p["first_beats_us"]) or [float("nan")]
+    kinds: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {
+        "per_s": sum(p["count"] / p["elapsed"] for p in parts),
+        "p50_ms": lat[len(lat) // 2] / 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000,
+        "first_beat_p99_ms": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))] / 1000,
+        "errors": sum(p["errors"] for p in parts),
+        "error_kinds": kinds,
+        "first_error": next((p["first_error"] for p in parts if p["first_error"]), ""),
+    }
+
+
+async def run_load(
+    address: str, kind: str, streams: int, interval: float, warmup: float, duration: float, procs: int
+) -> dict[str, Any]:
+    """The load, in this process (procs == 1) or split over ``procs`` client processes."""
+    if procs <= 1:
+        return summarize(
+            [await run_streams(address, kind, 0, streams, interval, time.time() + warmup, duration)]
+        )
+    measure_from = time.time() + warmup + 3.0  # margin for the children's imports
+    share = -(-streams // procs)
+    children = []
+    for first in range(0, streams, share):
+        count = min(share, streams - first)
+        children.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--client", kind, "--address", address, "--first", str(first),
+                "--count", str(count), "--interval", str(interval), "--measure-from", repr(measure_from),
+                "--duration", str(duration), stdout=asyncio.subprocess.PIPE,
+            )
+        )  # fmt: skip
+    outputs = await asyncio.gather(*(child.communicate() for child in children))
+    return summarize([json.loads(out) for out, _ in outputs])
 
 
 async def register_all(address: str, nodes: int) -> float:
@@ -265,7 +325,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "devices_per_node": DEVICES,
         "message_bytes": len(heartbeat_bytes(0, 1)),
     }
-    warmup = max(2.0, args.interval * 1.5)
+    warmup = max(3.0, args.interval * 2)  # every stream has started and made its first beat
     with tempfile.TemporaryDirectory() as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd", log_file=Path(tmp) / "etcd.log")
         await etcd.start()
@@ -275,10 +335,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 address = f"127.0.0.1:{port}"
                 result["register_s"] = round(await register_all(address, args.nodes), 2)
-                cp = await run_streams(address, "cp", args.nodes, args.interval, warmup, args.duration)
+                cp = await run_load(
+                    address, "cp", args.nodes, args.interval, warmup, args.duration, args.client_procs
+                )
                 result["rss_mib"] = round(rss_mib(server.pid), 1)
-                sat_cp = await run_streams(
-                    address, "cp", args.saturation_streams, 0, 2, args.saturation_duration
+                sat_cp = await run_load(
+                    address, "cp", args.saturation_streams, 0, 2, args.saturation_duration, args.client_procs
                 )
             finally:
                 server.send_signal(signal.SIGTERM)
@@ -289,9 +351,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     server = start_server("echo", port)
     try:
         address = f"127.0.0.1:{port}"
-        echo = await run_streams(address, "echo", args.nodes, args.interval, warmup, args.duration)
+        echo = await run_load(
+            address, "echo", args.nodes, args.interval, warmup, args.duration, args.client_procs
+        )
         result["echo_rss_mib"] = round(rss_mib(server.pid), 1)
-        sat_echo = await run_streams(address, "echo", args.saturation_streams, 0, 2, args.saturation_duration)
+        sat_echo = await run_load(
+            address, "echo", args.saturation_streams, 0, 2, args.saturation_duration, args.client_procs
+        )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -303,8 +369,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         p99_ms=round(cp["p99_ms"], 2),
         echo_p50_ms=round(echo["p50_ms"], 2),
         echo_p99_ms=round(echo["p99_ms"], 2),
+        first_beat_p99_ms=round(cp["first_beat_p99_ms"], 2),
         offered_per_s=round(args.nodes / args.interval, 1) if args.interval else None,
         saturation_streams=args.saturation_streams,
+        client_procs=args.client_procs,
         saturated_processed_per_s=round(sat_cp["per_s"], 1),
         saturated_echo_per_s=round(sat_echo["per_s"], 1),
         saturated_ratio=round(sat_cp["per_s"] / sat_echo["per_s"], 3),
@@ -330,7 +398,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per server")
     parser.add_argument("--saturation-streams", type=int, default=64)
     parser.add_argument("--saturation-duration", type=float, default=8.0)
+    parser.add_argument("--client-procs", type=int, default=1, help="client processes sharing the streams")
     parser.add_argument("--serve", choices=["controlplane", "echo"], help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=["cp", "echo"], help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-from", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--etcd", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -338,6 +412,12 @@ def main() -> None:
         asyncio.run(serve_controlplane(args.port, args.etcd, args.interval))
     elif args.serve == "echo":
         asyncio.run(serve_echo(args.port))
+    elif args.client:
+        part = asyncio.run(
+            run_streams(args.address, args.client, args.first, args.count, args.interval, args.measure_from,
+                        args.duration)
+        )  # fmt: skip
+        print(json.dumps(part))
     else:
         with contextlib.suppress(KeyboardInterrupt):
             print(json.dumps(asyncio.run(bench(args)), indent=2))
