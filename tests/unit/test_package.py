@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import controlplane.catalog
 import controlplane.domain
 import controlplane.fleet
 import controlplane.store
@@ -13,7 +14,7 @@ def test_generated_code_matches_protos() -> None:
 
 
 def test_public_exports_resolve() -> None:
-    for module in (controlplane.domain, controlplane.fleet, controlplane.store):
+    for module in (controlplane.catalog, controlplane.domain, controlplane.fleet, controlplane.store):
         for name in module.__all__:
             assert getattr(module, name) is not None, (module.__name__, name)
         public = {n for n in vars(module) if not n.startswith("_") and n[0].isupper()}

@@ -1,0 +1,228 @@
+"""Performance model: predicted tokens/s of one replica at a latency target. Purely computational.
+
+For (model, accelerator type, tensor-parallel size, dtype) and a workload (mean prompt and output
+lengths, TTFT and TPOT targets) it predicts what one replica sustains. Roofline reasoning:
+
+* **Memory fit.** Each device gives ``memory x memory_utilisation - runtime_overhead`` to the
+  engine (vLLM's default gpu_memory_utilization is 0.9). Weights take
+  ``parameters x bytes(dtype)`` spread over the TP group (MoE: all experts stay resident); the rest
+  is KV cache. ``kv_capacity / (kv_bytes_per_token x (input + output))`` bounds the batch.
+* **Decode** is bound by memory bandwidth: each step streams the *active* weights once plus the KV
+  cache of every running sequence (mean context ``input + output/2``), at
+  ``bandwidth x bandwidth_efficiency`` over the TP group, or by compute
+  (``2 x active_parameters`` FLOPs per token) when that is slower. Each extra TP rank adds
+  ``tp_comm_penalty`` to the step time (all-reduce), plus a fixed ``step_overhead_s``.
+  The TPOT target bounds the batch: the largest batch whose step time stays within it.
+* **Prefill** is bound by compute: ``2 x active_parameters x input`` FLOPs at
+  ``tflops x compute_efficiency``. A prompt's prefill must fit in ``ttft_headroom`` of the TTFT
+  target, leaving the rest for queueing.
+* **Mixed load** (continuous batching with chunked prefill): per request the engine spends
+  ``input / prefill_rate`` seconds on the prompt and ``output x TPOT / batch`` seconds of the shared
+  decode steps, which gives sustainable requests/s, hence input and output tokens/s.
+
+Not modelled: attention FLOPs quadratic in prompt length, speculative decoding, prefix caching,
+FP8/INT8 compute speed-ups (only their smaller weights), network limits between TP ranks beyond
+the linear penalty. Every assumption is a field of :class:`PerfAssumptions`; the online
+:class:`Calibration` corrects each (model, accelerator) with observed throughput.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from controlplane.catalog.types import AcceleratorType, Dtype, GiB, ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PerfAssumptions:
+    bandwidth_efficiency: float = 0.75
+    compute_efficiency: float = 0.45
+    memory_utilisation: float = 0.90
+    runtime_overhead_gib: float = 2.0
+    tp_comm_penalty: float = 0.06
+    step_overhead_s: float = 0.002
+    max_batch: int = 256  # vLLM's default max_num_seqs
+    ttft_headroom: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    input_tokens: float = 1024.0
+    output_tokens: float = 256.0
+    ttft_p95_s: float = 1.0
+    tpot_p95_s: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    model: str
+    accelerator: str
+    tp: int
+    dtype: Dtype
+    feasible: bool
+    reason: str = ""
+    batch: int = 0
+    tpot_s: float = math.inf
+    prefill_s: float = math.inf
+    kv_capacity_tokens: int = 0
+    decode_tokens_per_s: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    output_tokens_per_s: float = 0.0
+    input_tokens_per_s: float = 0.0
+    cost_per_hour: float = 0.0
+
+    @property
+    def cost_per_million_output_tokens(self) -> float:
+        if self.output_tokens_per_s <= 0:
+            return math.inf
+        return self.cost_per_hour / (self.output_tokens_per_s * 3600) * 1e6
+
+
+def predict(
+    model: ModelSpec,
+    accelerator: AcceleratorType,
+    tp: int,
+    dtype: Dtype,
+    workload: Workload,
+    assumptions: PerfAssumptions | None = None,
+) -> Prediction:
+    """One replica's predicted capacity; ``feasible=False`` with a reason when it cannot meet the SLO."""
+    a = assumptions or PerfAssumptions()
+    base = Prediction(
+        model.name, accelerator.name, tp, dtype, False, cost_per_hour=tp * accelerator.price_per_hour
+    )
+    if dtype not in model.dtypes:
+        return replace(base, reason=f"{model.name} is not offered in {dtype.value}")
+    if dtype not in accelerator.dtypes:
+        return replace(base, reason=f"{accelerator.name} does not support {dtype.value}")
+    if model.attention_heads % tp:
+        return replace(base, reason=f"tp {tp} does not divide {model.attention_heads} attention heads")
+    usable = tp * (accelerator.memory_bytes * a.memory_utilisation - a.runtime_overhead_gib * GiB)
+    weights = model.weight_bytes(dtype)
+    kv_bytes = usable - weights
+    if kv_bytes <= 0:
+        return replace(
+            base,
+            reason=f"weights need {weights / GiB:.0f} GiB; "
+            f"{tp} x {accelerator.name} give {usable / GiB:.0f} GiB",
+        )
+    context = workload.input_tokens + workload.output_tokens
+    kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
+    batch_kv = int(kv_tokens // context)
+    if batch_kv < 1:
+        return replace(
+            base, reason=f"KV cache holds {kv_tokens} tokens, less than one {context:.0f}-token sequence"
+        )
+
+    bandwidth = tp * accelerator.bandwidth_bytes_s * a.bandwidth_efficiency
+    flops = tp * accelerator.flops * a.compute_efficiency
+    comm = 1.0 + a.tp_comm_penalty * (tp - 1)
+    active = model.active_weight_bytes(dtype)
+    kv_per_seq = model.kv_bytes_per_token * (workload.input_tokens + workload.output_tokens / 2)
+
+    def step(batch: int) -> float:
+        memory_time = (active + batch * kv_per_seq) / bandwidth
+        compute_time = 2 * model.active_parameters * batch / flops
+        return max(memory_time, compute_time) * comm + a.step_overhead_s
+
+    if step(1) > workload.tpot_p95_s:
+        return replace(
+            base,
+            kv_capacity_tokens=kv_tokens,
+            reason=f"one sequence decodes at {step(1) * 1000:.1f} ms/token, over the TPOT target "
+            f"{workload.tpot_p95_s * 1000:.0f} ms",
+        )
+    low, high = 1, min(batch_kv, a.max_batch)
+    while low < high:  # largest batch whose step time meets the TPOT target (step is monotonic)
+        mid = (low + high + 1) // 2
+        if step(mid) <= workload.tpot_p95_s:
+            low = mid
+        else:
+            high = mid - 1
+    batch, tpot = low, step(low)
+    prefill_rate = flops / (2 * model.active_parameters) / comm
+    prefill_s = workload.input_tokens / prefill_rate
+    if prefill_s > workload.ttft_p95_s * a.ttft_headroom:
+        return replace(
+            base,
+            kv_capacity_tokens=kv_tokens,
+            reason=f"prefill of {workload.input_tokens:.0f} tokens takes {prefill_s * 1000:.0f} ms, over "
+            f"{a.ttft_headroom:.0%} of the TTFT target {workload.ttft_p95_s * 1000:.0f} ms",
+        )
+    per_request_s = prefill_s + workload.output_tokens * tpot / batch
+    requests_per_s = 1.0 / per_request_s
+    return replace(
+        base,
+        feasible=True,
+        batch=batch,
+        tpot_s=tpot,
+        prefill_s=prefill_s,
+        kv_capacity_tokens=kv_tokens,
+        decode_tokens_per_s=batch / tpot,
+        prefill_tokens_per_s=prefill_rate,
+        output_tokens_per_s=requests_per_s * workload.output_tokens,
+        input_tokens_per_s=requests_per_s * workload.input_tokens,
+    )
+
+
+def smallest_feasible_tp(
+    model: ModelSpec,
+    accelerator: AcceleratorType,
+    dtype: Dtype,
+    workload: Workload,
+    *,
+    max_tp: int = 8,
+    assumptions: PerfAssumptions | None = None,
+) -> Prediction:
+    """The smallest TP size (a power of two dividing the heads, at most ``max_tp``, usually the
+    devices of one node) that meets the workload; otherwise the largest size's failure."""
+    last: Prediction | None = None
+    for tp in model.tp_sizes(max_tp):
+        last = predict(model, accelerator, tp, dtype, workload, assumptions)
+        if last.feasible:
+            return last
+    if last is None:
+        return Prediction(model.name, accelerator.name, 0, dtype, False, reason=f"no TP size up to {max_tp}")
+    return last
+
+
+@dataclass
+class Calibration:
+    """Online correction per (model, accelerator): an EWMA of observed / predicted throughput.
+
+    Feed only saturated observations (a busy replica): an idle replica's throughput measures its
+    demand, not its capacity, and would drag the factor down. Factors are clamped to
+    ``[lower, upper]`` so one bad sample cannot make a replica look ten times faster.
+    """
+
+    alpha: float = 0.2
+    lower: float = 0.25
+    upper: float = 4.0
+    factors: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def factor(self, model: str, accelerator: str) -> float:
+        return self.factors.get((model, accelerator), 1.0)
+
+    def observe(
+        self, model: str, accelerator: str, *, predicted_tps: float, observed_tps: float, saturated: bool
+    ) -> float:
+        current = self.factor(model, accelerator)
+        if not saturated or predicted_tps <= 0 or observed_tps < 0 or not math.isfinite(observed_tps):
+            return current
+        ratio = min(self.upper, max(self.lower, observed_tps / predicted_tps))
+        updated = min(self.upper, max(self.lower, (1 - self.alpha) * current + self.alpha * ratio))
+        self.factors[(model, accelerator)] = updated
+        return updated
+
+    def apply(self, prediction: Prediction) -> Prediction:
+        f = self.factor(prediction.model, prediction.accelerator)
+        if f == 1.0 or not prediction.feasible:
+            return prediction
+        return replace(
+            prediction,
+            decode_tokens_per_s=prediction.decode_tokens_per_s * f,
+            prefill_tokens_per_s=prediction.prefill_tokens_per_s * f,
+            output_tokens_per_s=prediction.output_tokens_per_s * f,
+            input_tokens_per_s=prediction.input_tokens_per_s * f,
+        )
