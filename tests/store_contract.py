@@ -54,6 +54,13 @@ async def check_contract(store: Store, prefix: str = "/contract/") -> None:
         (WatchEventKind.PUT, prefix + "b", b"3"),
         (WatchEventKind.DELETE, prefix + "b", b""),
     ]
+    # atomic multi-key create: all or nothing
+    rev = await store.create_all([(prefix + "m1", b"x"), (prefix + "m2", b"y")])
+    assert rev is not None
+    m1, m2 = await store.get(prefix + "m1"), await store.get(prefix + "m2")
+    assert m1 is not None and m2 is not None and m1.mod_revision == m2.mod_revision == rev
+    assert await store.create_all([(prefix + "m3", b"z"), (prefix + "m1", b"again")]) is None
+    assert await store.get(prefix + "m3") is None
     # leases
     lease = await store.grant_lease(30)
     await store.put(prefix + "leased", b"v", lease=lease)

@@ -72,6 +72,10 @@ class Store(Protocol):
 
     async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool: ...
 
+    async def create_all(self, items: list[tuple[str, bytes]]) -> int | None:
+        """Create every key atomically, only if none exists; the new revision, or None."""
+        ...
+
     def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         """Changes under ``prefix`` from ``start_revision`` (inclusive), until cancelled."""
         ...

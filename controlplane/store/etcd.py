@@ -98,6 +98,21 @@ class EtcdStore:
         op = RequestOp(request_put=PutRequest(key=raw, value=value, lease=lease))
         return await self._txn_if_revision(raw, expected_mod_revision, op)
 
+    async def create_all(self, items: list[tuple[str, bytes]]) -> int | None:
+        compares = [
+            Compare(key=key.encode(), target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
+            for key, _ in items
+        ]
+        puts = [RequestOp(request_put=PutRequest(key=key.encode(), value=value)) for key, value in items]
+        await self._call(self._client.connect())
+        try:
+            response = await self._client.kvstub.Txn(
+                TxnRequest(compare=compares, success=puts, failure=[]), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise StoreUnavailable(f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}") from exc
+        return int(response.header.revision) if response.succeeded else None
+
     async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool:
         if expected_mod_revision == 0:
             return False

@@ -76,6 +76,16 @@ class MemoryStore:
             return None
         return self._write(key, value, lease)
 
+    async def create_all(self, items: list[tuple[str, bytes]]) -> int | None:
+        if any(key in self._data for key, _ in items):
+            return None
+        # one revision for the whole transaction, as etcd does
+        self._revision += 1
+        for key, value in items:
+            self._data[key] = KeyValue(key, value, self._revision, self._revision)
+            self._emit(WatchEvent(WatchEventKind.PUT, key, value, self._revision))
+        return self._revision
+
     async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool:
         current = self._data.get(key)
         if current is None or current.mod_revision != expected_mod_revision:
