@@ -6,7 +6,10 @@
     ├── InvalidArgument           bad input; ``field`` names it      -> INVALID_ARGUMENT
     ├── NotFound                  no such object                     -> NOT_FOUND
     ├── FailedPrecondition        valid, but not in this state       -> FAILED_PRECONDITION
-    └── Conflict                  lost a compare-and-swap race       -> ABORTED (retryable)
+    ├── Conflict                  lost a compare-and-swap race       -> ABORTED (retryable)
+    ├── Unauthenticated           no or unknown credentials          -> UNAUTHENTICATED
+    ├── PermissionDenied          authenticated, not allowed         -> PERMISSION_DENIED
+    └── QuotaExceeded             over a tenant's quota              -> RESOURCE_EXHAUSTED
 
 The API layer maps them to gRPC status codes; nothing below the API layer knows about gRPC.
 """
@@ -38,3 +41,15 @@ class FailedPrecondition(TokenfabError):
 
 class Conflict(TokenfabError):
     retryable = True
+
+
+class Unauthenticated(TokenfabError):
+    pass
+
+
+class PermissionDenied(TokenfabError):
+    pass
+
+
+class QuotaExceeded(TokenfabError):
+    pass

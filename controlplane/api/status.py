@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import grpc
 
-from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, TokenfabError
+from controlplane.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    TokenfabError,
+    Unauthenticated,
+)
 from controlplane.fleet.states import IllegalTransition
 from controlplane.store.base import StoreUnavailable
 
@@ -14,6 +23,9 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
     (Conflict, grpc.StatusCode.ABORTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 

@@ -7,6 +7,12 @@ All keys live under one versioned root so that several Tokenfab installations (o
                                         per-device health. Written on registration and on state
                                         or health changes, never per heartbeat.
 
+    /tokenfab/v1/capacity/requests/<id>
+                                        CapacityRecord (pydantic JSON): spec, status, estimate
+    /tokenfab/v1/capacity/idempotency/<tenant>/<sha256 of the key>
+                                        the request id; created in one transaction with the
+                                        request, so one key never yields two requests
+
 Later issues add their prefixes here (capacity requests, replicas, autoscaler decisions, leader
 election); keep this docstring the single map of the keyspace.
 """
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 ROOT = "/tokenfab/v1/"
 NODES = ROOT + "nodes/"
+CAPACITY_REQUESTS = ROOT + "capacity/requests/"
+CAPACITY_IDEMPOTENCY = ROOT + "capacity/idempotency/"
 
 
 def node(node_id: str) -> str:
@@ -25,3 +33,11 @@ def node_id_of(key: str) -> str:
     if not key.startswith(NODES):
         raise ValueError(f"key {key!r} is not a node key")
     return key[len(NODES) :]
+
+
+def capacity_request(request_id: str) -> str:
+    return CAPACITY_REQUESTS + request_id
+
+
+def capacity_idempotency(tenant: str, digest: str) -> str:
+    return f"{CAPACITY_IDEMPOTENCY}{tenant}/{digest}"

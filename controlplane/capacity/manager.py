@@ -1,0 +1,362 @@
+"""Capacity requests: create (idempotent), read, list, watch, update, cancel; tenant isolation and
+quotas. State lives in the store; every write is a compare-and-swap or an atomic create.
+
+Keys (see controlplane/store/keys.py)::
+
+    /tokenfab/v1/capacity/requests/<id>                     CapacityRecord (pydantic JSON)
+    /tokenfab/v1/capacity/idempotency/<tenant>/<sha256(key)> the request id, created atomically
+                                                            with the request: one key, one request
+
+Quotas charge each active request its *estimate*: the replicas of the catalog's cheapest option
+that meet its targets (accelerators and spend per hour). Over a quota: RESOURCE_EXHAUSTED.
+
+Status at creation comes from a dry run of the scheduler on the current fleet: the planned
+replicas (state Planned) or the constraint that makes the request unsatisfiable (no allowed
+accelerator can serve the model, price cap below the cheapest option, fleet full). Starting the
+replicas is the executor's job (reconciler), which updates the status as they come up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from controlplane.capacity.tenants import Tenant
+from controlplane.capacity.validation import check_spec, workload_of
+from controlplane.catalog.types import Catalog
+from controlplane.domain.capacity import (
+    CapacityRecord,
+    CapacitySpec,
+    CapacityStatus,
+    Condition,
+    Estimate,
+    Phase,
+    ReplicaStatus,
+)
+from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
+from controlplane.scheduler import Demand, NodeSlot, SchedulerConfig, options_for, schedule
+from controlplane.store import keys
+from controlplane.store.base import Store
+from tokenfab.logs import get_logger
+
+log = get_logger("capacity")
+MAX_KEY = 256
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def demand_of(record_id: str, spec: CapacitySpec) -> Demand:
+    return Demand(
+        request_id=record_id,
+        model=spec.model,
+        target_output_tokens_per_s=spec.output_tokens_per_second,
+        target_input_tokens_per_s=spec.input_tokens_per_second,
+        workload=workload_of(spec),
+        allowed_vendors=frozenset(spec.allowed_vendors),
+        denied_vendors=frozenset(spec.denied_vendors),
+        allowed_accelerators=frozenset(spec.allowed_accelerators),
+        denied_accelerators=frozenset(spec.denied_accelerators),
+        clusters=frozenset(spec.clusters),
+        regions=frozenset(spec.regions),
+        max_price_per_million_output=spec.max_price_per_million_output_tokens,
+        priority=spec.priority,
+    )
+
+
+_REASONS = (
+    ("price cap", "PriceCapBelowCheapestOption"),
+    ("no allowed accelerator", "NoAllowedAcceleratorCanServe"),
+    ("no accelerator", "NoAcceleratorInFleet"),
+    ("fleet full", "FleetFull"),
+)
+
+
+class CapacityManager:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        *,
+        fleet: Callable[[], list[NodeSlot]] = list,
+        wall: Callable[[], datetime] = _utcnow,
+        new_id: Callable[[], str] = lambda: "cr-" + uuid.uuid4().hex[:12],
+        config: SchedulerConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._fleet = fleet
+        self._wall = wall
+        self._new_id = new_id
+        self._config = config or SchedulerConfig()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def estimate(self, record_id: str, spec: CapacitySpec) -> Estimate | None:
+        limits = {name: 8 for name in self._catalog.accelerators}
+        demand = demand_of(record_id, spec)
+        usable = [o for o in options_for(demand, self._catalog, limits, self._config) if o.feasible]
+        if not usable:
+            return None
+        best = usable[0]
+        replicas = math.ceil(spec.output_tokens_per_second / best.output_tokens_per_s)
+        if spec.input_tokens_per_second:
+            replicas = max(replicas, math.ceil(spec.input_tokens_per_second / best.input_tokens_per_s))
+        return Estimate(
+            accelerators=replicas * best.tp,
+            spend_per_hour=round(replicas * best.cost_per_hour, 4),
+            replicas=replicas,
+            accelerator=best.accelerator,
+            tensor_parallel=best.tp,
+        )
+
+    def _dry_run(self, record_id: str, spec: CapacitySpec) -> CapacityStatus:
+        now = self._wall()
+        plan = schedule(
+            self._fleet(), [demand_of(record_id, spec)], [], self._catalog, now=now, config=self._config
+        )
+        result = plan.for_request(record_id)
+        replicas = tuple(
+            ReplicaStatus(
+                replica_id=f"{record_id}-planned-{i}",
+                accelerator=p.accelerator,
+                node_id=p.node_id,
+                devices=p.devices,
+                tensor_parallel=p.tp,
+                state="Planned",
+                predicted_output_tokens_per_second=round(p.output_tokens_per_s, 1),
+                reason=p.reason,
+            )
+            for i, p in enumerate(result.placements)
+        )
+        code = next((c for prefix, c in _REASONS if result.reason.startswith(prefix)), "Unsatisfiable")
+        if result.status == "unsatisfiable":
+            phase, condition = (
+                Phase.UNSATISFIABLE,
+                Condition(
+                    type=Phase.UNSATISFIABLE,
+                    status=True,
+                    reason=code,
+                    message=result.reason,
+                    last_transition_time=now,
+                ),
+            )
+        elif result.status == "partial":
+            phase, condition = (
+                Phase.PENDING,
+                Condition(
+                    type=Phase.PLACING,
+                    status=False,
+                    reason=code,
+                    message=result.reason,
+                    last_transition_time=now,
+                ),
+            )
+        else:
+            phase, condition = (
+                Phase.PENDING,
+                Condition(
+                    type=Phase.PENDING,
+                    status=True,
+                    reason="AwaitingExecutor",
+                    message=f"{len(replicas)} replicas planned; they start when the executor places them",
+                    last_transition_time=now,
+                ),
+            )
+        return CapacityStatus(
+            phase=phase,
+            conditions=(condition,),
+            replicas=replicas,
+            predicted_output_tokens_per_second=round(result.planned_output_tokens_per_s, 1),
+            observed_generation=1,
+        )
+
+    async def _records(self) -> list[tuple[CapacityRecord, int]]:
+        kvs, _ = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
+        return [(CapacityRecord.model_validate_json(kv.value), kv.mod_revision) for kv in kvs]
+
+    async def _check_quota(self, tenant: Tenant, estimate: Estimate | None, *, excluding: str = "") -> None:
+        if estimate is None or (tenant.max_accelerators is None and tenant.max_spend_per_hour is None):
+            return
+        used_acc, used_spend = 0, 0.0
+        for record, _ in await self._records():
+            if record.tenant == tenant.name and record.active and record.id != excluding and record.estimate:
+                used_acc += record.estimate.accelerators
+                used_spend += record.estimate.spend_per_hour
+        if tenant.max_accelerators is not None and used_acc + estimate.accelerators > tenant.max_accelerators:
+            raise QuotaExceeded(
+                f"tenant {tenant.name}: max_accelerators {tenant.max_accelerators} exceeded "
+                f"({used_acc} in use + {estimate.accelerators} for this request)"
+            )
+        if (
+            tenant.max_spend_per_hour is not None
+            and used_spend + estimate.spend_per_hour > tenant.max_spend_per_hour
+        ):
+            raise QuotaExceeded(
+                f"tenant {tenant.name}: max_spend_per_hour {tenant.max_spend_per_hour:g} exceeded "
+                f"({used_spend:.2f} in use + {estimate.spend_per_hour:.2f} for this request)"
+            )
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def create(
+        self, tenant: Tenant, spec: CapacitySpec, idempotency_key: str = ""
+    ) -> tuple[CapacityRecord, bool]:
+        if len(idempotency_key) > MAX_KEY:
+            raise InvalidArgument("idempotency_key", f"at most {MAX_KEY} characters")
+        check_spec(spec, self._catalog)
+        idem_key = ""
+        if idempotency_key:
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            idem_key = keys.capacity_idempotency(tenant.name, digest)
+            existing = await self._store.get(idem_key)
+            if existing is not None:
+                record = await self.get(tenant, existing.value.decode())
+                if record.spec != spec:
+                    raise FailedPrecondition(
+                        "idempotency_key: already used for a request with a different spec"
+                    )
+                return record, False
+        record_id = self._new_id()
+        estimate = self.estimate(record_id, spec)
+        await self._check_quota(tenant, estimate)
+        record = CapacityRecord(
+            id=record_id,
+            tenant=tenant.name,
+            spec=spec,
+            status=self._dry_run(record_id, spec),
+            created_at=self._wall(),
+            idempotency_key=idempotency_key,
+            estimate=estimate,
+        )
+        items = [(keys.capacity_request(record_id), record.model_dump_json().encode())]
+        if idem_key:
+            items.append((idem_key, record_id.encode()))
+        if await self._store.create_all(items) is None:
+            if idem_key and (winner := await self._store.get(idem_key)) is not None:
+                return await self.get(tenant, winner.value.decode()), False  # a concurrent twin won
+            raise Conflict("capacity request id collision; retry")
+        log.info(
+            "capacity.created", request=record_id, tenant=tenant.name, model=spec.model,
+            output_tps=spec.output_tokens_per_second, phase=record.status.phase.value,
+        )  # fmt: skip
+        return record, True
+
+    async def _load(self, tenant: Tenant, request_id: str) -> tuple[CapacityRecord, int]:
+        if not request_id or len(request_id) > 64 or "/" in request_id:
+            raise InvalidArgument("id", "not a capacity request id")
+        kv = await self._store.get(keys.capacity_request(request_id))
+        if kv is None:
+            raise NotFound(f"capacity request {request_id!r} not found")
+        record = CapacityRecord.model_validate_json(kv.value)
+        if record.tenant != tenant.name:  # other tenants' requests do not exist for this caller
+            raise NotFound(f"capacity request {request_id!r} not found")
+        return record, kv.mod_revision
+
+    async def get(self, tenant: Tenant, request_id: str) -> CapacityRecord:
+        return (await self._load(tenant, request_id))[0]
+
+    async def list(self, tenant: Tenant, *, include_cancelled: bool = False) -> list[CapacityRecord]:
+        return [
+            r for r, _ in await self._records() if r.tenant == tenant.name and (include_cancelled or r.active)
+        ]
+
+    async def update(
+        self,
+        tenant: Tenant,
+        request_id: str,
+        *,
+        input_tokens_per_second: float = 0.0,
+        output_tokens_per_second: float = 0.0,
+        expected_generation: int = 0,
+    ) -> CapacityRecord:
+        for field, value in (
+            ("input_tokens_per_second", input_tokens_per_second),
+            ("output_tokens_per_second", output_tokens_per_second),
+        ):
+            if not math.isfinite(value) or value < 0 or value > 1e9:
+                raise InvalidArgument(field, "must be a number between 0 and 1e9 (0: unchanged)")
+        if expected_generation < 0:
+            raise InvalidArgument("expected_generation", "must not be negative")
+        record, revision = await self._load(tenant, request_id)
+        if not record.active:
+            raise FailedPrecondition(f"capacity request {request_id!r} is cancelled")
+        if expected_generation and expected_generation != record.generation:
+            raise FailedPrecondition(
+                f"expected_generation: request is at generation {record.generation}, "
+                f"not {expected_generation}"
+            )
+        spec = record.spec.model_copy(
+            update={
+                "input_tokens_per_second": input_tokens_per_second or record.spec.input_tokens_per_second,
+                "output_tokens_per_second": output_tokens_per_second or record.spec.output_tokens_per_second,
+            }
+        )
+        if spec == record.spec:
+            return record
+        estimate = self.estimate(request_id, spec)
+        await self._check_quota(tenant, estimate, excluding=request_id)
+        status = self._dry_run(request_id, spec).model_copy(
+            update={"observed_generation": record.generation + 1}
+        )
+        updated = record.model_copy(
+            update={"spec": spec, "generation": record.generation + 1, "estimate": estimate, "status": status}
+        )
+        if (
+            await self._store.compare_and_put(
+                keys.capacity_request(request_id),
+                updated.model_dump_json().encode(),
+                expected_mod_revision=revision,
+            )
+            is None
+        ):
+            raise Conflict(f"capacity request {request_id!r} changed concurrently; retry")
+        return updated
+
+    async def cancel(self, tenant: Tenant, request_id: str) -> CapacityRecord:
+        record, revision = await self._load(tenant, request_id)
+        if not record.active:
+            return record
+        now = self._wall()
+        status = record.status.model_copy(
+            update={
+                "phase": Phase.CANCELLED,
+                "conditions": (
+                    Condition(
+                        type=Phase.CANCELLED,
+                        status=True,
+                        reason="CancelledByTenant",
+                        last_transition_time=now,
+                    ),
+                ),
+            }
+        )
+        cancelled = record.model_copy(update={"status": status})
+        if (
+            await self._store.compare_and_put(
+                keys.capacity_request(request_id),
+                cancelled.model_dump_json().encode(),
+                expected_mod_revision=revision,
+            )
+            is None
+        ):
+            raise Conflict(f"capacity request {request_id!r} changed concurrently; retry")
+        log.info("capacity.cancelled", request=request_id, tenant=tenant.name)
+        return cancelled
+
+    async def watch(self, tenant: Tenant) -> AsyncIterator[tuple[bool, CapacityRecord]]:
+        """(is_snapshot, record) for the tenant's requests: the current ones, then every change."""
+        kvs, revision = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
+        for kv in kvs:
+            record = CapacityRecord.model_validate_json(kv.value)
+            if record.tenant == tenant.name:
+                yield True, record
+        async for event in self._store.watch_prefix(keys.CAPACITY_REQUESTS, start_revision=revision + 1):
+            if event.value:
+                record = CapacityRecord.model_validate_json(event.value)
+                if record.tenant == tenant.name:
+                    yield False, record
