@@ -23,6 +23,8 @@ class ControlPlaneConfig(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: mutual TLS
+    tenants_file: Path | None = None  # CapacityService bearer tokens and quotas
+    catalog_file: Path | None = None  # operator overrides of the packaged catalog
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> ControlPlaneConfig:

@@ -17,7 +17,12 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from controlplane.api.agent_service import AgentServicer
+from controlplane.api.capacity_service import CapacityServicer
 from controlplane.api.fleet_service import FleetServicer
+from controlplane.capacity.manager import CapacityManager
+from controlplane.capacity.snapshot import node_slots
+from controlplane.capacity.tenants import TenantDirectory
+from controlplane.catalog.types import load_catalog
 from controlplane.config import ControlPlaneConfig
 from controlplane.fleet.registry import FleetTiming, NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
@@ -25,13 +30,14 @@ from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
 from tokenfab.logs import get_logger
 from tokenfab.tls import ServerTLS
-from tokenfab.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+from tokenfab.v1 import agent_pb2, agent_pb2_grpc, capacity_pb2, capacity_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
 log = get_logger("controlplane")
 
 SERVICE_NAMES = (
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
+    capacity_pb2.DESCRIPTOR.services_by_name["CapacityService"].full_name,
 )
 
 
@@ -50,6 +56,7 @@ class ControlPlane:
         self._owns_store = store is None
         self.metrics = metrics or ControlPlaneMetrics()
         self.registry: NodeRegistry | None = None
+        self.capacity: CapacityManager | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self.port: int | None = None
@@ -81,6 +88,13 @@ class ControlPlane:
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.registry), server)
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(self.registry), server)
+        catalog = load_catalog(cfg.catalog_file)
+        tenants = TenantDirectory.load(cfg.tenants_file) if cfg.tenants_file else None
+        registry = self.registry
+        self.capacity = CapacityManager(self._store, catalog, fleet=lambda: node_slots(registry.nodes()))
+        capacity_pb2_grpc.add_CapacityServiceServicer_to_server(
+            CapacityServicer(self.capacity, tenants), server
+        )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

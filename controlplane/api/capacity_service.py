@@ -1,0 +1,206 @@
+"""CapacityService: bearer-token authentication, wire <-> domain translation, status codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from pydantic import ValidationError
+
+from controlplane.api.convert import datetime_to_ts
+from controlplane.api.status import HANDLED, code_for, message_for
+from controlplane.capacity.manager import CapacityManager
+from controlplane.capacity.tenants import Tenant, TenantDirectory
+from controlplane.domain.capacity import CapacityRecord, CapacitySpec
+from controlplane.domain.nodes import validation_message
+from controlplane.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from tokenfab.logs import get_logger
+from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc
+
+log = get_logger("api.capacity")
+
+
+def spec_from_pb(spec: capacity_pb2.CapacitySpec, has_spec: bool) -> CapacitySpec:
+    if not has_spec:
+        raise InvalidArgument("spec", "is required")
+    if not spec.HasField("latency"):
+        raise InvalidArgument("spec.latency", "is required (ttft_p95_ms and tpot_p95_ms)")
+    data: dict[str, Any] = {
+        "model": spec.model,
+        "input_tokens_per_second": spec.input_tokens_per_second,
+        "output_tokens_per_second": spec.output_tokens_per_second,
+        "latency": {"ttft_p95_ms": spec.latency.ttft_p95_ms, "tpot_p95_ms": spec.latency.tpot_p95_ms},
+        "allowed_vendors": tuple(spec.allowed_vendors),
+        "denied_vendors": tuple(spec.denied_vendors),
+        "allowed_accelerators": tuple(spec.allowed_accelerators),
+        "denied_accelerators": tuple(spec.denied_accelerators),
+        "clusters": tuple(spec.clusters),
+        "regions": tuple(spec.regions),
+        "priority": spec.priority,
+    }
+    if spec.HasField("max_price_per_million_output_tokens"):
+        data["max_price_per_million_output_tokens"] = spec.max_price_per_million_output_tokens
+    if spec.mean_input_tokens:
+        data["mean_input_tokens"] = spec.mean_input_tokens
+    if spec.mean_output_tokens:
+        data["mean_output_tokens"] = spec.mean_output_tokens
+    try:
+        return CapacitySpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidArgument(*validation_message(exc, prefix="spec.")) from None
+
+
+def record_to_pb(record: CapacityRecord) -> capacity_pb2.CapacityRequest:
+    spec = record.spec
+    pb_spec = capacity_pb2.CapacitySpec(
+        model=spec.model,
+        input_tokens_per_second=spec.input_tokens_per_second,
+        output_tokens_per_second=spec.output_tokens_per_second,
+        latency=capacity_pb2.LatencyClass(
+            ttft_p95_ms=spec.latency.ttft_p95_ms, tpot_p95_ms=spec.latency.tpot_p95_ms
+        ),
+        allowed_vendors=[v.value for v in spec.allowed_vendors],
+        denied_vendors=[v.value for v in spec.denied_vendors],
+        allowed_accelerators=list(spec.allowed_accelerators),
+        denied_accelerators=list(spec.denied_accelerators),
+        clusters=list(spec.clusters),
+        regions=list(spec.regions),
+        priority=spec.priority,
+        mean_input_tokens=spec.mean_input_tokens,
+        mean_output_tokens=spec.mean_output_tokens,
+        tenant=record.tenant,
+    )
+    if spec.max_price_per_million_output_tokens is not None:
+        pb_spec.max_price_per_million_output_tokens = spec.max_price_per_million_output_tokens
+    status = record.status
+    return capacity_pb2.CapacityRequest(
+        id=record.id,
+        tenant=record.tenant,
+        spec=pb_spec,
+        generation=record.generation,
+        created_at=datetime_to_ts(record.created_at),
+        idempotency_key=record.idempotency_key,
+        status=capacity_pb2.CapacityStatus(
+            phase=status.phase.value,
+            conditions=[
+                capacity_pb2.Condition(
+                    type=c.type.value,
+                    status=c.status,
+                    reason=c.reason,
+                    message=c.message,
+                    last_transition_time=datetime_to_ts(c.last_transition_time),
+                )
+                for c in status.conditions
+            ],
+            replicas=[
+                capacity_pb2.ReplicaStatus(
+                    replica_id=r.replica_id,
+                    accelerator=r.accelerator,
+                    node_id=r.node_id,
+                    devices=list(r.devices),
+                    tensor_parallel=r.tensor_parallel,
+                    state=r.state,
+                    predicted_output_tokens_per_second=r.predicted_output_tokens_per_second,
+                    reason=r.reason,
+                )
+                for r in status.replicas
+            ],
+            predicted_output_tokens_per_second=status.predicted_output_tokens_per_second,
+            ready_output_tokens_per_second=status.ready_output_tokens_per_second,
+            observed_generation=status.observed_generation,
+        ),
+    )
+
+
+class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
+    def __init__(self, manager: CapacityManager, tenants: TenantDirectory | None) -> None:
+        self._manager = manager
+        self._tenants = tenants
+
+    def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> Tenant:
+        if self._tenants is None:
+            raise Unauthenticated(
+                "authorization: no tenants are configured on this control plane (--tenants FILE)"
+            )
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        return self._tenants.authenticate(metadata.get("authorization"))
+
+    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+        await context.abort(code_for(exc), message_for(exc))
+
+    async def Create(  # noqa: N802
+        self, request: capacity_pb2.CreateCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> capacity_pb2.CapacityRequest:
+        try:
+            tenant = self._tenant(context)
+            spec = spec_from_pb(request.spec, request.HasField("spec"))
+            if request.spec.tenant and request.spec.tenant != tenant.name:
+                raise PermissionDenied(f"spec.tenant: you are authenticated as {tenant.name!r}")
+            record, _ = await self._manager.create(tenant, spec, request.idempotency_key)
+            return record_to_pb(record)
+        except HANDLED as exc:
+            await self._fail(context, exc)
+        raise AssertionError("unreachable")
+
+    async def Get(  # noqa: N802
+        self, request: capacity_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> capacity_pb2.CapacityRequest:
+        try:
+            return record_to_pb(await self._manager.get(self._tenant(context), request.id))
+        except HANDLED as exc:
+            await self._fail(context, exc)
+        raise AssertionError("unreachable")
+
+    async def List(  # noqa: N802
+        self, request: capacity_pb2.ListCapacityRequests, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> capacity_pb2.ListCapacityResponse:
+        try:
+            records = await self._manager.list(
+                self._tenant(context), include_cancelled=request.include_cancelled
+            )
+            return capacity_pb2.ListCapacityResponse(requests=[record_to_pb(r) for r in records])
+        except HANDLED as exc:
+            await self._fail(context, exc)
+        raise AssertionError("unreachable")
+
+    async def Watch(  # noqa: N802
+        self, request: capacity_pb2.WatchCapacityRequests, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[capacity_pb2.CapacityEvent]:
+        try:
+            tenant = self._tenant(context)
+        except HANDLED as exc:
+            await self._fail(context, exc)
+            return
+        async for snapshot, record in self._manager.watch(tenant):
+            kind = (
+                capacity_pb2.CapacityEvent.KIND_SNAPSHOT
+                if snapshot
+                else capacity_pb2.CapacityEvent.KIND_UPSERT
+            )
+            yield capacity_pb2.CapacityEvent(kind=kind, request=record_to_pb(record))
+
+    async def Update(  # noqa: N802
+        self, request: capacity_pb2.UpdateCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> capacity_pb2.CapacityRequest:
+        try:
+            record = await self._manager.update(
+                self._tenant(context),
+                request.id,
+                input_tokens_per_second=request.input_tokens_per_second,
+                output_tokens_per_second=request.output_tokens_per_second,
+                expected_generation=request.expected_generation,
+            )
+            return record_to_pb(record)
+        except HANDLED as exc:
+            await self._fail(context, exc)
+        raise AssertionError("unreachable")
+
+    async def Cancel(  # noqa: N802
+        self, request: capacity_pb2.CancelCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> capacity_pb2.CapacityRequest:
+        try:
+            return record_to_pb(await self._manager.cancel(self._tenant(context), request.id))
+        except HANDLED as exc:
+            await self._fail(context, exc)
+        raise AssertionError("unreachable")
