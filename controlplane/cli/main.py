@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from controlplane.cli import requests as request_commands
 from controlplane.cli.client import DEFAULT_ADDRESS
 
 app = typer.Typer(
@@ -25,6 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+app.add_typer(request_commands.app, name="request")
 
 
 class Output(StrEnum):

@@ -55,6 +55,31 @@ def remembered_ports(state_dir: Path) -> tuple[int, int]:
     return client, peer
 
 
+DEMO_TENANT = "demo"
+
+
+def demo_credentials(state_dir: Path) -> Path:
+    """A tenants file with one demo tenant and a random token, created once per state directory.
+
+    The token is also written to ``<state_dir>/demo-token`` (mode 0600) where the CLI finds it.
+    """
+    import secrets
+
+    token_file = state_dir / "demo-token"
+    tenants_file = state_dir / "tenants.yaml"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_urlsafe(24))
+        token_file.chmod(0o600)
+    token = token_file.read_text().strip()
+    from controlplane.capacity.tenants import token_digest
+
+    tenants_file.write_text(
+        f"tenants:\n  - name: {DEMO_TENANT}\n    token_sha256: {token_digest(token)}\n"
+        f"    max_accelerators: 512\n    max_spend_per_hour: 2000\n"
+    )
+    return tenants_file
+
+
 def fleet_epoch(state_dir: Path) -> float:
     path = state_dir / "epoch"
     with contextlib.suppress(OSError, ValueError):
@@ -140,7 +165,12 @@ async def run_up(
     plane: ControlPlane | None = None
     try:
         await etcd.start()
-        config = ControlPlaneConfig(address=address, etcd_endpoint=etcd.endpoint, **config_overrides)  # type: ignore[arg-type]
+        config = ControlPlaneConfig(
+            address=address,
+            etcd_endpoint=etcd.endpoint,
+            tenants_file=demo_credentials(state_dir),
+            **config_overrides,  # type: ignore[arg-type]
+        )
         plane = ControlPlane(config)
         await plane.start()
         epoch = fleet_epoch(state_dir)

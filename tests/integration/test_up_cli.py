@@ -93,6 +93,30 @@ def test_cli_cordon_and_errors(embedded: tuple[str, subprocess.Popen[bytes], Pat
     assert down.returncode == 3 and "UNAVAILABLE" in down.stderr
 
 
+def test_capacity_requests_through_the_cli(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
+    address, _, state = embedded
+    env_state = {"TOKENFAB_STATE_DIR": str(state)}  # the CLI finds the demo token there
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controlplane.cli.main", "request", *args, "--address", address],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **env_state}, check=check,
+        )  # fmt: skip
+
+    created = json.loads(
+        cli("create", "--model", "qwen2.5-7b-instruct", "--output-tokens-per-second", "20000",
+            "--ttft-p95-ms", "1000", "--tpot-p95-ms", "50", "-o", "json").stdout
+    )  # fmt: skip
+    assert created["id"].startswith("cr-")
+    got = json.loads(cli("get", created["id"], "-o", "json").stdout)
+    assert got["phase"] == "Pending"
+    assert got["predicted_output_tokens_per_second"] >= 20000
+    assert got["replicas"] and all(r["accelerator"] and r["node"] and r["devices"] for r in got["replicas"])
+    bad = cli("create", "--model", "nope", "--output-tokens-per-second", "5", check=False)
+    assert bad.returncode == 2 and "spec.model" in bad.stderr
+    assert json.loads(cli("cancel", created["id"], "-o", "json").stdout)["phase"] == "Cancelled"
+
+
 def test_sigterm_stops_everything_cleanly(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     address, proc, state = embedded
     proc.send_signal(signal.SIGTERM)

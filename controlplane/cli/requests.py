@@ -1,0 +1,228 @@
+"""``tokenfab request ...``: capacity requests through the CapacityService.
+
+Credentials: ``--token`` or ``TOKENFAB_TOKEN``; without either, the CLI looks for the embedded
+demo's token in ``<state dir>/demo-token`` (``tokenfab up`` writes it), so the demo works with no
+setup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from controlplane.cli.client import DEFAULT_ADDRESS
+
+app = typer.Typer(help="Reserve token capacity: create, inspect, update and cancel capacity requests.")
+
+AddressOpt = Annotated[
+    str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")
+]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="TOKENFAB_TOKEN", help="bearer token")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
+
+
+def _token(token: str | None) -> str:
+    if token:
+        return token
+    state = Path(os.environ.get("TOKENFAB_STATE_DIR") or Path.cwd() / ".tokenfab")
+    demo = state / "demo-token"
+    if demo.exists():
+        return demo.read_text().strip()
+    typer.echo("error: no credentials: pass --token or set TOKENFAB_TOKEN", err=True)
+    raise typer.Exit(1)
+
+
+def _summary(request: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    data: dict[str, Any] = MessageToDict(request, preserving_proto_field_name=True)
+    status = data.get("status", {})
+    return {
+        "id": request.id,
+        "tenant": request.tenant,
+        "model": request.spec.model,
+        "target_output_tokens_per_second": request.spec.output_tokens_per_second,
+        "phase": request.status.phase,
+        "predicted_output_tokens_per_second": request.status.predicted_output_tokens_per_second,
+        "ready_output_tokens_per_second": request.status.ready_output_tokens_per_second,
+        "replicas": [
+            {
+                "id": r.replica_id,
+                "accelerator": r.accelerator,
+                "node": r.node_id,
+                "devices": list(r.devices),
+                "tensor_parallel": r.tensor_parallel,
+                "state": r.state,
+                "predicted_output_tokens_per_second": r.predicted_output_tokens_per_second,
+            }
+            for r in request.status.replicas
+        ],
+        "conditions": status.get("conditions", []),
+        "generation": request.generation,
+        "spec": data.get("spec", {}),
+    }
+
+
+def _call(address: str, token: str | None, fn: Any) -> Any:
+    import grpc
+
+    from tokenfab.v1 import capacity_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {_token(token)}"),)
+
+    async def run() -> Any:
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                return await fn(capacity_pb2_grpc.CapacityServiceStub(channel), metadata)
+            except grpc.aio.AioRpcError as exc:
+                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
+
+    return asyncio.run(run())
+
+
+def _show(requests: list[Any], output: str) -> None:
+    summaries = [_summary(r) for r in requests]
+    if output == "json":
+        typer.echo(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+        return
+    from rich.table import Table
+
+    from controlplane.cli.views import console
+
+    table = Table()
+    for column in ("ID", "MODEL", "TARGET-TPS", "PREDICTED-TPS", "REPLICAS", "PHASE", "REASON"):
+        table.add_column(column)
+    for s in summaries:
+        reason = s["conditions"][0].get("message", "") if s["conditions"] else ""
+        kinds = ", ".join(sorted({f"{r['accelerator']} tp{r['tensor_parallel']}" for r in s["replicas"]}))
+        table.add_row(
+            s["id"], s["model"], f"{s['target_output_tokens_per_second']:g}",
+            f"{s['predicted_output_tokens_per_second']:g}", f"{len(s['replicas'])} {kinds}".strip(),
+            s["phase"], reason[:60],
+        )  # fmt: skip
+    console().print(table)
+
+
+@app.command()
+def create(
+    model: Annotated[str, typer.Option(help="catalog model, e.g. qwen2.5-7b-instruct")],
+    output_tokens_per_second: Annotated[float, typer.Option(help="generated tokens/s to sustain")],
+    ttft_p95_ms: Annotated[float, typer.Option(help="time to first token, p95")] = 1000.0,
+    tpot_p95_ms: Annotated[float, typer.Option(help="time per output token, p95")] = 50.0,
+    input_tokens_per_second: Annotated[float, typer.Option()] = 0.0,
+    vendor: Annotated[list[str] | None, typer.Option(help="allowed vendor (repeatable)")] = None,
+    accelerator: Annotated[
+        list[str] | None, typer.Option(help="allowed accelerator type (repeatable)")
+    ] = None,
+    max_price: Annotated[float | None, typer.Option(help="max price per million output tokens")] = None,
+    priority: Annotated[int, typer.Option()] = 0,
+    idempotency_key: Annotated[str, typer.Option(help="same key: same request")] = "",
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    token: TokenOpt = None,
+) -> None:
+    """Create a capacity request."""
+    from tokenfab.v1 import capacity_pb2
+
+    spec = capacity_pb2.CapacitySpec(
+        model=model,
+        output_tokens_per_second=output_tokens_per_second,
+        input_tokens_per_second=input_tokens_per_second,
+        latency=capacity_pb2.LatencyClass(ttft_p95_ms=ttft_p95_ms, tpot_p95_ms=tpot_p95_ms),
+        allowed_vendors=vendor or [],
+        allowed_accelerators=accelerator or [],
+        priority=priority,
+    )
+    if max_price is not None:
+        spec.max_price_per_million_output_tokens = max_price
+    request = capacity_pb2.CreateCapacityRequest(spec=spec, idempotency_key=idempotency_key)
+    _show([_call(address, token, lambda stub, md: stub.Create(request, metadata=md, timeout=30))], output)
+
+
+@app.command()
+def get(
+    request_id: Annotated[str, typer.Argument(help="request id")],
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    token: TokenOpt = None,
+) -> None:
+    """Show one capacity request."""
+    from tokenfab.v1 import capacity_pb2
+
+    message = capacity_pb2.GetCapacityRequest(id=request_id)
+    _show([_call(address, token, lambda stub, md: stub.Get(message, metadata=md, timeout=10))], output)
+
+
+@app.command("list")
+def list_requests(
+    all_: Annotated[bool, typer.Option("--all", help="include cancelled requests")] = False,
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    token: TokenOpt = None,
+) -> None:
+    """List your capacity requests."""
+    from tokenfab.v1 import capacity_pb2
+
+    message = capacity_pb2.ListCapacityRequests(include_cancelled=all_)
+    response = _call(address, token, lambda stub, md: stub.List(message, metadata=md, timeout=10))
+    if output == "json":
+        typer.echo(json.dumps([_summary(r) for r in response.requests], indent=2))
+    else:
+        _show(list(response.requests), output)
+
+
+@app.command()
+def update(
+    request_id: Annotated[str, typer.Argument(help="request id")],
+    output_tokens_per_second: Annotated[float, typer.Option()] = 0.0,
+    input_tokens_per_second: Annotated[float, typer.Option()] = 0.0,
+    expected_generation: Annotated[int, typer.Option(help="fail if the request moved on")] = 0,
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    token: TokenOpt = None,
+) -> None:
+    """Change a request's targets."""
+    from tokenfab.v1 import capacity_pb2
+
+    message = capacity_pb2.UpdateCapacityRequest(
+        id=request_id,
+        output_tokens_per_second=output_tokens_per_second,
+        input_tokens_per_second=input_tokens_per_second,
+        expected_generation=expected_generation,
+    )
+    _show([_call(address, token, lambda stub, md: stub.Update(message, metadata=md, timeout=30))], output)
+
+
+@app.command()
+def cancel(
+    request_id: Annotated[str, typer.Argument(help="request id")],
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    token: TokenOpt = None,
+) -> None:
+    """Cancel a capacity request."""
+    from tokenfab.v1 import capacity_pb2
+
+    message = capacity_pb2.CancelCapacityRequest(id=request_id)
+    _show([_call(address, token, lambda stub, md: stub.Cancel(message, metadata=md, timeout=10))], output)
+
+
+@app.command()
+def watch(address: AddressOpt = DEFAULT_ADDRESS, token: TokenOpt = None) -> None:
+    """Print your requests as they change (one JSON object per line) until Ctrl-C."""
+    from tokenfab.v1 import capacity_pb2
+
+    async def follow(stub: Any, md: Any) -> None:
+        async for event in stub.Watch(capacity_pb2.WatchCapacityRequests(), metadata=md):
+            kind = capacity_pb2.CapacityEvent.Kind.Name(event.kind).removeprefix("KIND_").lower()
+            typer.echo(json.dumps({"event": kind, **_summary(event.request)}))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _call(address, token, follow)
