@@ -16,9 +16,11 @@ lengths, TTFT and TPOT targets) it predicts what one replica sustains. Roofline 
 * **Prefill** is bound by compute: ``2 x active_parameters x input`` FLOPs at
   ``tflops x compute_efficiency``. A prompt's prefill must fit in ``ttft_headroom`` of the TTFT
   target, leaving the rest for queueing.
-* **Mixed load** (continuous batching with chunked prefill): per request the engine spends
-  ``input / prefill_rate`` seconds on the prompt and ``output x TPOT / batch`` seconds of the shared
-  decode steps, which gives sustainable requests/s, hence input and output tokens/s.
+* **Mixed load** (continuous batching with chunked prefill): in steady state each step decodes
+  ``batch`` sequences and also processes ``batch x input/output`` prompt tokens of the requests
+  that replace finished ones. That step time is the TPOT users see and is what the TPOT target
+  bounds; output tokens/s = batch / step time, input tokens/s follows from the ratio.
+  ``decode_tokens_per_s`` reports pure decoding without prompt interference, for reference.
 
 Not modelled: attention FLOPs quadratic in prompt length, speculative decoding, prefix caching,
 FP8/INT8 compute speed-ups (only their smaller weights), network limits between TP ranks beyond
@@ -115,16 +117,15 @@ def predict(
             base, reason=f"KV cache holds {kv_tokens} tokens, less than one {context:.0f}-token sequence"
         )
 
-    bandwidth = tp * accelerator.bandwidth_bytes_s * a.bandwidth_efficiency
-    flops = tp * accelerator.flops * a.compute_efficiency
-    comm = 1.0 + a.tp_comm_penalty * (tp - 1)
-    active = model.active_weight_bytes(dtype)
-    kv_per_seq = model.kv_bytes_per_token * (workload.input_tokens + workload.output_tokens / 2)
+    profile = EngineProfile.of(model, accelerator, tp, dtype, a)
+    mean_context = workload.input_tokens + workload.output_tokens / 2
+    prompt_per_output = workload.input_tokens / workload.output_tokens
 
     def step(batch: int) -> float:
-        memory_time = (active + batch * kv_per_seq) / bandwidth
-        compute_time = 2 * model.active_parameters * batch / flops
-        return max(memory_time, compute_time) * comm + a.step_overhead_s
+        # Steady state under chunked prefill: every step also carries the prompt tokens of the
+        # requests that replace finished ones (batch x input/output of them), so prompt
+        # processing slows every decode step: that is the TPOT users see.
+        return profile.step_time(batch, mean_context, batch * prompt_per_output)
 
     if step(1) > workload.tpot_p95_s:
         return replace(
@@ -141,7 +142,7 @@ def predict(
         else:
             high = mid - 1
     batch, tpot = low, step(low)
-    prefill_rate = flops / (2 * model.active_parameters) / comm
+    prefill_rate = profile.prefill_tokens_per_s
     prefill_s = workload.input_tokens / prefill_rate
     if prefill_s > workload.ttft_p95_s * a.ttft_headroom:
         return replace(
@@ -150,8 +151,7 @@ def predict(
             reason=f"prefill of {workload.input_tokens:.0f} tokens takes {prefill_s * 1000:.0f} ms, over "
             f"{a.ttft_headroom:.0%} of the TTFT target {workload.ttft_p95_s * 1000:.0f} ms",
         )
-    per_request_s = prefill_s + workload.output_tokens * tpot / batch
-    requests_per_s = 1.0 / per_request_s
+    output_per_s = batch / tpot
     return replace(
         base,
         feasible=True,
@@ -159,11 +159,63 @@ def predict(
         tpot_s=tpot,
         prefill_s=prefill_s,
         kv_capacity_tokens=kv_tokens,
-        decode_tokens_per_s=batch / tpot,
+        decode_tokens_per_s=batch / profile.step_time(batch, mean_context),
         prefill_tokens_per_s=prefill_rate,
-        output_tokens_per_s=requests_per_s * workload.output_tokens,
-        input_tokens_per_s=requests_per_s * workload.input_tokens,
+        output_tokens_per_s=output_per_s,
+        input_tokens_per_s=output_per_s * prompt_per_output,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProfile:
+    """The roofline of one replica, shared by :func:`predict` and the simulated engine."""
+
+    active_weight_bytes: float
+    kv_bytes_per_token: float
+    bandwidth_bytes_s: float  # over the TP group, after efficiency
+    flops: float  # over the TP group, after efficiency
+    active_parameters: float
+    comm: float  # step-time factor for TP all-reduce
+    step_overhead_s: float
+    kv_capacity_tokens: int
+    max_batch: int
+
+    @classmethod
+    def of(
+        cls,
+        model: ModelSpec,
+        accelerator: AcceleratorType,
+        tp: int,
+        dtype: Dtype,
+        assumptions: PerfAssumptions | None = None,
+    ) -> EngineProfile:
+        a = assumptions or PerfAssumptions()
+        usable = tp * (accelerator.memory_bytes * a.memory_utilisation - a.runtime_overhead_gib * GiB)
+        kv_bytes = max(0.0, usable - model.weight_bytes(dtype))
+        return cls(
+            active_weight_bytes=model.active_weight_bytes(dtype),
+            kv_bytes_per_token=model.kv_bytes_per_token,
+            bandwidth_bytes_s=tp * accelerator.bandwidth_bytes_s * a.bandwidth_efficiency,
+            flops=tp * accelerator.flops * a.compute_efficiency,
+            active_parameters=model.active_parameters,
+            comm=1.0 + a.tp_comm_penalty * (tp - 1),
+            step_overhead_s=a.step_overhead_s,
+            kv_capacity_tokens=int(kv_bytes // model.kv_bytes_per_token),
+            max_batch=a.max_batch,
+        )
+
+    def step_time(self, batch: int, mean_context_tokens: float, prefill_tokens: float = 0.0) -> float:
+        """Seconds for one engine step decoding ``batch`` sequences of ``mean_context_tokens``
+        context, plus ``prefill_tokens`` of prompt processed in the same step (chunked prefill)."""
+        memory_time = (self.active_weight_bytes + batch * self.kv_bytes_per_token * mean_context_tokens) / (
+            self.bandwidth_bytes_s
+        )
+        compute_time = 2 * self.active_parameters * (batch + prefill_tokens) / self.flops
+        return max(memory_time, compute_time) * self.comm + self.step_overhead_s
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.flops / (2 * self.active_parameters) / self.comm
 
 
 def smallest_feasible_tp(
