@@ -69,11 +69,11 @@ class _Pool:
 
     def __init__(self, nodes: list[NodeSlot], used: dict[str, set[int]]) -> None:
         self.nodes = {n.node_id: n for n in nodes}
-        self.free: dict[str, list[tuple[int, int]]] = {}
+        self.free: dict[str, tuple[tuple[int, int], ...]] = {}
         self.buckets: dict[int, dict[str, None]] = defaultdict(dict)  # insertion-ordered sets
         for node in sorted(nodes, key=lambda n: n.node_id):
-            taken = used.get(node.node_id, set())
-            free = [d for d in node.devices if d[0] not in taken]
+            taken = used.get(node.node_id)
+            free = tuple(d for d in node.devices if d[0] not in taken) if taken else node.devices
             self.free[node.node_id] = free
             self.buckets[len(free)][node.node_id] = None
         self.max_devices = max((len(n.devices) for n in nodes), default=0)
@@ -81,7 +81,7 @@ class _Pool:
     def take(self, node_id: str, devices: tuple[int, ...]) -> None:
         free = self.free[node_id]
         before = len(free)
-        self.free[node_id] = [d for d in free if d[0] not in devices]
+        self.free[node_id] = tuple(d for d in free if d[0] not in devices)
         del self.buckets[before][node_id]
         self.buckets[len(self.free[node_id])][node_id] = None
 
@@ -90,7 +90,7 @@ class _Pool:
             yield from list(self.buckets[count])
 
 
-def _choose_devices(free: list[tuple[int, int]], tp: int) -> tuple[int, ...]:
+def _choose_devices(free: tuple[tuple[int, int], ...], tp: int) -> tuple[int, ...]:
     by_numa: dict[int, list[int]] = defaultdict(list)
     for index, numa in sorted(free):
         by_numa[numa].append(index)
@@ -209,33 +209,79 @@ def schedule(
     by_type: dict[str, list[NodeSlot]] = defaultdict(list)
     for node in fleet:
         by_type[node.accelerator].append(node)
-    pools = {name: _Pool(group, used) for name, group in by_type.items()}
-    limits = {name: pool.max_devices for name, pool in pools.items()}
-    plans = []
-    for demand in sorted(demands, key=lambda d: (-d.priority, d.request_id)):
-        plans.append(_plan_request(demand, fleet, existing, pools, limits, catalog, now, config))
-    return Plan(tuple(plans))
+    limits = {name: max((len(n.devices) for n in group), default=0) for name, group in by_type.items()}
+    clusters = {n.node_id: n.cluster for n in fleet}
+    by_request: dict[str, list[PlacedReplica]] = defaultdict(list)
+    for replica in existing:
+        by_request[replica.request_id].append(replica)
+    wanted = list(demands)
+    options = {d.request_id: options_for(d, catalog, limits, config) for d in wanted}
+
+    def plan_in(order: list[Demand]) -> dict[str, RequestPlan]:
+        pools = {name: _Pool(group, used) for name, group in by_type.items()}
+        return {
+            d.request_id: _plan_request(
+                d, options[d.request_id], clusters, by_request[d.request_id], pools, now, config
+            )
+            for d in order
+        }
+
+    # Priority always comes first. Within a priority level the order decides who gets the cheap
+    # capacity; two orders are tried (largest regret first, largest spend first) and the plan
+    # that fully serves more requests, then costs less, wins.
+    def spend(d: Demand) -> float:
+        usable = [o for o in options[d.request_id] if o.feasible]
+        return usable[0].cost_per_million_output * d.target_output_tokens_per_s if usable else 0.0
+
+    orders = [
+        sorted(wanted, key=lambda d: (-d.priority, -_regret(d, options[d.request_id]), d.request_id)),
+        sorted(wanted, key=lambda d: (-d.priority, -spend(d), d.request_id)),
+    ]
+    best: dict[str, RequestPlan] | None = None
+    best_key: tuple[int, float] | None = None
+    for order in orders:
+        candidate = plan_in(order)
+        key = (
+            -sum(p.status == "satisfied" for p in candidate.values()),
+            sum(pl.cost_per_hour for p in candidate.values() for pl in p.placements),
+        )
+        if best_key is None or key < best_key:
+            best, best_key = candidate, key
+    assert best is not None or not wanted
+    plans = best or {}
+    # report in priority order, then request id, whatever order they were planned in
+    return Plan(tuple(plans[d.request_id] for d in sorted(wanted, key=lambda d: (-d.priority, d.request_id))))
+
+
+def _regret(demand: Demand, options: list[Option]) -> float:
+    """What planning ``demand`` late could cost: its need priced at the second-best option's
+    cost per token minus the best one's (infinite with a single usable option). Within a priority
+    level, requests with more to lose take the cheap capacity first."""
+    usable = [o for o in options if o.feasible]
+    if not usable:
+        return 0.0
+    if len(usable) == 1:
+        return math.inf
+    return (
+        usable[1].cost_per_million_output - usable[0].cost_per_million_output
+    ) * demand.target_output_tokens_per_s
 
 
 def _plan_request(
     demand: Demand,
-    fleet: list[NodeSlot],
-    existing: list[PlacedReplica],
+    options: list[Option],
+    clusters: dict[str, str],
+    mine: list[PlacedReplica],
     pools: dict[str, _Pool],
-    limits: dict[str, int],
-    catalog: Catalog,
     now: datetime,
     config: SchedulerConfig,
 ) -> RequestPlan:
     state = _RequestState(demand)
-    mine = [r for r in existing if r.request_id == demand.request_id]
-    nodes = {n.node_id: n for n in fleet}
     for replica in mine:
         state.per_node[replica.node_id] += 1
-        if replica.node_id in nodes:
-            state.per_cluster[nodes[replica.node_id].cluster] += 1
+        if replica.node_id in clusters:
+            state.per_cluster[clusters[replica.node_id]] += 1
     have_out = sum(r.output_tokens_per_s for r in mine)
-    options = options_for(demand, catalog, limits, config)
     usable = [o for o in options if o.feasible]
     need_out = demand.target_output_tokens_per_s - have_out
     need_in = demand.target_input_tokens_per_s - sum(
@@ -278,20 +324,23 @@ def _plan_request(
 def _pick_option(
     candidates: list[Option], best: Option, need_out: float, need_in: float
 ) -> tuple[Option, str]:
-    """The option for the next replica, and why (for the explanation)."""
-    cheapest = candidates[0]
-    covering = [
-        o for o in candidates if o.output_tokens_per_s >= need_out and o.input_tokens_per_s >= need_in
-    ]
-    if covering and cheapest.output_tokens_per_s > need_out:
-        # The remainder is smaller than one replica of the cheapest-per-token type: the option
-        # with the lowest hourly cost that still covers it is cheaper overall.
-        choice = min(covering, key=lambda o: (o.cost_per_hour, o.cost_per_million_output))
-        if choice is not cheapest:
-            return choice, "mixed in: the remainder fits this smaller replica"
-    if cheapest is best:
-        return cheapest, "cheapest per token"
-    return cheapest, "mixed in: cheaper pools are full"
+    """The option for the next replica, and why (for the explanation).
+
+    Each option is costed as the replicas it would take to cover the whole remaining need
+    (ceil(need / replica throughput) x cost per hour). For a large need that is the cheapest per
+    token; for a remainder smaller than one big replica it can be one or two smaller ones.
+    """
+
+    def total(option: Option) -> tuple[float, float]:
+        count = math.ceil(max(need_out, 0.0) / option.output_tokens_per_s) if need_out > 0 else 0
+        if need_in > 0 and option.input_tokens_per_s > 0:
+            count = max(count, math.ceil(need_in / option.input_tokens_per_s))
+        return max(count, 1) * option.cost_per_hour, option.cost_per_million_output
+
+    choice = min(candidates, key=total)
+    if choice is candidates[0]:
+        return choice, "cheapest per token" if choice is best else "mixed in: cheaper pools are full"
+    return choice, "mixed in: the remainder costs less on this type"
 
 
 def _place(

@@ -133,7 +133,7 @@ def test_small_remainder_takes_the_cheaper_replica() -> None:
     assert plan.placements[0].accelerator == cheapest_per_token.accelerator
     assert len(plan.placements) == 2
     last = plan.placements[-1]
-    assert "remainder fits" in last.reason
+    assert "remainder costs less" in last.reason
     assert last.cost_per_hour == min(o.cost_per_hour for o in options.values() if o.feasible)
 
 
