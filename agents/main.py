@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.discovery.base import Backend, NotPresent, ToolFailed
+from agents.discovery.base import Backend, DiscoveredDevice, NotPresent, ToolFailed
 from agents.discovery.biren import BirenBackend
 from agents.discovery.registry import backend_for, detect
 from agents.discovery.simulated import FleetFileError, SimulatedBackend, load_fleet
@@ -59,7 +59,7 @@ def _static_lease(options: AgentOptions) -> LeaseSpec | None:
     )
 
 
-def build(options: AgentOptions) -> tuple[Backend, NodeIdentity]:
+def build(options: AgentOptions) -> tuple[Backend, NodeIdentity, list[DiscoveredDevice]]:
     """Backend and identity from the options; ValueError/NotPresent/FleetFileError when impossible."""
     if options.backend == "simulated":
         if not options.node_id:
@@ -83,22 +83,23 @@ def build(options: AgentOptions) -> tuple[Backend, NodeIdentity]:
                 price_per_accelerator_hour=sim.lease.price_per_accelerator_hour,
                 preemptible=sim.lease.preemptible,
             )
-        return backend, NodeIdentity(sim.node_id, sim.cluster, sim.region, sim.labels, lease)
+        return backend, NodeIdentity(sim.node_id, sim.cluster, sim.region, sim.labels, lease), []
+    found: list[DiscoveredDevice] = []
     if options.backend == "auto":
-        real, _ = detect()
+        real, found = detect()  # discovery done once: the agent starts from these devices
     elif options.backend == "biren":
         real = BirenBackend(model=options.biren_model)
     else:
         real = backend_for(options.backend)
     node_id = options.node_id or socket.gethostname().lower()
-    return real, NodeIdentity(node_id, options.cluster, options.region, {}, _static_lease(options))
+    return real, NodeIdentity(node_id, options.cluster, options.region, {}, _static_lease(options)), found
 
 
 def run_agent(options: AgentOptions) -> tuple[int, str]:
     """Run until SIGINT/SIGTERM. Returns ``(exit code, message)``: 0 on a clean stop, 2 for a
     configuration the control plane rejects, 3 when no devices are present."""
     try:
-        backend, identity = build(options)
+        backend, identity, devices = build(options)
     except (ValueError, FleetFileError) as exc:
         return 2, str(exc)
     except (NotPresent, ToolFailed) as exc:
@@ -109,7 +110,7 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        agent = Agent(backend, identity, address=options.address, tls=options.tls)
+        agent = Agent(backend, identity, address=options.address, tls=options.tls, devices=devices)
         log.info("agent.starting", node=identity.node_id, backend=backend.name, address=options.address)
         try:
             await agent.run(stop)

@@ -95,6 +95,7 @@ class Agent:
         tls: ClientTLS | None = None,
         backoff: Backoff | None = None,
         rpc_timeout_s: float = 5.0,
+        devices: list[DiscoveredDevice] | None = None,
     ) -> None:
         self.backend = backend
         self.identity = identity
@@ -104,7 +105,7 @@ class Agent:
         self.rpc_timeout_s = rpc_timeout_s
         self.status = AgentStatus()
         self.heartbeat_interval_s = 1.0
-        self._devices: list[DiscoveredDevice] = []
+        self._devices: list[DiscoveredDevice] = list(devices or [])  # already discovered (auto mode)
         self._seq = 0
 
     def registration(self) -> agent_pb2.RegisterRequest:
@@ -164,7 +165,8 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run sessions until ``stop`` is set. Raises AgentConfigError on a permanent rejection."""
-        self._devices = await asyncio.to_thread(self.backend.discover)
+        if not self._devices:
+            self._devices = await asyncio.to_thread(self.backend.discover)
         log.info(
             "agent.discovered",
             node=self.identity.node_id,

@@ -134,39 +134,22 @@ class CapacityManager:
             for i, p in enumerate(result.placements)
         )
         code = next((c for prefix, c in _REASONS if result.reason.startswith(prefix)), "Unsatisfiable")
-        if result.status == "unsatisfiable":
-            phase, condition = (
-                Phase.UNSATISFIABLE,
-                Condition(
-                    type=Phase.UNSATISFIABLE,
-                    status=True,
-                    reason=code,
-                    message=result.reason,
-                    last_transition_time=now,
-                ),
-            )
-        elif result.status == "partial":
-            phase, condition = (
+        # status -> (phase, condition type, condition status, reason, message); a table, not branches
+        outcomes = {
+            "unsatisfiable": (Phase.UNSATISFIABLE, Phase.UNSATISFIABLE, True, code, result.reason),
+            "partial": (Phase.PENDING, Phase.PLACING, False, code, result.reason),
+            "satisfied": (
                 Phase.PENDING,
-                Condition(
-                    type=Phase.PLACING,
-                    status=False,
-                    reason=code,
-                    message=result.reason,
-                    last_transition_time=now,
-                ),
-            )
-        else:
-            phase, condition = (
                 Phase.PENDING,
-                Condition(
-                    type=Phase.PENDING,
-                    status=True,
-                    reason="AwaitingExecutor",
-                    message=f"{len(replicas)} replicas planned; they start when the executor places them",
-                    last_transition_time=now,
-                ),
-            )
+                True,
+                "AwaitingExecutor",
+                f"{len(replicas)} replicas planned; they start when the executor places them",
+            ),
+        }
+        phase, kind, holds, reason, message = outcomes[result.status]
+        condition = Condition(
+            type=kind, status=holds, reason=reason, message=message, last_transition_time=now
+        )
         return CapacityStatus(
             phase=phase,
             conditions=(condition,),
