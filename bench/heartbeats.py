@@ -326,41 +326,37 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "message_bytes": len(heartbeat_bytes(0, 1)),
     }
     warmup = max(3.0, args.interval * 2)  # every stream has started and made its first beat
+
+    async def measure(server: subprocess.Popen[str], port: int, kind: str) -> tuple[Any, float, Any]:
+        """Offered load, the server's RSS, then saturation; stops the server either way."""
+        address = f"127.0.0.1:{port}"
+        try:
+            if kind == "cp":
+                result["register_s"] = round(await register_all(address, args.nodes), 2)
+            offered = await run_load(
+                address, kind, args.nodes, args.interval, warmup, args.duration, args.client_procs
+            )
+            rss = round(rss_mib(server.pid), 1)
+            saturated = await run_load(
+                address, kind, args.saturation_streams, 0, 2, args.saturation_duration, args.client_procs
+            )
+            return offered, rss, saturated
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+
     with tempfile.TemporaryDirectory() as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd", log_file=Path(tmp) / "etcd.log")
         await etcd.start()
         try:
             port = free_port()
-            server = start_server("controlplane", port, etcd.endpoint, args.interval)
-            try:
-                address = f"127.0.0.1:{port}"
-                result["register_s"] = round(await register_all(address, args.nodes), 2)
-                cp = await run_load(
-                    address, "cp", args.nodes, args.interval, warmup, args.duration, args.client_procs
-                )
-                result["rss_mib"] = round(rss_mib(server.pid), 1)
-                sat_cp = await run_load(
-                    address, "cp", args.saturation_streams, 0, 2, args.saturation_duration, args.client_procs
-                )
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(30)
+            cp, result["rss_mib"], sat_cp = await measure(
+                start_server("controlplane", port, etcd.endpoint, args.interval), port, "cp"
+            )
         finally:
             etcd.stop()
     port = free_port()
-    server = start_server("echo", port)
-    try:
-        address = f"127.0.0.1:{port}"
-        echo = await run_load(
-            address, "echo", args.nodes, args.interval, warmup, args.duration, args.client_procs
-        )
-        result["echo_rss_mib"] = round(rss_mib(server.pid), 1)
-        sat_echo = await run_load(
-            address, "echo", args.saturation_streams, 0, 2, args.saturation_duration, args.client_procs
-        )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+    echo, result["echo_rss_mib"], sat_echo = await measure(start_server("echo", port), port, "echo")
     result.update(
         processed_per_s=round(cp["per_s"], 1),
         echo_per_s=round(echo["per_s"], 1),
