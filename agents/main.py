@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from agents.discovery.base import Backend, DiscoveredDevice, NotPresent, ToolFai
 from agents.discovery.biren import BirenBackend
 from agents.discovery.registry import backend_for, detect
 from agents.discovery.simulated import FleetFileError, SimulatedBackend, load_fleet
+from agents.raylet import Raylet, RayletSpec
 from agents.runtime import Agent, AgentConfigError, LeaseSpec, NodeIdentity
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS, TLSConfigError
@@ -36,6 +38,8 @@ class AgentOptions:
     preemptible: bool = False
     address: str = "127.0.0.1:50051"
     tls: ClientTLS | None = None
+    ray_address: str | None = None  # join this Ray cluster (GCS host:port) as a raylet
+    ray_temp_dir: Path | None = None
 
 
 def _static_lease(options: AgentOptions) -> LeaseSpec | None:
@@ -110,7 +114,24 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        agent = Agent(backend, identity, address=options.address, tls=options.tls, devices=devices)
+        found = devices
+        raylet_task: asyncio.Task[None] | None = None
+        if options.ray_address:
+            found = found or await asyncio.to_thread(backend.discover)
+            if not found:
+                return 3, "no devices: nothing to offer Ray"
+            spec = RayletSpec(
+                address=options.ray_address,
+                node_id=identity.node_id,
+                cluster=identity.cluster,
+                vendor=backend.vendor,
+                accelerator=found[0].model,
+                devices=len(found),
+                temp_dir=options.ray_temp_dir
+                or Path(tempfile.gettempdir()) / f"tokenfab-ray-{identity.node_id}",
+            )
+            raylet_task = asyncio.create_task(Raylet(spec).run(stop))
+        agent = Agent(backend, identity, address=options.address, tls=options.tls, devices=found)
         log.info("agent.starting", node=identity.node_id, backend=backend.name, address=options.address)
         try:
             await agent.run(stop)
@@ -120,6 +141,10 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
             return 3, f"no devices: {exc}"
         except TLSConfigError as exc:
             return 2, str(exc)
+        finally:
+            stop.set()
+            if raylet_task is not None:
+                await raylet_task
         log.info("agent.stopped", node=identity.node_id, heartbeats=agent.status.heartbeats_sent)
         return 0, ""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,11 @@ class ControlPlaneConfig(BaseModel):
     tls_client_ca: Path | None = None  # set: mutual TLS
     tenants_file: Path | None = None  # CapacityService bearer tokens and quotas
     catalog_file: Path | None = None  # operator overrides of the packaged catalog
+    executors: dict[str, str] = {}  # cluster -> executor host:port; empty: no replicas are started
+    reconcile_interval_s: Annotated[float, Field(ge=0.05, le=600)] = 1.0
+    engine_mode: Literal["simulated", "real"] = "simulated"
+    sim_start_delay_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    replica_start_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> ControlPlaneConfig:
@@ -32,6 +37,14 @@ class ControlPlaneConfig(BaseModel):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        return self
+
+    @model_validator(mode="after")
+    def _executors(self) -> ControlPlaneConfig:
+        for cluster, address in self.executors.items():
+            host, _, port = address.rpartition(":")
+            if not cluster or not host or not port.isdigit():
+                raise ValueError(f"executors.{cluster or '?'}: expected cluster=host:port, got {address!r}")
         return self
 
     @property

@@ -1,7 +1,8 @@
 """Prometheus metrics of the control plane, one object per process (tests make their own registry).
 
 What an operator graphs: nodes by vendor and state, heartbeat processing latency and rate,
-state transitions, registrations by result, and open agent streams.
+state transitions, registrations by result, open agent streams; replicas by state, reconcile
+pass time and errors, replica transitions and executor reachability; served tokens/s.
 """
 
 from __future__ import annotations
@@ -46,3 +47,27 @@ class ControlPlaneMetrics:
             ["op"],
             registry=self.registry,
         )
+        self.replicas = Gauge(
+            "tokenfab_replicas", "Replicas by accelerator and state", ["accelerator", "state"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.replica_transitions = Counter(
+            "tokenfab_replica_transitions_total", "Replica state transitions", ["from_state", "to_state"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.reconcile_seconds = Histogram(
+            "tokenfab_reconcile_seconds", "Time of one reconcile pass (observe, decide, persist, act)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=self.registry,
+        )  # fmt: skip
+        self.reconcile_errors = Counter(
+            "tokenfab_reconcile_errors_total", "Reconcile step failures, by step", ["step"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.executor_up = Gauge(
+            "tokenfab_executor_up", "1 when the cluster's executor answered the last pass", ["cluster"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.output_tokens = Gauge(
+            "tokenfab_output_tokens_per_second", "Observed output tokens/s by model and accelerator",
+            ["model", "accelerator"], registry=self.registry,
+        )  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -14,9 +14,10 @@ from controlplane.capacity.manager import CapacityManager
 from controlplane.capacity.tenants import Tenant, TenantDirectory
 from controlplane.domain.capacity import CapacityRecord, CapacitySpec
 from controlplane.domain.nodes import validation_message
+from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from tokenfab.logs import get_logger
-from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc
+from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, executor_pb2
 
 log = get_logger("api.capacity")
 
@@ -113,10 +114,49 @@ def record_to_pb(record: CapacityRecord) -> capacity_pb2.CapacityRequest:
     )
 
 
+def replica_to_pb(
+    record: ReplicaRecord, seen: executor_pb2.ReplicaObservation | None
+) -> capacity_pb2.Replica:
+    replica = capacity_pb2.Replica(
+        id=record.id,
+        request_id=record.request_id,
+        model=record.model,
+        vendor=record.vendor.value,
+        accelerator=record.accelerator,
+        cluster=record.cluster,
+        node_id=record.node_id,
+        devices=list(record.devices),
+        tensor_parallel=record.tensor_parallel,
+        engine=record.engine,
+        state=record.state.value,
+        reason=record.reason,
+        actor_id=record.actor_id,
+        endpoint=record.endpoint,
+        generation=record.generation,
+        predicted_output_tokens_per_second=record.predicted_output_tokens_per_second,
+        created_at=datetime_to_ts(record.created_at),
+        updated_at=datetime_to_ts(record.updated_at),
+    )
+    if seen is not None and record.state is ReplicaState.READY:
+        stats = seen.stats
+        replica.output_tokens_per_second = stats.output_tokens_per_second
+        replica.input_tokens_per_second = stats.input_tokens_per_second
+        replica.running, replica.waiting = stats.running, stats.waiting
+        replica.kv_cache_usage = stats.kv_cache_usage
+        replica.ttft_p95_s, replica.tpot_p95_s = stats.ttft_p95_s, stats.tpot_p95_s
+    return replica
+
+
+Observed = Callable[[str], "executor_pb2.ReplicaObservation | None"]
+
+
 class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
-    def __init__(self, manager: CapacityManager, tenants: TenantDirectory | None) -> None:
+    def __init__(
+        self, manager: CapacityManager, tenants: TenantDirectory | None, observed: Observed = lambda _: None
+    ) -> None:
         self._manager = manager
         self._tenants = tenants
+        self._observed = observed
 
     def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> Tenant:
         if self._tenants is None:
@@ -201,6 +241,20 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
     ) -> capacity_pb2.CapacityRequest:
         try:
             return record_to_pb(await self._manager.cancel(self._tenant(context), request.id))
+        except HANDLED as exc:
+            await self._fail(context, exc)
+        raise AssertionError("unreachable")
+
+    async def ListReplicas(  # noqa: N802
+        self, request: capacity_pb2.ListReplicasRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> capacity_pb2.ListReplicasResponse:
+        try:
+            records = await self._manager.replicas(
+                self._tenant(context), request.request_id, include_stopped=request.include_stopped
+            )
+            return capacity_pb2.ListReplicasResponse(
+                replicas=[replica_to_pb(r, self._observed(r.id)) for r in records]
+            )
         except HANDLED as exc:
             await self._fail(context, exc)
         raise AssertionError("unreachable")

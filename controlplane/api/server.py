@@ -24,8 +24,12 @@ from controlplane.capacity.snapshot import node_slots
 from controlplane.capacity.tenants import TenantDirectory
 from controlplane.catalog.types import load_catalog
 from controlplane.config import ControlPlaneConfig
+from controlplane.executor.service import RemoteExecutor
 from controlplane.fleet.registry import FleetTiming, NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.reconcile.decide import ReconcileConfig
+from controlplane.reconcile.launch import EngineSettings
+from controlplane.reconcile.loop import Reconciler
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
 from tokenfab.logs import get_logger
@@ -57,6 +61,7 @@ class ControlPlane:
         self.metrics = metrics or ControlPlaneMetrics()
         self.registry: NodeRegistry | None = None
         self.capacity: CapacityManager | None = None
+        self.reconciler: Reconciler | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self.port: int | None = None
@@ -92,8 +97,25 @@ class ControlPlane:
         tenants = TenantDirectory.load(cfg.tenants_file) if cfg.tenants_file else None
         registry = self.registry
         self.capacity = CapacityManager(self._store, catalog, fleet=lambda: node_slots(registry.nodes()))
+        if cfg.executors:
+            self.reconciler = Reconciler(
+                self._store,
+                catalog,
+                self.registry,
+                {cluster: RemoteExecutor(cluster, address) for cluster, address in cfg.executors.items()},
+                interval_s=cfg.reconcile_interval_s,
+                config=ReconcileConfig(start_timeout_s=cfg.replica_start_timeout_s),
+                engines=EngineSettings(mode=cfg.engine_mode, sim_start_delay_s=cfg.sim_start_delay_s),
+                metrics=self.metrics,
+            )
+        reconciler = self.reconciler
         capacity_pb2_grpc.add_CapacityServiceServicer_to_server(
-            CapacityServicer(self.capacity, tenants), server
+            CapacityServicer(
+                self.capacity,
+                tenants,
+                observed=lambda rid: reconciler.observed.get(rid) if reconciler else None,
+            ),
+            server,
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -116,6 +138,8 @@ class ControlPlane:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.reconciler is not None:
+            await self.reconciler.start()
         if cfg.metrics_address:
             host, _, metrics_port = cfg.metrics_address.rpartition(":")
             self._metrics_server = start_http_server(
@@ -137,6 +161,12 @@ class ControlPlane:
     async def stop(self, *, grace_s: float = 2.0) -> None:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+            for executor in self.reconciler.executors.values():
+                if isinstance(executor, RemoteExecutor):
+                    await executor.close()
+            self.reconciler = None
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None

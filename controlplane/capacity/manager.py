@@ -18,6 +18,7 @@ replicas is the executor's job (reconciler), which updates the status as they co
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import math
 import uuid
@@ -36,6 +37,7 @@ from controlplane.domain.capacity import (
     Phase,
     ReplicaStatus,
 )
+from controlplane.domain.replicas import TERMINAL, ReplicaRecord
 from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
 from controlplane.scheduler import Demand, NodeSlot, SchedulerConfig, options_for, schedule
 from controlplane.store import keys
@@ -68,7 +70,7 @@ def demand_of(record_id: str, spec: CapacitySpec) -> Demand:
     )
 
 
-_REASONS = (
+REASON_CODES = (  # scheduler explanation prefix -> condition reason
     ("price cap", "PriceCapBelowCheapestOption"),
     ("no allowed accelerator", "NoAllowedAcceleratorCanServe"),
     ("no accelerator", "NoAcceleratorInFleet"),
@@ -133,7 +135,7 @@ class CapacityManager:
             )
             for i, p in enumerate(result.placements)
         )
-        code = next((c for prefix, c in _REASONS if result.reason.startswith(prefix)), "Unsatisfiable")
+        code = next((c for prefix, c in REASON_CODES if result.reason.startswith(prefix)), "Unsatisfiable")
         # status -> (phase, condition type, condition status, reason, message); a table, not branches
         outcomes = {
             "unsatisfiable": (Phase.UNSATISFIABLE, Phase.UNSATISFIABLE, True, code, result.reason),
@@ -330,6 +332,22 @@ class CapacityManager:
             raise Conflict(f"capacity request {request_id!r} changed concurrently; retry")
         log.info("capacity.cancelled", request=request_id, tenant=tenant.name)
         return cancelled
+
+    async def replicas(
+        self, tenant: Tenant, request_id: str = "", *, include_stopped: bool = False
+    ) -> builtins.list[ReplicaRecord]:
+        """The tenant's replicas (of one request when ``request_id`` is given)."""
+        if request_id:
+            await self._load(tenant, request_id)  # NOT_FOUND for unknown or foreign ids
+        kvs, _ = await self._store.list_prefix(keys.REPLICAS)
+        records = [ReplicaRecord.model_validate_json(kv.value) for kv in kvs]
+        return [
+            r
+            for r in records
+            if r.tenant == tenant.name
+            and (not request_id or r.request_id == request_id)
+            and (include_stopped or r.state not in TERMINAL)
+        ]
 
     async def watch(self, tenant: Tenant) -> AsyncIterator[tuple[bool, CapacityRecord]]:
         """(is_snapshot, record) for the tenant's requests: the current ones, then every change."""

@@ -12,11 +12,15 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from controlplane.api.capacity_service import record_to_pb, replica_to_pb
 from controlplane.api.convert import node_to_pb
 from controlplane.api.server import ControlPlane
+from controlplane.capacity.tenants import Tenant
 from controlplane.cli.client import node_summary
-from controlplane.cli.views import nodes_table, state_counts
-from controlplane.embedded.up import AgentProcesses
+from controlplane.cli.requests import _summary as request_summary
+from controlplane.cli.requests import replica_summary
+from controlplane.cli.views import nodes_table, replicas_table, requests_table, state_counts
+from controlplane.embedded.up import DEMO_TENANT, Embedded
 from controlplane.fleet.registry import NodeRegistry
 from tokenfab.logs import get_logger
 
@@ -27,7 +31,22 @@ def summaries(registry: NodeRegistry) -> list[dict[str, Any]]:
     return [node_summary(node_to_pb(view)) for view in registry.nodes()]
 
 
-async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Event) -> None:
+async def capacity_views(plane: ControlPlane) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The demo tenant's requests and replicas, as the CLI would print them."""
+    if plane.capacity is None:
+        return [], []
+    tenant = Tenant(DEMO_TENANT)
+    reconciler = plane.reconciler
+    requests = [request_summary(record_to_pb(r)) for r in await plane.capacity.list(tenant)]
+    replicas = [
+        replica_summary(replica_to_pb(r, reconciler.observed.get(r.id) if reconciler else None))
+        for r in await plane.capacity.replicas(tenant)
+    ]
+    return requests, replicas
+
+
+async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
+    plane, agents = embedded.plane, embedded.agents
     assert plane.registry is not None
     registry = plane.registry
     events: deque[str] = deque(maxlen=8)
@@ -58,7 +77,25 @@ async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Ev
                     f"  etcd {plane.config.etcd_endpoint}  {elapsed:4.0f}s  ",
                     ("Ctrl-C to stop", "dim"),
                 )
-                parts: list[Any] = [header, nodes_table(nodes), Text(state_counts(nodes))]
+                requests, replicas = await capacity_views(plane)
+                served = sum(r["output_tokens_per_second"] for r in replicas if r["state"] == "Ready")
+                load = embedded.load
+                parts: list[Any] = [
+                    header,
+                    requests_table(requests, title="capacity requests"),
+                    replicas_table(replicas, title="replicas"),
+                    Text(
+                        f"serving {served:,.0f} output tokens/s"
+                        + (
+                            f"  (demo load: {load.completed} completions, {load.errors} errors)"
+                            if load
+                            else ""
+                        ),
+                        style="bold",
+                    ),
+                    nodes_table(nodes, title="fleet"),
+                    Text(state_counts(nodes)),
+                ]
                 if exited:
                     parts.append(Text(f"agents exited: {exited}", style="red"))
                 if events:
@@ -71,16 +108,30 @@ async def run_live(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Ev
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-    console.print("stopping: agents, control plane, etcd ...")
+    console.print("stopping: load, agents and raylets, control plane, executors, Ray, etcd ...")
 
 
-async def run_headless(plane: ControlPlane, agents: AgentProcesses, stop: asyncio.Event) -> None:
+async def run_headless(embedded: Embedded, stop: asyncio.Event) -> None:
+    plane, agents = embedded.plane, embedded.agents
     assert plane.registry is not None
     registry = plane.registry
     reported_exits: set[str] = set()
     while not stop.is_set():
         nodes = summaries(registry)
         log.info("up.fleet", summary=state_counts(nodes))
+        requests, replicas = await capacity_views(plane)
+        for request in requests:
+            log.info(
+                "up.request", id=request["id"], phase=request["phase"],
+                ready_tps=request["ready_output_tokens_per_second"], replicas=len(request["replicas"]),
+            )  # fmt: skip
+        ready = [r for r in replicas if r["state"] == "Ready"]
+        if replicas:
+            log.info(
+                "up.replicas", total=len(replicas), ready=len(ready),
+                vendors=sorted({r["vendor"] for r in ready}),
+                output_tps=round(sum(r["output_tokens_per_second"] for r in ready), 1),
+            )  # fmt: skip
         for node_id, code in agents.exited().items():
             if node_id not in reported_exits:
                 log.error("up.agent_exited", node=node_id, code=code)

@@ -29,6 +29,7 @@ app = typer.Typer(
 
 
 app.add_typer(request_commands.app, name="request")
+app.command("replicas")(request_commands.replicas_command)
 
 
 class Output(StrEnum):
@@ -171,6 +172,35 @@ def uncordon(
     _change("uncordon", node, "", address, _tls(tls_ca, tls_cert, tls_key, tls_server_name))
 
 
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise _fail(f"{option}: expected NAME=VALUE, got {value!r}")
+        pairs[key] = rest
+    return pairs
+
+
+@app.command()
+def executor(
+    cluster: Annotated[str, typer.Option(help="the cluster this executor drives")] = "default",
+    ray_address: Annotated[str, typer.Option(help="the cluster's Ray GCS host:port")] = "127.0.0.1:6379",
+    listen: Annotated[str, typer.Option(help="host:port to serve ExecutorService on")] = "127.0.0.1:50061",
+    log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Run one cluster's executor: its Ray driver, taking placement commands from the control plane."""
+    from controlplane.executor.service import run_executor
+    from tokenfab.logs import configure
+
+    configure(fmt=log_format.value, level=log_level)
+    try:
+        run_executor(cluster, ray_address, listen)
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        raise _fail(f"ray_address: cannot use Ray at {ray_address}: {exc}", 3) from None
+
+
 @app.command()
 def controlplane(
     address: Annotated[str, typer.Option(help="listen host:port")] = DEFAULT_ADDRESS,
@@ -185,6 +215,14 @@ def controlplane(
         Path | None,
         typer.Option(envvar="TOKENFAB_CLIENT_CA", help="require client certs from this CA (mTLS)"),
     ] = None,
+    tenants: Annotated[Path | None, typer.Option(help="tenants YAML: bearer tokens and quotas")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="catalog YAML overriding the packaged one")] = None,
+    executor: Annotated[
+        list[str] | None, typer.Option(help="CLUSTER=HOST:PORT of a cluster's executor (repeatable)")
+    ] = None,
+    reconcile_interval: Annotated[float, typer.Option(help="seconds between reconcile passes")] = 1.0,
+    engine_mode: Annotated[str, typer.Option(help="simulated | real")] = "simulated",
+    sim_start_delay: Annotated[float, typer.Option(help="simulated engine load time, s")] = 2.0,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
@@ -209,6 +247,12 @@ def controlplane(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
+            tenants_file=tenants,
+            catalog_file=catalog,
+            executors=_pairs(executor or [], "executor"),
+            reconcile_interval_s=reconcile_interval,
+            engine_mode=engine_mode,  # type: ignore[arg-type]  # pydantic names a wrong value
+            sim_start_delay_s=sim_start_delay,
         )
     except ValidationError as exc:
         field, message = validation_message(exc)
@@ -254,6 +298,10 @@ def agent(
     lease_end: Annotated[str | None, typer.Option(help="leased node: end time, ISO 8601 with zone")] = None,
     lease_price: Annotated[float, typer.Option(help="leased node: price per accelerator-hour")] = 0.0,
     preemptible: Annotated[bool, typer.Option(help="leased node can be preempted")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(envvar="TOKENFAB_RAY_ADDRESS", help="join this Ray cluster (GCS host:port)")
+    ] = None,
+    ray_temp_dir: Annotated[Path | None, typer.Option(help="the raylet's --temp-dir")] = None,
     address: AddressOpt = DEFAULT_ADDRESS,
     tls_ca: CaOpt = None,
     tls_cert: CertOpt = None,
@@ -282,6 +330,8 @@ def agent(
         preemptible=preemptible,
         address=address,
         tls=_tls(tls_ca, tls_cert, tls_key, tls_server_name),
+        ray_address=ray_address,
+        ray_temp_dir=ray_temp_dir,
     )
     code, message = run_agent(options)
     if code:
@@ -299,8 +349,11 @@ def up(
     heartbeat_interval: Annotated[float, typer.Option()] = 1.0,
     lost_after: Annotated[float, typer.Option()] = 10.0,
     metrics_address: Annotated[str | None, typer.Option(help="host:port for /metrics")] = "127.0.0.1:9464",
+    ray: Annotated[bool, typer.Option(help="start local Ray clusters and executors")] = True,
+    sample: Annotated[bool, typer.Option(help="create the sample capacity request and load")] = True,
 ) -> None:
-    """Run everything locally: etcd, the control plane and one simulated agent per fleet node."""
+    """Run everything locally: etcd, Ray per cluster, executors, the control plane, one simulated
+    agent (and raylet) per fleet node, a sample capacity request and demo load."""
     from controlplane.cli.live import run_headless, run_live
     from controlplane.embedded.up import default_state_dir, run_up
     from tokenfab.logs import configure
@@ -324,13 +377,16 @@ def up(
                 fleet_file=fleet,
                 config_overrides=overrides,
                 on_ready=run_headless if headless else run_live,
+                with_ray=ray,
+                sample=sample,
             )
         )
     except Exception as exc:
         from agents.discovery.simulated import FleetFileError
         from controlplane.embedded.etcd import EtcdError
+        from controlplane.embedded.ray import RayError
 
-        if isinstance(exc, FleetFileError | EtcdError | OSError | ValueError):
+        if isinstance(exc, FleetFileError | EtcdError | RayError | OSError | ValueError):
             raise _fail(str(exc)) from None
         raise
     raise typer.Exit(code)

@@ -226,3 +226,53 @@ def watch(address: AddressOpt = DEFAULT_ADDRESS, token: TokenOpt = None) -> None
 
     with contextlib.suppress(KeyboardInterrupt):
         _call(address, token, follow)
+
+
+def replica_summary(replica: Any) -> dict[str, Any]:
+    """One replica as the CLI prints it (``-o json`` keys)."""
+    return {
+        "id": replica.id,
+        "request": replica.request_id,
+        "model": replica.model,
+        "vendor": replica.vendor,
+        "accelerator": replica.accelerator,
+        "cluster": replica.cluster,
+        "node": replica.node_id,
+        "devices": list(replica.devices),
+        "tensor_parallel": replica.tensor_parallel,
+        "engine": replica.engine,
+        "state": replica.state,
+        "reason": replica.reason,
+        "actor_id": replica.actor_id,
+        "endpoint": replica.endpoint,
+        "generation": replica.generation,
+        "predicted_output_tokens_per_second": replica.predicted_output_tokens_per_second,
+        "output_tokens_per_second": round(replica.output_tokens_per_second, 1),
+        "input_tokens_per_second": round(replica.input_tokens_per_second, 1),
+        "running": replica.running,
+        "waiting": replica.waiting,
+        "kv_cache_usage": round(replica.kv_cache_usage, 3),
+        "ttft_p95_s": round(replica.ttft_p95_s, 4),
+        "tpot_p95_s": round(replica.tpot_p95_s, 4),
+    }
+
+
+def replicas_command(
+    request_id: Annotated[str, typer.Option("--request", help="only this request's replicas")] = "",
+    all_: Annotated[bool, typer.Option("--all", help="include Stopped and Failed replicas")] = False,
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    token: TokenOpt = None,
+) -> None:
+    """List your replicas: placement, state and live tokens/s."""
+    from tokenfab.v1 import capacity_pb2
+
+    message = capacity_pb2.ListReplicasRequest(request_id=request_id, include_stopped=all_)
+    response = _call(address, token, lambda stub, md: stub.ListReplicas(message, metadata=md, timeout=10))
+    summaries = [replica_summary(r) for r in response.replicas]
+    if output == "json":
+        typer.echo(json.dumps(summaries, indent=2))
+        return
+    from controlplane.cli.views import console, replicas_table
+
+    console().print(replicas_table(summaries))

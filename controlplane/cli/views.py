@@ -75,3 +75,61 @@ def state_counts(nodes: list[dict[str, Any]]) -> str:
     return f"{len(nodes)} nodes: {', '.join(parts) or 'none'}" + (
         f"  (ready by vendor: {ready_by_vendor})" if ready_by_vendor else ""
     )
+
+
+REPLICA_STYLE = {
+    "Ready": "green",
+    "Starting": "cyan",
+    "Pending": "cyan",
+    "Draining": "magenta",
+    "Failed": "red",
+}
+PHASE_STYLE = {
+    "Ready": "green",
+    "Placing": "cyan",
+    "Pending": "yellow",
+    "Degraded": "yellow",
+    "Unsatisfiable": "red",
+}
+
+
+def _styled(value: str, styles: dict[str, str]) -> str:
+    style = styles.get(value, "")
+    return f"[{style}]{value}[/{style}]" if style else value
+
+
+def replicas_table(replicas: list[dict[str, Any]], *, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for column, justify in (
+        ("REPLICA", "left"), ("MODEL", "left"), ("VENDOR", "left"), ("ACCELERATOR", "left"),
+        ("NODE", "left"), ("DEVICES", "left"), ("STATE", "left"), ("PRED TOK/S", "right"),
+        ("OUT TOK/S", "right"), ("RUN/WAIT", "right"), ("KV", "right"), ("TPOT p95", "right"),
+    ):  # fmt: skip
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for r in replicas:
+        ready = r["state"] == "Ready"
+        table.add_row(
+            r["id"], r["model"], r["vendor"], r["accelerator"], r["node"],
+            ",".join(str(d) for d in r["devices"]), _styled(r["state"], REPLICA_STYLE),
+            f"{r['predicted_output_tokens_per_second']:,.0f}",
+            f"{r['output_tokens_per_second']:,.0f}" if ready else "-",
+            f"{r['running']}/{r['waiting']}" if ready else "-",
+            f"{r['kv_cache_usage']:.0%}" if ready else "-",
+            f"{r['tpot_p95_s'] * 1000:.0f} ms" if ready and r["tpot_p95_s"] else "-",
+        )  # fmt: skip
+    return table
+
+
+def requests_table(requests: list[dict[str, Any]], *, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in ("REQUEST", "MODEL", "TARGET TOK/S", "READY TOK/S", "REPLICAS", "PHASE", "REASON"):
+        table.add_column(column, no_wrap=column != "REASON")
+    for s in requests:
+        reason = s["conditions"][0].get("message", "") if s["conditions"] else ""
+        kinds = ", ".join(sorted({r["accelerator"] for r in s["replicas"]}))
+        table.add_row(
+            s["id"], s["model"], f"{s['target_output_tokens_per_second']:,.0f}",
+            f"{s['ready_output_tokens_per_second']:,.0f}", f"{len(s['replicas'])} ({kinds})",
+            _styled(s["phase"], PHASE_STYLE), reason[:70],
+        )  # fmt: skip
+    return table

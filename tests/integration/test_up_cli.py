@@ -1,6 +1,7 @@
 """`tokenfab up --headless` as a user runs it, and the CLI against it.
 
-One embedded run per module: a real etcd child, the control plane and ten agent processes.
+One embedded run per module: a real etcd child, three local Ray clusters with their executors,
+the control plane, ten agent processes with their raylets, the sample request and demo load.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controlplane.embedded.etcd import free_port
+from controlplane.embedded.up import ray_temp_root
 
 REQUIRED_KEYS = {"id", "cluster", "vendor", "accelerator", "device_count", "memory_gib", "state", "leased",
                  "lease_expires_at"}  # fmt: skip
@@ -59,7 +62,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, su
 
 def test_up_brings_the_fleet_to_ready(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     address, proc, state = embedded
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     nodes: list[dict[str, object]] = []
     while time.monotonic() < deadline:
         nodes = nodes_json(address)
@@ -93,36 +96,91 @@ def test_cli_cordon_and_errors(embedded: tuple[str, subprocess.Popen[bytes], Pat
     assert down.returncode == 3 and "UNAVAILABLE" in down.stderr
 
 
+def _cli(address: str, state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TOKENFAB_STATE_DIR": str(state)}  # the CLI finds the demo token there
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane.cli.main", *args, "--address", address],
+        capture_output=True, text=True, timeout=60, env=env, check=check,
+    )  # fmt: skip
+
+
+def _wait_for(what: str, probe: Any, timeout_s: float, state: Path) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(1.0)
+    tail = (state / "up.log").read_text()[-3000:]
+    raise AssertionError(f"{what} not reached in {timeout_s:g} s; last: {last!r}\n{tail}")
+
+
+def test_the_sample_request_serves_on_two_vendors(
+    embedded: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    address, _, state = embedded
+
+    def serving() -> list[dict[str, Any]]:
+        requests = json.loads(_cli(address, state, "request", "list", "-o", "json").stdout)
+        replicas = json.loads(_cli(address, state, "replicas", "-o", "json").stdout)
+        if not requests or requests[0]["phase"] != "Ready":
+            return []
+        ready = [r for r in replicas if r["request"] == requests[0]["id"] and r["state"] == "Ready"]
+        if len({r["vendor"] for r in ready}) < 2 or not all(r["output_tokens_per_second"] > 0 for r in ready):
+            return []
+        return ready
+
+    ready = _wait_for("sample request Ready on two vendors with live tokens/s", serving, 240, state)
+    assert all(r["endpoint"].startswith("http://127.0.0.1:") and r["actor_id"] for r in ready)
+    assert any(r["tensor_parallel"] > 1 for r in ready), "the 72B sample runs as tensor-parallel gangs"
+
+
 def test_capacity_requests_through_the_cli(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     address, _, state = embedded
-    env_state = {"TOKENFAB_STATE_DIR": str(state)}  # the CLI finds the demo token there
 
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "controlplane.cli.main", "request", *args, "--address", address],
-            capture_output=True, text=True, timeout=60, env={**os.environ, **env_state}, check=check,
-        )  # fmt: skip
+        return _cli(address, state, "request", *args, check=check)
 
     created = json.loads(
         cli("create", "--model", "qwen2.5-7b-instruct", "--output-tokens-per-second", "20000",
             "--ttft-p95-ms", "1000", "--tpot-p95-ms", "50", "-o", "json").stdout
     )  # fmt: skip
-    assert created["id"].startswith("cr-")
-    got = json.loads(cli("get", created["id"], "-o", "json").stdout)
-    assert got["phase"] == "Pending"
+    request_id = created["id"]
+    assert request_id.startswith("cr-")
+
+    def ready() -> dict[str, Any] | None:
+        got: dict[str, Any] = json.loads(cli("get", request_id, "-o", "json").stdout)
+        return got if got["phase"] == "Ready" else None
+
+    got = _wait_for(f"{request_id} Ready", ready, 240, state)
     assert got["predicted_output_tokens_per_second"] >= 20000
+    assert got["ready_output_tokens_per_second"] >= 20000
     assert got["replicas"] and all(r["accelerator"] and r["node"] and r["devices"] for r in got["replicas"])
+    assert all(r["state"] == "Ready" for r in got["replicas"])
+    listed = json.loads(_cli(address, state, "replicas", "--request", request_id, "-o", "json").stdout)
+    assert {r["id"] for r in listed} == {r["id"] for r in got["replicas"]}
+    for replica in listed:
+        assert {"id", "request", "model", "vendor", "accelerator", "node", "devices", "state"} <= set(replica)
+        assert replica["request"] == request_id and replica["model"] == "qwen2.5-7b-instruct"
     bad = cli("create", "--model", "nope", "--output-tokens-per-second", "5", check=False)
     assert bad.returncode == 2 and "spec.model" in bad.stderr
-    assert json.loads(cli("cancel", created["id"], "-o", "json").stdout)["phase"] == "Cancelled"
+    assert json.loads(cli("cancel", request_id, "-o", "json").stdout)["phase"] == "Cancelled"
+
+    def drained() -> bool:
+        left = json.loads(_cli(address, state, "replicas", "--request", request_id, "-o", "json").stdout)
+        return not left
+
+    _wait_for(f"{request_id}'s replicas stopped", drained, 60, state)
 
 
 def test_sigterm_stops_everything_cleanly(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     address, proc, state = embedded
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    assert proc.wait(timeout=90) == 0
     log = (state / "up.log").read_text()
     assert '"up.stopped"' in log
-    leftovers = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False)
-    assert leftovers.stdout.strip() == "", f"processes left behind: {leftovers.stdout}"
+    for marker in (str(state), str(ray_temp_root(state))):
+        leftovers = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False)
+        assert leftovers.stdout.strip() == "", f"processes left behind ({marker}): {leftovers.stdout}"
     assert nodes_json(address) == []  # nothing listens any more

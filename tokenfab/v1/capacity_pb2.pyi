@@ -183,3 +183,71 @@ class CancelCapacityRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListReplicasRequest(_message.Message):
+    __slots__ = ("request_id", "include_stopped")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    include_stopped: bool
+    def __init__(self, request_id: _Optional[str] = ..., include_stopped: _Optional[bool] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("id", "request_id", "model", "vendor", "accelerator", "cluster", "node_id", "devices", "tensor_parallel", "engine", "state", "reason", "actor_id", "endpoint", "generation", "predicted_output_tokens_per_second", "output_tokens_per_second", "input_tokens_per_second", "running", "waiting", "kv_cache_usage", "ttft_p95_s", "tpot_p95_s", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P95_S_FIELD_NUMBER: _ClassVar[int]
+    TPOT_P95_S_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request_id: str
+    model: str
+    vendor: str
+    accelerator: str
+    cluster: str
+    node_id: str
+    devices: _containers.RepeatedScalarFieldContainer[int]
+    tensor_parallel: int
+    engine: str
+    state: str
+    reason: str
+    actor_id: str
+    endpoint: str
+    generation: int
+    predicted_output_tokens_per_second: float
+    output_tokens_per_second: float
+    input_tokens_per_second: float
+    running: int
+    waiting: int
+    kv_cache_usage: float
+    ttft_p95_s: float
+    tpot_p95_s: float
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., vendor: _Optional[str] = ..., accelerator: _Optional[str] = ..., cluster: _Optional[str] = ..., node_id: _Optional[str] = ..., devices: _Optional[_Iterable[int]] = ..., tensor_parallel: _Optional[int] = ..., engine: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., actor_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., generation: _Optional[int] = ..., predicted_output_tokens_per_second: _Optional[float] = ..., output_tokens_per_second: _Optional[float] = ..., input_tokens_per_second: _Optional[float] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_cache_usage: _Optional[float] = ..., ttft_p95_s: _Optional[float] = ..., tpot_p95_s: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListReplicasResponse(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...

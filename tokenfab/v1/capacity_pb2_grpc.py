@@ -64,6 +64,11 @@ class CapacityServiceStub:
                 request_serializer=tokenfab_dot_v1_dot_capacity__pb2.CancelCapacityRequest.SerializeToString,
                 response_deserializer=tokenfab_dot_v1_dot_capacity__pb2.CapacityRequest.FromString,
                 _registered_method=True)
+        self.ListReplicas = channel.unary_unary(
+                '/tokenfab.v1.CapacityService/ListReplicas',
+                request_serializer=tokenfab_dot_v1_dot_capacity__pb2.ListReplicasRequest.SerializeToString,
+                response_deserializer=tokenfab_dot_v1_dot_capacity__pb2.ListReplicasResponse.FromString,
+                _registered_method=True)
 
 
 class CapacityServiceServicer:
@@ -106,6 +111,13 @@ class CapacityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReplicas(self, request, context):
+        """The caller's replicas (all requests, or one), as the reconciler last observed them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CapacityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +150,11 @@ def add_CapacityServiceServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=tokenfab_dot_v1_dot_capacity__pb2.CancelCapacityRequest.FromString,
                     response_serializer=tokenfab_dot_v1_dot_capacity__pb2.CapacityRequest.SerializeToString,
+            ),
+            'ListReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplicas,
+                    request_deserializer=tokenfab_dot_v1_dot_capacity__pb2.ListReplicasRequest.FromString,
+                    response_serializer=tokenfab_dot_v1_dot_capacity__pb2.ListReplicasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +319,33 @@ class CapacityService:
             '/tokenfab.v1.CapacityService/Cancel',
             tokenfab_dot_v1_dot_capacity__pb2.CancelCapacityRequest.SerializeToString,
             tokenfab_dot_v1_dot_capacity__pb2.CapacityRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenfab.v1.CapacityService/ListReplicas',
+            tokenfab_dot_v1_dot_capacity__pb2.ListReplicasRequest.SerializeToString,
+            tokenfab_dot_v1_dot_capacity__pb2.ListReplicasResponse.FromString,
             options,
             channel_credentials,
             insecure,

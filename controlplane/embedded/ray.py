@@ -1,0 +1,140 @@
+"""Local Ray clusters and executors for ``tokenfab up``, the tests and the benchmarks.
+
+:class:`RayHead` runs ``ray start --head --block`` (no CPUs, no accelerators: the agents' raylets
+bring those) on a free loopback port with its own temp dir. :class:`ExecutorProcess` runs
+``tokenfab executor`` for one cluster and waits until its gRPC health check says SERVING.
+Both are children in their own process group, stopped with SIGTERM and then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from controlplane.embedded.etcd import free_port
+from tokenfab.logs import get_logger
+
+log = get_logger("embedded.ray")
+
+
+class RayError(RuntimeError):
+    pass
+
+
+def _ray_binary() -> str:
+    found = shutil.which("ray", path=os.path.dirname(sys.executable))
+    if found is None:
+        raise RayError("ray: the `ray` command is not installed next to this Python (pip install ray)")
+    return found
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+class RayHead:
+    def __init__(self, temp_dir: Path, *, log_file: Path, port: int | None = None) -> None:
+        self.temp_dir = temp_dir
+        self.log_file = log_file
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            _ray_binary(), "start", "--head", "--block", "--port", str(self.port),
+            "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--num-gpus", "0",
+            "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
+        ]  # fmt: skip
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        with self.log_file.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RayError(f"ray head exited with {self.proc.returncode} (log: {self.log_file})")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    log.info("ray.head_started", address=self.address, temp_dir=str(self.temp_dir))
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RayError(f"ray head did not listen on {self.address} within {timeout_s:g} s")
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        _stop(self.proc, grace_s)
+        self.proc = None
+
+
+class ExecutorProcess:
+    def __init__(self, cluster: str, ray_address: str, *, log_file: Path, port: int | None = None) -> None:
+        self.cluster = cluster
+        self.ray_address = ray_address
+        self.log_file = log_file
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def spawn(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "controlplane.cli.main", "executor", "--cluster", self.cluster,
+            "--ray-address", self.ray_address, "--listen", self.address, "--log-format", "json",
+        ]  # fmt: skip
+        with self.log_file.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout_s
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RayError(
+                        f"executor {self.cluster} exited with {self.proc.returncode} (log: {self.log_file})"
+                    )
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise RayError(f"executor {self.cluster} not serving on {self.address} within {timeout_s:g} s")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        _stop(self.proc, grace_s)
+        self.proc = None

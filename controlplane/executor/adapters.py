@@ -1,0 +1,238 @@
+"""Engine adapters: what runs inside a replica actor. Both serve the same surface, an
+OpenAI-compatible HTTP server with ``/health`` and a vLLM-named ``/metrics`` page, so routers,
+load generators and the metrics scraper never care which one they talk to.
+
+* :class:`SimulatedEngineServer` runs :class:`~controlplane.executor.simengine.SimEngine` in real
+  time (a 20 ms tick advances the engine to the wall clock) behind ``POST /v1/completions``.
+  Prompts are counted, not read: a list of token ids counts one per id (the OpenAI API accepts
+  token arrays), a string about four characters per token. The reply's ``usage`` is real; its text
+  is empty.
+* :class:`ProcessEngine` starts the real server (``vllm serve`` and friends) from the
+  :class:`~tokenfab.v1.executor_pb2.ProcessEngine` command the control plane built, in its own
+  process group, waits for ``/health`` and stops it with SIGTERM, then SIGKILL after the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import fields
+from typing import Protocol
+
+from controlplane.catalog.perf import EngineProfile
+from controlplane.executor import httpio
+from controlplane.executor.enginestats import EngineExporter, Scraper, Stats
+from controlplane.executor.simengine import SimEngine, SimRequest
+from tokenfab.v1 import executor_pb2
+
+TICK_S = 0.02
+
+
+class EngineStartError(Exception):
+    """The engine did not come up; the message says why (shown in the replica's status)."""
+
+
+class Engine(Protocol):
+    endpoint: str
+
+    async def start(self) -> None: ...
+
+    async def stats(self) -> Stats: ...
+
+    async def stop(self, drain_s: float) -> None: ...
+
+
+def _count_prompt(prompt: object) -> int:
+    if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+        return len(prompt)
+    if isinstance(prompt, str):
+        return max(1, math.ceil(len(prompt) / 4))
+    raise ValueError("prompt: a string or a list of token ids")
+
+
+class SimulatedEngineServer:
+    def __init__(self, model: str, config: executor_pb2.SimulatedEngine) -> None:
+        known = {f.name for f in fields(EngineProfile)}
+        raw = json.loads(config.profile_json)
+        self.profile = EngineProfile(**{k: v for k, v in raw.items() if k in known})
+        self.model = model
+        self.config = config
+        self.endpoint = ""
+        self.accepting = False
+        self._engine = SimEngine(
+            self.profile,
+            max_batch=config.max_batch or 256,
+            chunk_tokens=config.chunk_tokens or 2048,
+            speed=config.speed or 1.0,
+        )
+        self._exporter = EngineExporter(model)
+        self._scraper = Scraper()
+        self._futures: dict[str, asyncio.Future[SimRequest]] = {}
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._t0 = 0.0
+        self._seq = 0
+        self._counted = (0, 0)
+
+    def _clock(self) -> float:
+        return time.monotonic() - self._t0
+
+    async def start(self) -> None:
+        await asyncio.sleep(self.config.start_delay_s)  # weight loading, as the profile says
+        self._t0 = time.monotonic()
+        self._server = await httpio.serve(self._handle)
+        port = self._server.sockets[0].getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._ticker = asyncio.create_task(self._run())
+        self.accepting = True
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self._clock()
+            self._engine.advance(now)
+            for request in self._engine.pop_finished():
+                future = self._futures.pop(request.request_id, None)
+                if future is None or future.done() or request.finish_s is None:
+                    continue
+                delay = max(0.0, request.finish_s - now)  # a step may end after the tick
+                loop.call_later(delay, future.set_result, request)
+            self._export()
+
+    def _export(self) -> None:
+        e, x, labels = self._engine, self._exporter, {"model_name": self.model}
+        x.running.labels(**labels).set(len(e.running))
+        x.waiting.labels(**labels).set(len(e.waiting))
+        x.kv.labels(**labels).set(e.kv_used_tokens / e.profile.kv_capacity_tokens)
+        prompt, generated = e.prompt_tokens_total, e.generated_tokens_total
+        x.prompt.labels(**labels).inc(prompt - self._counted[0])
+        x.generated.labels(**labels).inc(generated - self._counted[1])
+        self._counted = (prompt, generated)
+
+    async def _handle(self, request: httpio.Request) -> httpio.Response:
+        if request.method == "GET" and request.path == "/health":
+            return httpio.Response.json(200 if self.accepting else 503, {"ready": self.accepting})
+        if request.method == "GET" and request.path == "/metrics":
+            return httpio.Response(200, self._exporter.page(), "text/plain; version=0.0.4")
+        if request.method == "POST" and request.path == "/v1/completions":
+            return await self._complete(request.body)
+        return httpio.Response.json(404, {"error": {"message": f"no route {request.method} {request.path}"}})
+
+    async def _complete(self, body: bytes) -> httpio.Response:
+        if not self.accepting:
+            return httpio.Response.json(503, {"error": {"message": "replica is draining"}})
+        try:
+            payload = json.loads(body or b"{}")
+            prompt_tokens = _count_prompt(payload.get("prompt"))
+            max_tokens = int(payload.get("max_tokens", 16))
+            if max_tokens < 1:
+                raise ValueError("max_tokens: must be at least 1")
+        except (ValueError, TypeError, AttributeError) as exc:
+            return httpio.Response.json(400, {"error": {"message": str(exc)}})
+        self._seq += 1
+        request = SimRequest(f"cmpl-{self._seq}", prompt_tokens, max_tokens, arrival_s=self._clock())
+        try:
+            self._engine.submit(request)
+        except ValueError as exc:
+            return httpio.Response.json(400, {"error": {"message": str(exc)}})
+        future: asyncio.Future[SimRequest] = asyncio.get_running_loop().create_future()
+        self._futures[request.request_id] = future
+        done = await future
+        labels = {"model_name": self.model}
+        if done.ttft_s is not None:
+            self._exporter.ttft.labels(**labels).observe(done.ttft_s)
+        if done.tpot_s is not None:
+            self._exporter.tpot.labels(**labels).observe(done.tpot_s)
+        return httpio.Response.json(
+            200,
+            {
+                "id": done.request_id,
+                "object": "text_completion",
+                "model": self.model,
+                "choices": [{"index": 0, "text": "", "finish_reason": "length"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": max_tokens,
+                    "total_tokens": prompt_tokens + max_tokens,
+                },
+            },
+        )
+
+    async def stats(self) -> Stats:
+        return self._scraper.update(self._exporter.page().decode(), time.monotonic())
+
+    async def stop(self, drain_s: float) -> None:
+        self.accepting = False
+        in_flight = [f for f in self._futures.values() if not f.done()]
+        if in_flight and drain_s > 0:
+            await asyncio.wait(in_flight, timeout=drain_s)
+        for future in self._futures.values():
+            if not future.done():
+                future.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+class ProcessEngine:
+    def __init__(self, config: executor_pb2.ProcessEngine, log_path: str) -> None:
+        if not config.argv:
+            raise EngineStartError("process.argv: empty command")
+        self.config = config
+        self.log_path = log_path
+        self.endpoint = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._scraper = Scraper()
+
+    def _port(self) -> str:
+        argv = list(self.config.argv)
+        return argv[argv.index("--port") + 1] if "--port" in argv else "8000"
+
+    async def start(self) -> None:
+        env = {**os.environ, **dict(self.config.env)}
+        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - once per engine start
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self.config.argv, env=env, stdout=log_file, stderr=log_file, start_new_session=True
+                )
+            except OSError as exc:
+                raise EngineStartError(f"cannot run {self.config.argv[0]!r}: {exc}") from None
+        self.endpoint = f"http://127.0.0.1:{self._port()}"
+        deadline = time.monotonic() + (self.config.ready_timeout_s or 900.0)
+        health = self.endpoint + (self.config.health_path or "/health")
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                raise EngineStartError(
+                    f"{self.config.argv[0]} exited with {self._proc.returncode} (log: {self.log_path})"
+                )
+            with contextlib.suppress(OSError, TimeoutError):
+                if (await httpio.request("GET", health, timeout_s=2.0)).status == 200:
+                    return
+            await asyncio.sleep(1.0)
+        await self.stop(0.0)
+        raise EngineStartError(f"not healthy after {self.config.ready_timeout_s:g} s (log: {self.log_path})")
+
+    async def stats(self) -> Stats:
+        url = self.endpoint + (self.config.metrics_path or "/metrics")
+        page = await httpio.request("GET", url, timeout_s=2.0)
+        return self._scraper.update(page.body.decode(), time.monotonic())
+
+    async def stop(self, drain_s: float) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), max(drain_s, 1.0))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()

@@ -1,0 +1,145 @@
+"""The executor process (``tokenfab executor``): one per Ray cluster, that cluster's Ray driver,
+serving :class:`ExecutorService` to the control plane; and the control plane's client for it.
+
+Why a process per cluster: a Python process can be the driver of one Ray cluster only, and a
+fleet spans several (an owned NVIDIA cluster, a leased Ascend cluster, ...). The executor keeps
+no desired state, so it can be restarted at any time; replica actors are detached and survive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tokenfab.logs import get_logger
+from tokenfab.tls import ClientTLS, client_channel
+from tokenfab.v1 import executor_pb2, executor_pb2_grpc
+
+log = get_logger("executor")
+SERVICE = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
+
+
+class Executor(Protocol):
+    """What the reconciler needs from one cluster's executor (remote or in-process)."""
+
+    cluster: str
+
+    async def inventory(self) -> executor_pb2.InventoryResponse: ...
+
+    async def start(self, launch: executor_pb2.ReplicaLaunch) -> executor_pb2.ReplicaObservation: ...
+
+    async def stop(self, replica_id: str, drain_s: float) -> bool: ...
+
+    async def observe(self) -> list[executor_pb2.ReplicaObservation]: ...
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
+    def __init__(self, backend: Executor) -> None:
+        self._backend = backend
+
+    async def Inventory(  # noqa: N802
+        self, request: executor_pb2.InventoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.InventoryResponse:
+        return await self._backend.inventory()
+
+    async def StartReplica(  # noqa: N802
+        self, request: executor_pb2.StartReplicaRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.ReplicaObservation:
+        launch = request.launch
+        if not launch.replica_id or not launch.node_id or launch.WhichOneof("kind") is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "launch: replica_id, node_id and an engine are required"
+            )
+        return await self._backend.start(launch)
+
+    async def StopReplica(  # noqa: N802
+        self, request: executor_pb2.StopReplicaRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.StopReplicaResponse:
+        if not request.replica_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id: required")
+        if not 0 <= request.drain_s <= 3600:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "drain_s: between 0 and 3600")
+        existed = await self._backend.stop(request.replica_id, request.drain_s)
+        return executor_pb2.StopReplicaResponse(existed=existed)
+
+    async def Observe(  # noqa: N802
+        self, request: executor_pb2.ObserveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.ObserveResponse:
+        return executor_pb2.ObserveResponse(replicas=await self._backend.observe())
+
+
+class RemoteExecutor:
+    """The control plane's client of one executor process."""
+
+    def __init__(self, cluster: str, address: str, *, tls: ClientTLS | None = None, timeout_s: float = 15.0):
+        self.cluster = cluster
+        self.address = address
+        self._channel = client_channel(address, tls)
+        self._stub = executor_pb2_grpc.ExecutorServiceStub(self._channel)
+        self._timeout = timeout_s
+
+    async def inventory(self) -> executor_pb2.InventoryResponse:
+        response: executor_pb2.InventoryResponse = await self._stub.Inventory(
+            executor_pb2.InventoryRequest(), timeout=self._timeout
+        )
+        return response
+
+    async def start(self, launch: executor_pb2.ReplicaLaunch) -> executor_pb2.ReplicaObservation:
+        response: executor_pb2.ReplicaObservation = await self._stub.StartReplica(
+            executor_pb2.StartReplicaRequest(launch=launch), timeout=self._timeout
+        )
+        return response
+
+    async def stop(self, replica_id: str, drain_s: float) -> bool:
+        response: executor_pb2.StopReplicaResponse = await self._stub.StopReplica(
+            executor_pb2.StopReplicaRequest(replica_id=replica_id, drain_s=drain_s),
+            timeout=self._timeout + drain_s,
+        )
+        return bool(response.existed)
+
+    async def observe(self) -> list[executor_pb2.ReplicaObservation]:
+        response: executor_pb2.ObserveResponse = await self._stub.Observe(
+            executor_pb2.ObserveRequest(), timeout=self._timeout
+        )
+        return list(response.replicas)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+async def serve_executor(cluster: str, ray_address: str, listen: str, stop: asyncio.Event) -> None:
+    from controlplane.executor.ray_driver import RayExecutor  # Ray is imported only here
+
+    backend = RayExecutor(cluster, ray_address)
+    await asyncio.to_thread(backend.connect)
+    server = grpc.aio.server()
+    executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(backend), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"listen: cannot listen on {listen}")
+    await server.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("executor.started", cluster=cluster, ray=ray_address, listen=listen, port=port)
+    await stop.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(2.0)
+    await asyncio.to_thread(backend.shutdown)
+    log.info("executor.stopped", cluster=cluster)
+
+
+def run_executor(cluster: str, ray_address: str, listen: str) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_executor(cluster, ray_address, listen, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,350 @@
+"""One reconcile decision: desired state (requests) + persisted replicas + what Ray shows -> the
+replica transitions, new replicas, stops and request statuses to write. Purely computational:
+``now`` is an argument, nothing here reads a clock or does I/O.
+
+Rules, in order, for each replica that is not yet Stopped or Failed:
+
+1. Its request is cancelled or gone: Pending -> Stopped; Starting/Ready -> Draining (and stop it).
+   A Pending replica the executor never accepted within ``start_timeout_s`` -> Failed.
+2. What the executor of its cluster reports (only when that executor answered this pass; an
+   unreachable executor proves nothing, so its replicas keep their state):
+   Starting + engine ready -> Ready; actor failed -> Failed; no actor after ``actor_grace_s`` ->
+   Failed; still loading after ``start_timeout_s`` -> Failed (and stop it). Ready + actor failed or
+   gone -> Failed. Draining + actor gone -> Stopped, otherwise stop it (again: stop is idempotent).
+3. Surplus (a target lowered): the request's live replicas whose removal still leaves the
+   predicted capacity at or above the target are drained, the least useful first (not yet
+   ready, then smallest predicted tokens/s).
+4. Deficit: the scheduler plans new replicas for every active request against the fleet, the
+   live replicas and the nodes each cluster's Ray actually has; a request whose replicas keep
+   failing waits out an exponential backoff before it is placed again.
+
+Actors that no live replica record claims (left by a crash between a stop and its record, or
+by another installation's wiped keyspace) are stopped.
+
+Request status: Ready when the Ready replicas' predicted tokens/s meet the target; Placing while
+enough replicas are planned or starting; Degraded when some capacity serves but the fleet cannot
+hold the rest; Unsatisfiable when no option can serve it at all; Pending otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from controlplane.capacity.manager import REASON_CODES, demand_of
+from controlplane.catalog.types import Catalog
+from controlplane.domain.capacity import CapacityRecord, CapacityStatus, Condition, Phase, ReplicaStatus
+from controlplane.domain.replicas import LIVE, TERMINAL, ReplicaRecord, ReplicaState
+from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, schedule
+
+S = ReplicaState
+EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the executor reported for one actor this pass."""
+
+    state: str  # starting | ready | failed | stopping
+    actor_id: str = ""
+    endpoint: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    start_timeout_s: float = 900.0  # a large model's weights take minutes to load
+    actor_grace_s: float = 15.0  # a Starting replica without an actor after this long failed
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+    failure_window_s: float = 600.0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """Everything observed in one pass."""
+
+    now: datetime
+    requests: Sequence[CapacityRecord]
+    replicas: Sequence[ReplicaRecord]
+    fleet: Sequence[NodeSlot]
+    seen: Mapping[str, Mapping[str, Seen]]  # cluster -> replica id -> observation (answered only)
+    ray_nodes: Mapping[str, frozenset[str]]  # cluster -> fleet node ids with a live Ray node
+
+
+@dataclass
+class Decision:
+    updates: list[ReplicaRecord] = field(default_factory=list)  # transitions of existing records
+    creates: list[ReplicaRecord] = field(default_factory=list)  # new Pending replicas
+    stops: list[ReplicaRecord] = field(default_factory=list)  # ask the executor to stop these
+    orphans: list[tuple[str, str]] = field(default_factory=list)  # (cluster, actor name) to stop
+    statuses: dict[str, CapacityStatus] = field(default_factory=dict)  # request id -> new status
+    notes: list[str] = field(default_factory=list)  # one line per decision, for the log
+
+    @property
+    def empty(self) -> bool:
+        return not (self.updates or self.creates or self.stops or self.orphans or self.statuses)
+
+
+def _age_s(record: ReplicaRecord, now: datetime) -> float:
+    return (now - record.updated_at).total_seconds()
+
+
+def _observe(record: ReplicaRecord, seen: Seen | None, now: datetime, cfg: ReconcileConfig) -> ReplicaRecord:
+    """Rule 2 for one replica whose executor answered; returns the record (moved or not)."""
+    state = record.state
+    if state is S.STARTING:
+        if seen is not None and seen.state == "ready":
+            return record.moved(
+                S.READY, "engine healthy", now, actor_id=seen.actor_id, endpoint=seen.endpoint
+            )
+        if seen is not None and seen.state == "failed":
+            return record.moved(S.FAILED, f"engine failed to start: {seen.message}", now)
+        if seen is None and _age_s(record, now) > cfg.actor_grace_s:
+            return record.moved(S.FAILED, "actor not found in Ray", now)
+        if _age_s(record, now) > cfg.start_timeout_s:
+            return record.moved(S.FAILED, f"not ready within {cfg.start_timeout_s:g} s", now)
+    elif state is S.READY:
+        if seen is None:
+            return record.moved(S.FAILED, "actor gone from Ray", now)
+        if seen.state == "failed":
+            return record.moved(S.FAILED, f"actor died: {seen.message}", now)
+        if seen.endpoint and seen.endpoint != record.endpoint:
+            return record.model_copy(update={"endpoint": seen.endpoint, "updated_at": now})
+    elif state is S.DRAINING and seen is None:
+        return record.moved(S.STOPPED, "stopped", now)
+    return record
+
+
+def _surplus(live: list[ReplicaRecord], target: float) -> list[ReplicaRecord]:
+    """Rule 3: replicas to drain so that predicted capacity stays >= target."""
+    total = sum(r.predicted_output_tokens_per_second for r in live)
+    order = sorted(live, key=lambda r: (r.state is S.READY, r.predicted_output_tokens_per_second, r.id))
+    drained = []
+    for replica in order:
+        if total - replica.predicted_output_tokens_per_second >= target - EPS:
+            total -= replica.predicted_output_tokens_per_second
+            drained.append(replica)
+    return drained
+
+
+def _backoff_until(failed: list[ReplicaRecord], now: datetime, cfg: ReconcileConfig) -> datetime | None:
+    recent = [r for r in failed if (now - r.updated_at).total_seconds() <= cfg.failure_window_s]
+    if not recent:
+        return None
+    delay = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (len(recent) - 1))
+    return max(r.updated_at for r in recent) + timedelta(seconds=delay)
+
+
+def _usable_fleet(world: World) -> list[NodeSlot]:
+    slots = []
+    for slot in world.fleet:
+        present = world.ray_nodes.get(slot.cluster)
+        if slot.schedulable and present is None:
+            slot = replace(
+                slot, schedulable=False, unschedulable_reason=f"no executor for cluster {slot.cluster}"
+            )
+        elif slot.schedulable and slot.node_id not in present:  # type: ignore[operator]
+            slot = replace(slot, schedulable=False, unschedulable_reason="no Ray node")
+        slots.append(slot)
+    return slots
+
+
+def decide(
+    world: World,
+    catalog: Catalog,
+    cfg: ReconcileConfig,
+    *,
+    new_id: Callable[[str], str],
+    engine_for: Callable[[ReplicaRecord], str] = lambda r: r.engine,
+) -> Decision:
+    now = world.now
+    out = Decision()
+    requests = {r.id: r for r in world.requests}
+    current: dict[str, ReplicaRecord] = {}
+    for record in world.replicas:
+        if record.state in TERMINAL:
+            current[record.id] = record
+            continue
+        moved = record
+        request = requests.get(record.request_id)
+        if request is None or not request.active:
+            if record.state is S.PENDING:
+                moved = record.moved(S.STOPPED, "request cancelled", now)
+            elif record.state in (S.STARTING, S.READY):
+                moved = record.moved(S.DRAINING, "request cancelled", now)
+        if moved.state is S.PENDING and _age_s(moved, now) > cfg.start_timeout_s:
+            moved = moved.moved(
+                S.FAILED, f"the executor did not take the start within {cfg.start_timeout_s:g} s", now
+            )
+        seen_in = world.seen.get(record.cluster)
+        if seen_in is not None and moved.state is not S.PENDING:
+            moved = _observe(moved, seen_in.get(record.id), now, cfg)
+        if moved is not record:
+            out.updates.append(moved)
+            out.notes.append(
+                f"replica {record.id}: {record.state.value} -> {moved.state.value} ({moved.reason})"
+            )
+        if moved.state is S.DRAINING:
+            out.stops.append(moved)  # failed actors that linger are stopped as orphans below
+        current[record.id] = moved
+
+    by_request: dict[str, list[ReplicaRecord]] = defaultdict(list)
+    for record in current.values():
+        by_request[record.request_id].append(record)
+
+    # rule 3: surplus after a target was lowered
+    for request in world.requests:
+        if not request.active:
+            continue
+        live = [r for r in by_request[request.id] if r.state in LIVE]
+        for replica in _surplus(live, request.spec.output_tokens_per_second):
+            state = S.STOPPED if replica.state is S.PENDING else S.DRAINING
+            moved = replica.moved(state, "surplus: the target is met without it", now)
+            updates = {u.id: u for u in out.updates}
+            updates[moved.id] = moved
+            out.updates = list(updates.values())
+            if state is S.DRAINING:
+                out.stops.append(moved)
+            current[moved.id] = moved
+            out.notes.append(f"replica {moved.id}: drained as surplus for {request.id}")
+    by_request = defaultdict(list)
+    for record in current.values():
+        by_request[record.request_id].append(record)
+
+    # rule 4: deficit -> scheduler
+    live_all = [r for r in current.values() if r.state in LIVE or r.state is S.DRAINING]
+    placed = [
+        PlacedReplica(
+            r.id, r.request_id, r.node_id, r.accelerator, r.tensor_parallel, r.devices,
+            r.predicted_output_tokens_per_second if r.state in LIVE else 0.0,
+        )
+        for r in live_all
+    ]  # fmt: skip
+    demands, waiting = [], {}
+    for request in world.requests:
+        if not request.active:
+            continue
+        failed = [r for r in by_request[request.id] if r.state is S.FAILED]
+        until = _backoff_until(failed, now, cfg)
+        if until is not None and until > now:
+            waiting[request.id] = until
+            continue
+        demands.append(demand_of(request.id, request.spec))
+    fleet = _usable_fleet(world)
+    plan = schedule(fleet, demands, placed, catalog, now=now, config=cfg.scheduler)
+    clusters = {s.node_id: s for s in fleet}
+    plans = {p.request_id: p for p in plan.requests}
+    for request_plan in plan.requests:
+        request = requests[request_plan.request_id]
+        for placement in request_plan.placements:
+            slot = clusters[placement.node_id]
+            record = ReplicaRecord(
+                id=new_id(request.id),
+                request_id=request.id,
+                tenant=request.tenant,
+                model=request.spec.model,
+                vendor=slot.vendor,
+                accelerator=placement.accelerator,
+                cluster=slot.cluster,
+                node_id=placement.node_id,
+                devices=placement.devices,
+                tensor_parallel=placement.tp,
+                engine="",
+                dtype="bf16",
+                predicted_output_tokens_per_second=round(placement.output_tokens_per_s, 1),
+                reason=placement.reason,
+                created_at=now,
+                updated_at=now,
+            )
+            record = record.model_copy(update={"engine": engine_for(record)})
+            out.creates.append(record)
+            by_request[request.id].append(record)
+            out.notes.append(
+                f"replica {record.id}: new for {request.id} on {record.node_id} devices "
+                f"{list(record.devices)} ({placement.reason})"
+            )
+
+    # orphans: actors no live record claims
+    claimed = {r.id for r in current.values() if r.state not in TERMINAL}
+    for cluster, seen in world.seen.items():
+        for name in seen:
+            if name not in claimed:
+                out.orphans.append((cluster, name))
+                out.notes.append(f"actor {name} in {cluster}: no live replica claims it; stopping")
+
+    for request in world.requests:
+        status = _status(request, by_request[request.id], plans.get(request.id), waiting.get(request.id), now)
+        if status != request.status:
+            out.statuses[request.id] = status
+    return out
+
+
+def _status(
+    request: CapacityRecord,
+    replicas: list[ReplicaRecord],
+    plan: object,
+    backoff_until: datetime | None,
+    now: datetime,
+) -> CapacityStatus:
+    target = request.spec.output_tokens_per_second
+    shown = sorted((r for r in replicas if r.state not in TERMINAL), key=lambda r: r.id)
+    live = [r for r in shown if r.state in LIVE]
+    ready_tps = sum(r.predicted_output_tokens_per_second for r in live if r.state is S.READY)
+    predicted = sum(r.predicted_output_tokens_per_second for r in live)
+    reason_text = getattr(plan, "reason", "") or ""
+    rejected: dict[str, int] = getattr(plan, "rejected_nodes", None) or {}
+    if rejected:
+        reason_text += "; nodes rejected: " + ", ".join(f"{why} ({n})" for why, n in sorted(rejected.items()))
+    unsatisfiable = getattr(plan, "status", "") == "unsatisfiable"
+    code = next((c for prefix, c in REASON_CODES if reason_text.startswith(prefix)), "FleetFull")
+    if not request.active:
+        phase, reason, message = Phase.CANCELLED, "CancelledByTenant", f"{len(shown)} replicas draining"
+    elif ready_tps >= target - EPS:
+        phase, reason, message = Phase.READY, "TargetMet", f"{len(live)} replicas ready"
+    elif unsatisfiable and not live:
+        phase, reason, message = Phase.UNSATISFIABLE, code, reason_text
+    elif predicted >= target - EPS:
+        starting = sum(1 for r in live if r.state is not S.READY)
+        phase, reason, message = (
+            Phase.PLACING,
+            "ReplicasStarting",
+            f"{starting} of {len(live)} replicas starting",
+        )
+    elif backoff_until is not None:
+        phase = Phase.DEGRADED if ready_tps > 0 else Phase.PENDING
+        reason = "CrashLoopBackOff"
+        message = f"replicas keep failing; next placement after {backoff_until.isoformat(timespec='seconds')}"
+    elif ready_tps > 0:
+        phase, reason, message = Phase.DEGRADED, code, reason_text or "the fleet cannot hold the rest"
+    else:
+        phase, reason, message = Phase.PENDING, code, reason_text or "waiting for capacity"
+    previous = request.status.conditions[0] if request.status.conditions else None
+    since = previous.last_transition_time if previous and previous.type is phase else now
+    condition = Condition(
+        type=phase, status=True, reason=reason, message=message,
+        last_transition_time=since,
+    )  # fmt: skip
+    return CapacityStatus(
+        phase=phase,
+        conditions=(condition,),
+        replicas=tuple(
+            ReplicaStatus(
+                replica_id=r.id,
+                accelerator=r.accelerator,
+                node_id=r.node_id,
+                devices=r.devices,
+                tensor_parallel=r.tensor_parallel,
+                state=r.state.value,
+                predicted_output_tokens_per_second=r.predicted_output_tokens_per_second,
+                reason=r.reason,
+            )
+            for r in shown
+        ),
+        predicted_output_tokens_per_second=round(predicted, 1),
+        ready_output_tokens_per_second=round(ready_tps, 1),
+        observed_generation=request.generation,
+    )

@@ -1,0 +1,90 @@
+"""Replica record -> the executor's launch message: Ray resources, visible devices and the engine.
+
+The control plane builds the whole launch (the executor only executes it), so what a replica
+runs is decided, persisted and explainable in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from controlplane.catalog.perf import EngineProfile, PerfAssumptions
+from controlplane.catalog.types import Catalog, Dtype
+from controlplane.domain.replicas import ReplicaRecord
+from controlplane.executor.engines import launch_spec
+from tokenfab.accelerators import RAY_RESOURCE, visible_devices_env
+from tokenfab.v1 import executor_pb2
+
+SIMULATED: Literal["simulated"] = "simulated"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How replicas are served: ``simulated`` engines (demo, tests) or the ``real`` engine the
+    catalog names for the vendor (vLLM family or a template engine)."""
+
+    mode: Literal["simulated", "real"] = SIMULATED
+    sim_start_delay_s: float = 2.0
+    sim_speed: float = 1.0
+    base_port: int = 18000  # real engines listen on base_port + first device index (unique per node)
+    templates: dict[str, str] = field(default_factory=dict)
+    model_paths: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 900.0
+    assumptions: PerfAssumptions = field(default_factory=PerfAssumptions)
+
+
+def engine_for(record: ReplicaRecord, catalog: Catalog, settings: EngineSettings) -> str:
+    if settings.mode == SIMULATED:
+        return SIMULATED
+    engines = catalog.engines_for(catalog.model(record.model), record.vendor)
+    return engines[0] if engines else ""
+
+
+def build_launch(
+    record: ReplicaRecord, catalog: Catalog, settings: EngineSettings
+) -> executor_pb2.ReplicaLaunch:
+    model = catalog.model(record.model)
+    accelerator = catalog.accelerator(record.accelerator)
+    dtype = Dtype(record.dtype)
+    env = visible_devices_env(record.vendor.value, record.devices)
+    launch = executor_pb2.ReplicaLaunch(
+        replica_id=record.id,
+        request_id=record.request_id,
+        generation=record.generation,
+        model=record.model,
+        vendor=record.vendor.value,
+        accelerator=record.accelerator,
+        node_id=record.node_id,
+        devices=list(record.devices),
+        tensor_parallel=record.tensor_parallel,
+        engine=record.engine,
+        resources={RAY_RESOURCE[record.vendor.value]: float(record.tensor_parallel)},
+    )
+    if record.engine == SIMULATED:
+        profile = EngineProfile.of(model, accelerator, record.tensor_parallel, dtype, settings.assumptions)
+        launch.simulated.CopyFrom(
+            executor_pb2.SimulatedEngine(
+                profile_json=json.dumps(asdict(profile)),
+                speed=settings.sim_speed,
+                max_batch=profile.max_batch,
+                start_delay_s=settings.sim_start_delay_s,
+            )
+        )
+    else:
+        spec = launch_spec(
+            catalog, model, accelerator, record.engine,
+            tp=record.tensor_parallel, dtype=dtype, devices=record.devices,
+            port=settings.base_port + min(record.devices),
+            model_path=settings.model_paths.get(record.model), templates=settings.templates,
+        )  # fmt: skip
+        env.update(spec.env)
+        launch.process.CopyFrom(
+            executor_pb2.ProcessEngine(
+                argv=list(spec.argv), env=spec.env, health_path=spec.health_path,
+                metrics_path="/metrics", ready_timeout_s=settings.ready_timeout_s,
+            )
+        )  # fmt: skip
+    launch.env.update(env)
+    return launch

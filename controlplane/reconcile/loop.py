@@ -1,0 +1,310 @@
+"""The reconcile loop (leader only): observe -> decide -> persist -> act, every ``interval_s`` and
+whenever a capacity request changes.
+
+1. **Observe**: capacity requests and replica records from the store (with their revisions), the
+   fleet from the registry, and from every cluster's executor its replica actors and Ray nodes.
+   An executor that does not answer is counted and its cluster treated as unknown, never as
+   empty.
+2. **Decide**: :func:`controlplane.reconcile.decide.decide`, pure.
+3. **Persist**: new replica records in one transaction, every transition and request status as
+   a compare-and-swap on the revision it was read at. A lost race skips that item; the next pass
+   decides again from fresh reads.
+4. **Act**: only what was persisted. Pending replicas are started (the executor call is
+   idempotent, so a crash between start and the Starting write just repeats the start); Draining
+   replicas and orphan actors are stopped in the background, one stop per replica at a time.
+
+A restart changes nothing that runs: replica records and named detached actors outlive the
+process, and the first pass after a restart finds every actor where its record says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from controlplane.capacity.snapshot import node_slots
+from controlplane.catalog.types import Catalog
+from controlplane.domain.capacity import CapacityRecord
+from controlplane.domain.replicas import TERMINAL, ReplicaRecord, ReplicaState
+from controlplane.executor.engines import EngineError
+from controlplane.executor.service import Executor
+from controlplane.fleet.registry import NodeRegistry
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, decide
+from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
+from controlplane.store import keys
+from controlplane.store.base import Store
+from tokenfab.logs import get_logger
+from tokenfab.v1 import executor_pb2
+
+log = get_logger("reconcile")
+S = ReplicaState
+OBSERVE_TIMEOUT_S = 10.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_replica_id(request_id: str) -> str:
+    return f"{request_id}-{uuid.uuid4().hex[:6]}"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        registry: NodeRegistry,
+        executors: Mapping[str, Executor],
+        *,
+        interval_s: float = 1.0,
+        config: ReconcileConfig | None = None,
+        engines: EngineSettings | None = None,
+        metrics: ControlPlaneMetrics | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+        wall: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._registry = registry
+        self.executors = dict(executors)
+        self.interval_s = interval_s
+        self.config = config or ReconcileConfig()
+        self.engines = engines or EngineSettings()
+        self.metrics = metrics or ControlPlaneMetrics()
+        self._is_leader = is_leader
+        self._wall = wall
+        self.observed: dict[str, executor_pb2.ReplicaObservation] = {}  # replica id -> latest
+        self.passes = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name="reconcile"),
+            asyncio.create_task(self._watch_requests(), name="reconcile-watch"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._stopping.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._stopping.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks, self._stopping = [], {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _watch_requests(self) -> None:
+        while True:
+            try:
+                _, revision = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
+                async for _event in self._store.watch_prefix(
+                    keys.CAPACITY_REQUESTS, start_revision=revision + 1
+                ):
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store went away: retry, the periodic pass still runs
+                log.warning("reconcile.watch_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _run(self) -> None:
+        while True:
+            if self._is_leader():
+                started = time.perf_counter()
+                try:
+                    await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never let one bad pass stop the loop
+                    self.metrics.reconcile_errors.labels(step="pass").inc()
+                    log.exception("reconcile.pass_failed", error=str(exc))
+                self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def _observe_cluster(
+        self, cluster: str, executor: Executor
+    ) -> tuple[str, list[executor_pb2.ReplicaObservation], executor_pb2.InventoryResponse] | None:
+        try:
+            actors, inventory = await asyncio.wait_for(
+                asyncio.gather(executor.observe(), executor.inventory()), OBSERVE_TIMEOUT_S
+            )
+        except Exception as exc:
+            self.metrics.executor_up.labels(cluster=cluster).set(0)
+            self.metrics.reconcile_errors.labels(step="observe").inc()
+            log.warning(
+                "reconcile.executor_unreachable", cluster=cluster, error=str(exc) or type(exc).__name__
+            )
+            return None
+        self.metrics.executor_up.labels(cluster=cluster).set(1)
+        return cluster, actors, inventory
+
+    async def run_once(self) -> Decision:
+        now = self._wall()
+        request_kvs, _ = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
+        replica_kvs, _ = await self._store.list_prefix(keys.REPLICAS)
+        requests = [CapacityRecord.model_validate_json(kv.value) for kv in request_kvs]
+        request_rev = {r.id: kv.mod_revision for r, kv in zip(requests, request_kvs, strict=True)}
+        records = [ReplicaRecord.model_validate_json(kv.value) for kv in replica_kvs]
+        replica_rev = {r.id: kv.mod_revision for r, kv in zip(records, replica_kvs, strict=True)}
+        results = await asyncio.gather(*(self._observe_cluster(c, e) for c, e in self.executors.items()))
+        seen: dict[str, dict[str, Seen]] = {}
+        ray_nodes: dict[str, frozenset[str]] = {}
+        for result in results:
+            if result is None:
+                continue
+            cluster, actors, inventory = result
+            seen[cluster] = {a.replica_id: Seen(a.state, a.actor_id, a.endpoint, a.message) for a in actors}
+            ray_nodes[cluster] = frozenset(n.node_id for n in inventory.nodes if n.alive and n.node_id)
+            for actor in actors:
+                self.observed[actor.replica_id] = actor
+        world = World(now, requests, records, node_slots(self._registry.nodes()), seen, ray_nodes)
+        decision = decide(
+            world, self._catalog, self.config, new_id=new_replica_id,
+            engine_for=lambda r: engine_for(r, self._catalog, self.engines),
+        )  # fmt: skip
+        for note in decision.notes:
+            log.info("reconcile.decision", note=note)
+        await self._persist(decision, replica_rev, request_rev, {r.id: r for r in records})
+        await self._act(decision, records, replica_rev)
+        self._export(records, decision)
+        self.passes += 1
+        return decision
+
+    async def _persist(
+        self,
+        decision: Decision,
+        replica_rev: dict[str, int],
+        request_rev: dict[str, int],
+        before: dict[str, ReplicaRecord],
+    ) -> None:
+        if decision.creates:
+            items = [(keys.replica(r.id), r.model_dump_json().encode()) for r in decision.creates]
+            revision = await self._store.create_all(items)
+            if revision is None:
+                self.metrics.reconcile_errors.labels(step="persist").inc()
+                decision.creates = []
+            else:
+                for record in decision.creates:
+                    replica_rev[record.id] = revision
+        kept = []
+        for record in decision.updates:
+            revision = await self._store.compare_and_put(
+                keys.replica(record.id), record.model_dump_json().encode(),
+                expected_mod_revision=replica_rev[record.id],
+            )  # fmt: skip
+            if revision is None:
+                self.metrics.reconcile_errors.labels(step="persist").inc()
+                continue
+            replica_rev[record.id] = revision
+            old = before[record.id].state
+            if old is not record.state:
+                self.metrics.replica_transitions.labels(
+                    from_state=old.value, to_state=record.state.value
+                ).inc()
+            kept.append(record)
+        decision.updates = kept
+        for request_id, status in decision.statuses.items():
+            kv = await self._store.get(keys.capacity_request(request_id))
+            if kv is None or kv.mod_revision != request_rev[request_id]:
+                continue  # changed since we read it (an Update or Cancel): decide again next pass
+            request = CapacityRecord.model_validate_json(kv.value).model_copy(update={"status": status})
+            await self._store.compare_and_put(
+                keys.capacity_request(request_id), request.model_dump_json().encode(),
+                expected_mod_revision=kv.mod_revision,
+            )  # fmt: skip
+
+    async def _act(
+        self, decision: Decision, records: list[ReplicaRecord], replica_rev: dict[str, int]
+    ) -> None:
+        updated = {r.id: r for r in decision.updates}
+        current = [updated.get(r.id, r) for r in records] + decision.creates
+        pending = [r for r in current if r.state is S.PENDING]
+        await asyncio.gather(*(self._start(r, replica_rev) for r in pending))
+        for record in decision.stops:
+            self._stop_later(record.cluster, record.id, drain_s=5.0)
+        for cluster, name in decision.orphans:
+            self._stop_later(cluster, name, drain_s=0.0)
+
+    async def _start(self, record: ReplicaRecord, replica_rev: dict[str, int]) -> None:
+        executor = self.executors.get(record.cluster)
+        if executor is None:
+            return
+        try:
+            launch = build_launch(record, self._catalog, self.engines)
+        except (EngineError, KeyError, ValueError) as exc:
+            await self._move(record, S.FAILED, f"cannot build the launch: {exc}", replica_rev)
+            return
+        try:
+            await executor.start(launch)
+        except Exception as exc:
+            self.metrics.reconcile_errors.labels(step="start").inc()
+            log.warning("reconcile.start_failed", replica=record.id, cluster=record.cluster, error=str(exc))
+            return
+        await self._move(record, S.STARTING, "actor created", replica_rev)
+
+    async def _move(
+        self, record: ReplicaRecord, state: ReplicaState, reason: str, replica_rev: dict[str, int]
+    ) -> None:
+        moved = record.moved(state, reason, self._wall())
+        revision = await self._store.compare_and_put(
+            keys.replica(record.id), moved.model_dump_json().encode(),
+            expected_mod_revision=replica_rev.get(record.id, 0),
+        )  # fmt: skip
+        if revision is not None:
+            replica_rev[record.id] = revision
+            self.metrics.replica_transitions.labels(from_state=record.state.value, to_state=state.value).inc()
+            log.info("reconcile.replica", replica=record.id, state=state.value, reason=reason)
+
+    def _stop_later(self, cluster: str, replica_id: str, *, drain_s: float) -> None:
+        executor = self.executors.get(cluster)
+        running = self._stopping.get(replica_id)
+        if executor is None or (running is not None and not running.done()):
+            return
+
+        async def stop() -> None:
+            try:
+                await executor.stop(replica_id, drain_s)
+            except Exception as exc:
+                self.metrics.reconcile_errors.labels(step="stop").inc()
+                log.warning("reconcile.stop_failed", replica=replica_id, error=str(exc))
+            finally:
+                self._stopping.pop(replica_id, None)
+                self.observed.pop(replica_id, None)
+                self._wake.set()
+
+        self._stopping[replica_id] = asyncio.create_task(stop(), name=f"stop-{replica_id}")
+
+    def _export(self, records: list[ReplicaRecord], decision: Decision) -> None:
+        final = {r.id: r for r in records}
+        final.update({r.id: r for r in decision.updates})
+        final.update({r.id: r for r in decision.creates})
+        self.metrics.replicas.clear()
+        for (accelerator, state), count in Tally(
+            (r.accelerator, r.state.value) for r in final.values() if r.state not in TERMINAL
+        ).items():
+            self.metrics.replicas.labels(accelerator=accelerator, state=state).set(count)
+        self.metrics.output_tokens.clear()
+        served: defaultdict[tuple[str, str], float] = defaultdict(float)
+        for record in final.values():
+            observation = self.observed.get(record.id)
+            if record.state is S.READY and observation is not None:
+                served[(record.model, record.accelerator)] += observation.stats.output_tokens_per_second
+        for (model, accelerator), tps in served.items():
+            self.metrics.output_tokens.labels(model=model, accelerator=accelerator).set(tps)
