@@ -240,6 +240,7 @@ def decide(
     plans = {p.request_id: p for p in plan.requests}
     for request_plan in plan.requests:
         request = requests[request_plan.request_id]
+        planned: list[ReplicaRecord] = []
         for placement in request_plan.placements:
             slot = clusters[placement.node_id]
             record = ReplicaRecord(
@@ -260,12 +261,18 @@ def decide(
                 created_at=now,
                 updated_at=now,
             )
-            record = record.model_copy(update={"engine": engine_for(record)})
+            planned.append(record.model_copy(update={"engine": engine_for(record)}))
+        # the planner may end with a large replica that makes an earlier small one redundant
+        live = [r for r in by_request[request.id] if r.state in LIVE]
+        redundant = {r.id for r in _surplus(live + planned, request.spec.output_tokens_per_second)}
+        for record in planned:
+            if record.id in redundant:
+                continue
             out.creates.append(record)
             by_request[request.id].append(record)
             out.notes.append(
                 f"replica {record.id}: new for {request.id} on {record.node_id} devices "
-                f"{list(record.devices)} ({placement.reason})"
+                f"{list(record.devices)} ({record.reason})"
             )
 
     # orphans: actors no live record claims

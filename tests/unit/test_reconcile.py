@@ -213,3 +213,11 @@ def test_launch_pins_devices_and_asks_ray_for_the_vendor_resource() -> None:
     biren = rec.model_copy(update={"vendor": Vendor.BIREN, "accelerator": "BR104"})
     assert dict(build_launch(biren, CATALOG, EngineSettings()).resources) == {"biren_gpu": 2.0}
     assert build_launch(biren, CATALOG, EngineSettings()).env["SUPA_VISIBLE_DEVICES"] == "3,5"
+
+
+def test_no_new_replica_is_redundant() -> None:
+    decision = run([request(8000)], [])
+    total = sum(r.predicted_output_tokens_per_second for r in decision.creates)
+    assert total >= 8000
+    for replica_ in decision.creates:
+        assert total - replica_.predicted_output_tokens_per_second < 8000, f"{replica_.id} is not needed"

@@ -1,0 +1,245 @@
+"""Replicas as real Ray actors: two local Ray clusters, one executor process each, four agent
+processes whose raylets carry the simulated accelerators, and the control plane reconciling.
+
+One Ray world per module (Ray clusters are slow to start on two cores); every test gets a fresh
+keyspace, and actors a previous test left behind are stopped by the next reconciler as orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from controlplane.embedded.etcd import EtcdProcess, free_port
+from controlplane.embedded.ray import ExecutorProcess, RayHead
+from controlplane.executor import httpio
+from controlplane.executor.service import RemoteExecutor
+from tests.integration.conftest import AgentProcess, ControlPlaneFactory, wait_for
+from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, executor_pb2
+
+NODES = {"t-nvidia-0": "test-a", "t-ascend-0": "test-a", "t-biren-0": "test-b", "t-metax-0": "test-b"}
+TOKEN = (("authorization", "Bearer ray-token"),)
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass
+class RayWorld:
+    address: str  # where the agents look for the control plane
+    executors: dict[str, RemoteExecutor]
+    tenants: Path
+    logs: Path
+
+
+@pytest.fixture(scope="module")
+async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RayWorld]:
+    root = Path(tempfile.mkdtemp(prefix="tfr-"))  # short: Ray's socket paths must stay < 108 bytes
+    logs = tmp_path_factory.mktemp("ray-world")
+    tenants = logs / "tenants.yaml"
+    tenants.write_text("tenants:\n  - {name: ray, token: ray-token}\n")
+    address = f"127.0.0.1:{free_port()}"
+    heads = {
+        c: RayHead(root / f"h{i}", log_file=logs / f"head-{c}.log")
+        for i, c in enumerate(("test-a", "test-b"))
+    }
+    procs = {c: ExecutorProcess(c, h.address, log_file=logs / f"executor-{c}.log") for c, h in heads.items()}
+    agents: list[AgentProcess] = []
+    clients: dict[str, RemoteExecutor] = {}
+    try:
+        for head in heads.values():
+            await asyncio.to_thread(head.start)
+        for proc in procs.values():
+            proc.spawn()
+        for node, cluster in NODES.items():
+            extra = ["--ray-address", heads[cluster].address, "--ray-temp-dir", str(root / node)]
+            agents.append(AgentProcess(node, address, logs, extra).start())
+        for proc in procs.values():
+            await proc.wait_ready()
+        clients = {c: RemoteExecutor(c, p.address) for c, p in procs.items()}
+        for cluster, client in clients.items():
+            wanted = {n for n, c in NODES.items() if c == cluster}
+            deadline = time.monotonic() + 120
+            while True:
+                inventory = await client.inventory()
+                if wanted <= {n.node_id for n in inventory.nodes if n.alive}:
+                    break
+                assert time.monotonic() < deadline, f"raylets of {cluster} did not join: {inventory}"
+                await asyncio.sleep(0.5)
+        yield RayWorld(address, clients, tenants, logs)
+    finally:
+        for client in clients.values():
+            await client.close()
+        for agent in agents:
+            agent.stop()
+        for proc in procs.values():
+            proc.stop()
+        for head in heads.values():
+            head.stop(5.0)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def spec(target: float, model: str = "qwen2.5-7b-instruct") -> capacity_pb2.CapacitySpec:
+    return capacity_pb2.CapacitySpec(
+        model=model, output_tokens_per_second=target,
+        latency=capacity_pb2.LatencyClass(ttft_p95_ms=1000, tpot_p95_ms=50),
+    )  # fmt: skip
+
+
+async def wait_ready(
+    stub: capacity_pb2_grpc.CapacityServiceStub, request_id: str, timeout: float = 120
+) -> Any:
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            got = await stub.Get(capacity_pb2.GetCapacityRequest(id=request_id), metadata=TOKEN, timeout=5)
+            if got.status.phase == "Ready":
+                return got
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{request_id} not Ready in {timeout} s: {got}")
+
+
+async def actors(world: RayWorld) -> dict[str, executor_pb2.ReplicaObservation]:
+    seen = {}
+    for client in world.executors.values():
+        for observation in await client.observe():
+            seen[observation.replica_id] = observation
+    return seen
+
+
+async def test_one_request_is_served_from_two_ray_clusters(
+    ray_world: RayWorld, control_plane: ControlPlaneFactory
+) -> None:
+    plane = await control_plane(
+        port=int(ray_world.address.rpartition(":")[2]), tenants_file=ray_world.tenants,
+        executors={c: e.address for c, e in ray_world.executors.items()},
+        reconcile_interval_s=0.3, sim_start_delay_s=0.5, heartbeat_interval_s=0.5, lost_after_s=10,
+    )  # fmt: skip
+    assert plane.registry is not None
+    registry = plane.registry
+    await wait_for(
+        lambda: sum(v.state.value == "ready" for v in registry.nodes()) == 4, timeout=60, what="4 nodes"
+    )
+    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+        stub = capacity_pb2_grpc.CapacityServiceStub(channel)
+        # the leases of the small fleet have ended (sim epoch 2026-01-01): the owned H100 (cluster
+        # test-a) and BR104 (test-b) nodes give about 17,500 tokens/s together
+        created = await stub.Create(capacity_pb2.CreateCapacityRequest(spec=spec(15000)), metadata=TOKEN)
+        got = await wait_ready(stub, created.id)
+        assert got.status.ready_output_tokens_per_second >= 15000
+        listed = (
+            await stub.ListReplicas(capacity_pb2.ListReplicasRequest(request_id=created.id), metadata=TOKEN)
+        ).replicas
+        assert {r.cluster for r in listed} == {"test-a", "test-b"}, [(r.id, r.cluster) for r in listed]
+        assert all(r.state == "Ready" and r.actor_id and r.endpoint for r in listed)
+
+        running = await actors(ray_world)
+        for replica in listed:
+            observed = running[replica.id]
+            assert observed.state == "ready" and observed.actor_id == replica.actor_id
+            variable = {"nvidia": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES",
+                        "biren": "SUPA_VISIBLE_DEVICES", "metax": "CUDA_VISIBLE_DEVICES"}[replica.vendor]  # fmt: skip
+            assert observed.env[variable] == ",".join(str(d) for d in replica.devices), (
+                replica.id,
+                observed.env,
+            )
+
+        # the engine really serves: a completion through the replica's OpenAI-compatible endpoint
+        answer = await httpio.request(
+            "POST", listed[0].endpoint + "/v1/completions", {"prompt": [1] * 100, "max_tokens": 20}
+        )
+        assert answer.status == 200 and answer.decode()["usage"]["completion_tokens"] == 20
+        bad = await httpio.request("POST", listed[0].endpoint + "/v1/completions", {"prompt": 5})
+        assert bad.status == 400 and "prompt" in bad.decode()["error"]["message"]
+
+        await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=created.id), metadata=TOKEN)
+        ids = {r.id for r in listed}
+        deadline = time.monotonic() + 60
+        while ids & set(await actors(ray_world)):
+            assert time.monotonic() < deadline, "cancelled replicas' actors still running"
+            await asyncio.sleep(0.5)
+        left = await stub.ListReplicas(
+            capacity_pb2.ListReplicasRequest(request_id=created.id, include_stopped=True), metadata=TOKEN
+        )
+        assert {r.state for r in left.replicas} == {"Stopped"}
+
+
+class ControlPlaneProcess:
+    """``tokenfab controlplane`` as a child process, so a test can kill -9 it."""
+
+    def __init__(self, world: RayWorld, etcd: EtcdProcess) -> None:
+        self.world, self.etcd = world, etcd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "controlplane.cli.main", "controlplane", "--address", self.world.address,
+            "--etcd", self.etcd.endpoint, "--tenants", str(self.world.tenants), "--reconcile-interval", "0.3",
+            "--sim-start-delay", "0.5", "--heartbeat-interval", "0.5", "--lost-after", "10",
+        ]  # fmt: skip
+        for cluster, executor in self.world.executors.items():
+            argv += ["--executor", f"{cluster}={executor.address}"]
+        with (self.world.logs / "controlplane.log").open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld, etcd: EtcdProcess) -> None:
+    plane = ControlPlaneProcess(ray_world, etcd)
+    plane.start()
+    try:
+        async with grpc.aio.insecure_channel(ray_world.address) as channel:
+            stub = capacity_pb2_grpc.CapacityServiceStub(channel)
+            created = None
+            deadline = time.monotonic() + 60
+            while created is None:
+                try:
+                    created = await stub.Create(
+                        capacity_pb2.CreateCapacityRequest(spec=spec(8000), idempotency_key="adopt"),
+                        metadata=TOKEN, timeout=5,
+                    )  # fmt: skip
+                    await wait_ready(stub, created.id)
+                except grpc.aio.AioRpcError:
+                    assert time.monotonic() < deadline, "control plane did not come up"
+                    created = None
+                    await asyncio.sleep(0.5)
+            request = list_request = capacity_pb2.ListReplicasRequest(
+                request_id=created.id, include_stopped=True
+            )
+            before = {r.id: r.actor_id for r in (await stub.ListReplicas(request, metadata=TOKEN)).replicas}
+            assert before and all(before.values())
+            plane.kill()
+            alive = await actors(ray_world)
+            assert {k: alive[k].actor_id for k in before} == before, (
+                "killing the control plane touched actors"
+            )
+
+            plane.start()
+            await asyncio.sleep(3.0)  # several reconcile passes at 0.3 s
+            after = await wait_ready(stub, created.id, timeout=60)
+            replicas = (await stub.ListReplicas(list_request, metadata=TOKEN)).replicas
+            assert {r.id: r.actor_id for r in replicas} == before, "replicas were replaced or restarted"
+            assert {r.state for r in replicas} == {"Ready"}
+            assert after.status.ready_output_tokens_per_second >= 8000
+            alive = await actors(ray_world)
+            assert {k: alive[k].actor_id for k in before} == before
+            await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=created.id), metadata=TOKEN)
+    finally:
+        plane.kill()
