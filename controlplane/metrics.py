@@ -71,3 +71,7 @@ class ControlPlaneMetrics:
             "tokenfab_output_tokens_per_second", "Observed output tokens/s by model and accelerator",
             ["model", "accelerator"], registry=self.registry,
         )  # fmt: skip
+        self.calibration = Gauge(
+            "tokenfab_calibration_factor", "Observed / predicted throughput of busy replicas (EWMA)",
+            ["model", "accelerator"], registry=self.registry,
+        )  # fmt: skip

@@ -71,6 +71,7 @@ class ReplicaRecord(BaseModel):
     reason: str = ""
     predicted_output_tokens_per_second: float
     predicted_input_tokens_per_second: float = 0.0
+    calibration_factor: float = 1.0  # the (model, accelerator) factor the prediction included
     actor_id: str = ""
     endpoint: str = ""
     created_at: datetime

@@ -51,6 +51,10 @@ class Seen:
     actor_id: str = ""
     endpoint: str = ""
     message: str = ""
+    output_tokens_per_second: float = 0.0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    tpot_p95_s: float = 0.0  # 0: no finished request in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +261,9 @@ def decide(
                 engine="",
                 dtype="bf16",
                 predicted_output_tokens_per_second=round(placement.output_tokens_per_s, 1),
+                calibration_factor=cfg.scheduler.calibration.get(
+                    (request.spec.model, placement.accelerator), 1.0
+                ),
                 reason=placement.reason,
                 created_at=now,
                 updated_at=now,
@@ -355,3 +362,40 @@ def _status(
         ready_output_tokens_per_second=round(ready_tps, 1),
         observed_generation=request.generation,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSample:
+    model: str
+    accelerator: str
+    predicted_tps: float  # the performance model's, before any calibration factor
+    observed_tps: float
+    saturated: bool
+
+
+def calibration_samples(world: World) -> list[CalibrationSample]:
+    """Throughput samples of Ready replicas for the online calibration.
+
+    A sample counts (``saturated``) only when the replica runs at the operating point the
+    prediction is for: requests are queueing or the KV cache is at least 80% full (it cannot take
+    more), and its TPOT p95 is within the request's target (it is not simply overloaded past the
+    SLO, where throughput is higher than the SLO allows). An idle replica's throughput measures
+    its demand, not its capacity.
+    """
+    targets = {r.id: r.spec.latency.tpot_p95_ms / 1000 for r in world.requests}
+    samples = []
+    for record in world.replicas:
+        seen = world.seen.get(record.cluster, {}).get(record.id)
+        if record.state is not S.READY or seen is None or seen.state != "ready":
+            continue
+        target = targets.get(record.request_id)
+        busy = seen.waiting > 0 or seen.kv_cache_usage >= 0.8
+        within = target is not None and 0 < seen.tpot_p95_s <= target
+        samples.append(
+            CalibrationSample(
+                record.model, record.accelerator,
+                record.predicted_output_tokens_per_second / (record.calibration_factor or 1.0),
+                seen.output_tokens_per_second, busy and within,
+            )
+        )  # fmt: skip
+    return samples

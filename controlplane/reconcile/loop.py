@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from controlplane.capacity.snapshot import node_slots
+from controlplane.catalog.perf import Calibration
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.replicas import TERMINAL, ReplicaRecord, ReplicaState
@@ -36,7 +39,7 @@ from controlplane.executor.engines import EngineError
 from controlplane.executor.service import Executor
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
-from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, decide
+from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, calibration_samples, decide
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
 from controlplane.store import keys
 from controlplane.store.base import Store
@@ -83,6 +86,8 @@ class Reconciler:
         self._wall = wall
         self.observed: dict[str, executor_pb2.ReplicaObservation] = {}  # replica id -> latest
         self.passes = 0
+        self.calibration = Calibration()
+        self._persisted_factors: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: dict[str, asyncio.Task[None]] = {}
@@ -90,6 +95,7 @@ class Reconciler:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.load_calibration()
         self._tasks = [
             asyncio.create_task(self._run(), name="reconcile"),
             asyncio.create_task(self._watch_requests(), name="reconcile-watch"),
@@ -170,13 +176,22 @@ class Reconciler:
             if result is None:
                 continue
             cluster, actors, inventory = result
-            seen[cluster] = {a.replica_id: Seen(a.state, a.actor_id, a.endpoint, a.message) for a in actors}
+            seen[cluster] = {
+                a.replica_id: Seen(
+                    a.state, a.actor_id, a.endpoint, a.message, a.stats.output_tokens_per_second,
+                    a.stats.waiting, a.stats.kv_cache_usage, a.stats.tpot_p95_s,
+                )
+                for a in actors
+            }  # fmt: skip
             ray_nodes[cluster] = frozenset(n.node_id for n in inventory.nodes if n.alive and n.node_id)
             for actor in actors:
                 self.observed[actor.replica_id] = actor
         world = World(now, requests, records, node_slots(self._registry.nodes()), seen, ray_nodes)
+        await self._calibrate(world)
+        factors = dict(self.calibration.factors)
+        config = replace(self.config, scheduler=replace(self.config.scheduler, calibration=factors))
         decision = decide(
-            world, self._catalog, self.config, new_id=new_replica_id,
+            world, self._catalog, config, new_id=new_replica_id,
             engine_for=lambda r: engine_for(r, self._catalog, self.engines),
         )  # fmt: skip
         for note in decision.notes:
@@ -290,6 +305,33 @@ class Reconciler:
                 self._wake.set()
 
         self._stopping[replica_id] = asyncio.create_task(stop(), name=f"stop-{replica_id}")
+
+    async def _calibrate(self, world: World) -> None:
+        for sample in calibration_samples(world):
+            factor = self.calibration.observe(
+                sample.model, sample.accelerator, predicted_tps=sample.predicted_tps,
+                observed_tps=sample.observed_tps, saturated=sample.saturated,
+            )  # fmt: skip
+            self.metrics.calibration.labels(model=sample.model, accelerator=sample.accelerator).set(factor)
+        changed = any(
+            abs(f - self._persisted_factors.get(k, 1.0)) > 0.01 for k, f in self.calibration.factors.items()
+        )
+        if changed:
+            payload = {f"{m}|{a}": round(f, 4) for (m, a), f in sorted(self.calibration.factors.items())}
+            await self._store.put(keys.CALIBRATION, json.dumps(payload).encode())
+            self._persisted_factors = dict(self.calibration.factors)
+            log.info("reconcile.calibration", factors=payload)
+
+    async def load_calibration(self) -> None:
+        """Factors learned before a restart (etcd), so placements do not forget them."""
+        kv = await self._store.get(keys.CALIBRATION)
+        if kv is None:
+            return
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            for key, factor in json.loads(kv.value).items():
+                model, _, accelerator = key.partition("|")
+                self.calibration.factors[(model, accelerator)] = float(factor)
+            self._persisted_factors = dict(self.calibration.factors)
 
     def _export(self, records: list[ReplicaRecord], decision: Decision) -> None:
         final = {r.id: r for r in records}

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controlplane.catalog.perf import PerfAssumptions, smallest_feasible_tp
@@ -62,6 +62,8 @@ class SchedulerConfig:
     candidates: int = 16  # eligible nodes scored per placement
     max_replicas_per_request: int = 10_000
     assumptions: PerfAssumptions = field(default_factory=PerfAssumptions)
+    # online calibration: (model, accelerator) -> observed / predicted throughput of busy replicas
+    calibration: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 class _Pool:
@@ -169,6 +171,13 @@ def options_for(
             max_tp=types[name],
             assumptions=config.assumptions,
         )
+        factor = config.calibration.get((model.name, name), 1.0)
+        if factor != 1.0 and prediction.feasible:
+            prediction = replace(
+                prediction,
+                output_tokens_per_s=prediction.output_tokens_per_s * factor,
+                input_tokens_per_s=prediction.input_tokens_per_s * factor,
+            )
         reason = prediction.reason
         cpm = prediction.cost_per_million_output_tokens
         cap = demand.max_price_per_million_output

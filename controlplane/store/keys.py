@@ -15,6 +15,8 @@ All keys live under one versioned root so that several Tokenfab installations (o
 
     /tokenfab/v1/replicas/<replica id>  ReplicaRecord (pydantic JSON): placement, state, reason;
                                         written by the reconciler before it acts
+    /tokenfab/v1/calibration            performance-model correction factors per
+                                        "<model>|<accelerator>" (JSON), written when one moves
 
 Later issues add their prefixes here (capacity requests, replicas, autoscaler decisions, leader
 election); keep this docstring the single map of the keyspace.
@@ -27,6 +29,7 @@ NODES = ROOT + "nodes/"
 CAPACITY_REQUESTS = ROOT + "capacity/requests/"
 CAPACITY_IDEMPOTENCY = ROOT + "capacity/idempotency/"
 REPLICAS = ROOT + "replicas/"
+CALIBRATION = ROOT + "calibration"
 
 
 def node(node_id: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from controlplane.catalog import load_catalog
+from controlplane.catalog.perf import Calibration
 from controlplane.domain.capacity import CapacityRecord, CapacitySpec, CapacityStatus, LatencyClass, Phase
 from controlplane.domain.nodes import Vendor
 from controlplane.domain.replicas import (
@@ -18,9 +19,9 @@ from controlplane.domain.replicas import (
     ReplicaState,
     check_transition,
 )
-from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, decide
+from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, calibration_samples, decide
 from controlplane.reconcile.launch import EngineSettings, build_launch
-from controlplane.scheduler import NodeSlot
+from controlplane.scheduler import NodeSlot, SchedulerConfig
 
 S = ReplicaState
 CATALOG = load_catalog()
@@ -221,3 +222,50 @@ def test_no_new_replica_is_redundant() -> None:
     assert total >= 8000
     for replica_ in decision.creates:
         assert total - replica_.predicted_output_tokens_per_second < 8000, f"{replica_.id} is not needed"
+
+
+def test_calibration_changes_how_many_replicas_are_planned() -> None:
+    baseline = run([request(5000)], [])
+    slow = ReconcileConfig(
+        start_timeout_s=60, actor_grace_s=10,
+        scheduler=SchedulerConfig(calibration={("qwen2.5-7b-instruct", "BR104"): 0.5, ("qwen2.5-7b-instruct", "H100"): 0.5}),
+    )  # fmt: skip
+    slower = run([request(5000)], [], cfg=slow)
+    assert sum(r.predicted_output_tokens_per_second for r in slower.creates) >= 5000
+    assert len(slower.creates) > len(baseline.creates)
+    assert {r.calibration_factor for r in slower.creates} == {0.5}
+
+
+def sample_world(seen: Seen, tpot_target_ms: float = 50) -> World:
+    rec = replica("r1", S.READY, tps=6000).model_copy(update={"calibration_factor": 1.5})
+    req = request(5000).model_copy(
+        update={
+            "spec": request(5000).spec.model_copy(
+                update={"latency": LatencyClass(ttft_p95_ms=1000, tpot_p95_ms=tpot_target_ms)}
+            )
+        }
+    )
+    return World(NOW, [req], [rec], fleet(), {"c1": {"r1": seen}}, {"c1": frozenset({"h100-0"})})
+
+
+@pytest.mark.parametrize(
+    ("seen", "saturated"),
+    [
+        (Seen("ready", output_tokens_per_second=3000, waiting=3, tpot_p95_s=0.040), True),
+        (Seen("ready", output_tokens_per_second=3000, kv_cache_usage=0.9, tpot_p95_s=0.040), True),
+        (
+            Seen("ready", output_tokens_per_second=900, waiting=0, kv_cache_usage=0.1, tpot_p95_s=0.020),
+            False,
+        ),  # idle
+        (Seen("ready", output_tokens_per_second=9000, waiting=40, tpot_p95_s=0.120), False),  # past the SLO
+        (Seen("ready", output_tokens_per_second=3000, waiting=3, tpot_p95_s=0.0), False),  # nothing finished
+    ],
+)
+def test_only_busy_replicas_within_the_slo_calibrate(seen: Seen, saturated: bool) -> None:
+    (sample,) = calibration_samples(sample_world(seen))
+    assert sample.saturated is saturated
+    assert sample.predicted_tps == pytest.approx(4000)  # 6000 included a factor of 1.5
+    calibration = Calibration(alpha=1.0)
+    factor = calibration.observe("m", "a", predicted_tps=sample.predicted_tps, observed_tps=sample.observed_tps,
+                                 saturated=sample.saturated)  # fmt: skip
+    assert factor == (pytest.approx(0.75) if saturated else 1.0)
