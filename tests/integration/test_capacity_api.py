@@ -106,6 +106,7 @@ async def test_authentication_and_tenant_isolation(stub: capacity_pb2_grpc.Capac
     for call in (
         stub.Get(capacity_pb2.GetCapacityRequest(id=mine.id), metadata=ALICE),
         stub.Cancel(capacity_pb2.CancelCapacityRequest(id=mine.id), metadata=ALICE),
+        stub.ListReplicas(capacity_pb2.ListReplicasRequest(request_id=mine.id), metadata=ALICE),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
@@ -114,6 +115,16 @@ async def test_authentication_and_tenant_isolation(stub: capacity_pb2_grpc.Capac
         await stub.Create(capacity_pb2.CreateCapacityRequest(spec=spec(tenant="bob")), metadata=ALICE)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert (info.value.details() or "").startswith("spec.tenant:")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListReplicas(capacity_pb2.ListReplicasRequest(), metadata=())
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListReplicas(capacity_pb2.ListReplicasRequest(request_id="a/b"), metadata=BOB)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and (info.value.details() or "").startswith(
+        "id:"
+    )
+    # no executor on this control plane: requests are planned, no replica exists
+    assert not (await stub.ListReplicas(capacity_pb2.ListReplicasRequest(), metadata=BOB)).replicas
 
 
 BAD = [

@@ -29,7 +29,7 @@ from controlplane.embedded.ray import ExecutorProcess, RayHead
 from controlplane.executor import httpio
 from controlplane.executor.service import RemoteExecutor
 from tests.integration.conftest import AgentProcess, ControlPlaneFactory, wait_for
-from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, executor_pb2
+from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, executor_pb2, executor_pb2_grpc
 
 NODES = {"t-nvidia-0": "test-a", "t-ascend-0": "test-a", "t-biren-0": "test-b", "t-metax-0": "test-b"}
 TOKEN = (("authorization", "Bearer ray-token"),)
@@ -243,3 +243,31 @@ async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld,
             await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=created.id), metadata=TOKEN)
     finally:
         plane.kill()
+
+
+async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:
+    async with grpc.aio.insecure_channel(ray_world.executors["test-a"].address) as channel:
+        stub = executor_pb2_grpc.ExecutorServiceStub(channel)
+        bad_starts = [
+            executor_pb2.ReplicaLaunch(node_id="t-nvidia-0", simulated=executor_pb2.SimulatedEngine()),
+            executor_pb2.ReplicaLaunch(replica_id="x", simulated=executor_pb2.SimulatedEngine()),
+            executor_pb2.ReplicaLaunch(replica_id="x", node_id="t-nvidia-0"),  # no engine
+        ]
+        for launch in bad_starts:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.StartReplica(executor_pb2.StartReplicaRequest(launch=launch))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (info.value.details() or "").startswith("launch:")
+        for request, field in (
+            (executor_pb2.StopReplicaRequest(), "replica_id"),
+            (executor_pb2.StopReplicaRequest(replica_id="x", drain_s=-1), "drain_s"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.StopReplica(request)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (info.value.details() or "").startswith(field)
+        gone = await stub.StopReplica(executor_pb2.StopReplicaRequest(replica_id="never-existed"))
+        assert gone.existed is False  # stopping is idempotent
+        assert "never-existed" not in {
+            o.replica_id for o in (await stub.Observe(executor_pb2.ObserveRequest())).replicas
+        }
