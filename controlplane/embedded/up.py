@@ -186,6 +186,26 @@ class Embedded:
     ray_heads: dict[str, str] = field(default_factory=dict)  # cluster -> Ray address
 
 
+async def _wait_for_fleet(
+    plane: ControlPlane, node_ids: set[str], stop: asyncio.Event, timeout_s: float = 180.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    reconciler, registry = plane.reconciler, plane.registry
+    while (
+        not stop.is_set() and time.monotonic() < deadline and reconciler is not None and registry is not None
+    ):
+        ready = {v.node_id for v in registry.nodes() if v.state.value == "ready"}
+        joined: set[str] = set()
+        for executor in reconciler.executors.values():
+            with contextlib.suppress(Exception):
+                joined |= {n.node_id for n in (await executor.inventory()).nodes if n.alive}
+        if node_ids <= ready & joined:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    log.warning("up.fleet_incomplete", waited_s=timeout_s)
+
+
 async def run_up(
     *,
     state_dir: Path,
@@ -254,6 +274,9 @@ async def run_up(
             )
         embedded = Embedded(plane, agents, ray_heads={c: h.address for c, h in heads.items()})
         if with_ray and sample and plane.capacity is not None:
+            # like an operator would: ask for capacity once the fleet (and its Ray nodes) is up,
+            # or the first plan only sees the nodes that happened to be quick
+            await _wait_for_fleet(plane, {n.node_id for n in nodes}, stop)
             tenant = Tenant(DEMO_TENANT)
             record, _ = await plane.capacity.create(tenant, sample_spec(), SAMPLE_KEY)
             embedded.sample_request = record.id
