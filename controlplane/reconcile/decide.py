@@ -16,7 +16,10 @@ Rules, in order, for each replica that is not yet Stopped or Failed:
    ready, then smallest predicted tokens/s).
 4. Deficit: the scheduler plans new replicas for every active request against the fleet, the
    live replicas and the nodes each cluster's Ray actually has; a request whose replicas keep
-   failing waits out an exponential backoff before it is placed again.
+   crashing (failing within ``crash_within_s`` of their creation, not lost after a long healthy
+   run) waits out an exponential backoff before it is placed again.
+
+Stopped and Failed records are kept ``history_s`` after they ended, then deleted.
 
 Actors that no live replica record claims (left by a crash between a stop and its record, or
 by another installation's wiped keyspace) are stopped.
@@ -64,6 +67,8 @@ class ReconcileConfig:
     backoff_base_s: float = 2.0
     backoff_max_s: float = 300.0
     failure_window_s: float = 600.0
+    crash_within_s: float = 120.0  # a failure this soon after creation counts towards the backoff
+    history_s: float = 3600.0  # Stopped and Failed records are deleted this long after they ended
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -85,12 +90,15 @@ class Decision:
     creates: list[ReplicaRecord] = field(default_factory=list)  # new Pending replicas
     stops: list[ReplicaRecord] = field(default_factory=list)  # ask the executor to stop these
     orphans: list[tuple[str, str]] = field(default_factory=list)  # (cluster, actor name) to stop
+    expired: list[ReplicaRecord] = field(default_factory=list)  # terminal records past the history
     statuses: dict[str, CapacityStatus] = field(default_factory=dict)  # request id -> new status
     notes: list[str] = field(default_factory=list)  # one line per decision, for the log
 
     @property
     def empty(self) -> bool:
-        return not (self.updates or self.creates or self.stops or self.orphans or self.statuses)
+        return not (
+            self.updates or self.creates or self.stops or self.orphans or self.statuses or self.expired
+        )
 
 
 def _age_s(record: ReplicaRecord, now: datetime) -> float:
@@ -136,7 +144,12 @@ def _surplus(live: list[ReplicaRecord], target: float) -> list[ReplicaRecord]:
 
 
 def _backoff_until(failed: list[ReplicaRecord], now: datetime, cfg: ReconcileConfig) -> datetime | None:
-    recent = [r for r in failed if (now - r.updated_at).total_seconds() <= cfg.failure_window_s]
+    recent = [
+        r
+        for r in failed
+        if (now - r.updated_at).total_seconds() <= cfg.failure_window_s
+        and (r.updated_at - r.created_at).total_seconds() <= cfg.crash_within_s  # crashed, not lost later
+    ]
     if not recent:
         return None
     delay = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (len(recent) - 1))
@@ -171,6 +184,8 @@ def decide(
     current: dict[str, ReplicaRecord] = {}
     for record in world.replicas:
         if record.state in TERMINAL:
+            if _age_s(record, now) > cfg.history_s:
+                out.expired.append(record)
             current[record.id] = record
             continue
         moved = record

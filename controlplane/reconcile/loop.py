@@ -235,6 +235,10 @@ class Reconciler:
                 ).inc()
             kept.append(record)
         decision.updates = kept
+        for record in decision.expired:
+            await self._store.compare_and_delete(
+                keys.replica(record.id), expected_mod_revision=replica_rev[record.id]
+            )
         for request_id, status in decision.statuses.items():
             kv = await self._store.get(keys.capacity_request(request_id))
             if kv is None or kv.mod_revision != request_rev[request_id]:

@@ -269,3 +269,17 @@ def test_only_busy_replicas_within_the_slo_calibrate(seen: Seen, saturated: bool
     factor = calibration.observe("m", "a", predicted_tps=sample.predicted_tps, observed_tps=sample.observed_tps,
                                  saturated=sample.saturated)  # fmt: skip
     assert factor == (pytest.approx(0.75) if saturated else 1.0)
+
+
+def test_a_replica_lost_after_a_long_run_is_not_a_crash_loop() -> None:
+    long_lived = [
+        replica(f"f{i}", S.FAILED).model_copy(update={"created_at": NOW - timedelta(hours=5)})
+        for i in range(3)
+    ]
+    assert run([request(5000)], long_lived).creates, "losing old replicas is replaced at once"
+
+
+def test_terminal_records_expire_after_the_history_window() -> None:
+    old, fresh = replica("old", S.STOPPED, age_s=7200), replica("new", S.FAILED, age_s=60)
+    decision = run([request(5000)], [old, fresh], cfg=ReconcileConfig(history_s=3600))
+    assert [r.id for r in decision.expired] == ["old"]
