@@ -17,6 +17,7 @@ from agents.discovery.simulated import FleetFileError, SimulatedBackend, load_fl
 from agents.raylet import Raylet, RayletSpec
 from agents.runtime import Agent, AgentConfigError, LeaseSpec, NodeIdentity
 from tokenfab.logs import get_logger
+from tokenfab.parent import exit_with_parent
 from tokenfab.tls import ClientTLS, TLSConfigError
 
 log = get_logger("agent")
@@ -114,6 +115,7 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watchdog = asyncio.create_task(exit_with_parent(stop))
         found = devices
         raylet_task: asyncio.Task[None] | None = None
         if options.ray_address:
@@ -145,6 +147,7 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
             stop.set()
             if raylet_task is not None:
                 await raylet_task
+            watchdog.cancel()
         log.info("agent.stopped", node=identity.node_id, heartbeats=agent.status.heartbeats_sent)
         return 0, ""
 

@@ -9,6 +9,8 @@ Both are children in their own process group, stopped with SIGTERM and then SIGK
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,10 +18,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from controlplane.embedded.etcd import free_port
 from tokenfab.logs import get_logger
+from tokenfab.parent import ENV as PARENT_ENV
 
 log = get_logger("embedded.ray")
 
@@ -66,6 +70,7 @@ class RayHead:
             _ray_binary(), "start", "--head", "--block", "--port", str(self.port),
             "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--num-gpus", "0",
             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
+            "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
         ]  # fmt: skip
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         with self.log_file.open("ab") as out:
@@ -111,8 +116,9 @@ class ExecutorProcess:
         ]  # fmt: skip
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, PARENT_ENV: str(os.getpid())},  # it stops if its parent dies
+            )  # fmt: skip
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         import grpc
@@ -138,3 +144,42 @@ class ExecutorProcess:
     def stop(self, grace_s: float = 10.0) -> None:
         _stop(self.proc, grace_s)
         self.proc = None
+
+
+CHILDREN_FILE = "children.json"
+
+
+def remember_children(state_dir: Path, children: Iterable[tuple[int | None, str]]) -> None:
+    """Record ``(process group, marker)`` of long-lived children (Ray heads, etcd), so a later
+    ``up`` can clean up after one that was killed outright."""
+    entries = [{"pgid": pgid, "marker": marker} for pgid, marker in children if pgid]
+    (state_dir / CHILDREN_FILE).write_text(json.dumps(entries))
+
+
+def reap_stale_children(state_dir: Path) -> int:
+    """Kill the process groups a previous ``up`` left running; returns how many.
+
+    Only a group whose leader's command line still contains its marker (the head's temp dir,
+    etcd's data dir) is killed, so a recycled process id is never touched.
+    """
+    path = state_dir / CHILDREN_FILE
+    killed = 0
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        for entry in json.loads(path.read_text()):
+            pgid, marker = int(entry["pgid"]), str(entry["marker"])
+            try:
+                cmdline = (
+                    Path(f"/proc/{pgid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+            except OSError:
+                continue
+            if marker and marker in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                    killed += 1
+                    log.warning("up.stale_child_killed", pgid=pgid, marker=marker)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if killed:
+        time.sleep(0.5)  # let the kernel release their ports and locks
+    return killed

@@ -39,8 +39,9 @@ from controlplane.domain.capacity import CapacitySpec
 from controlplane.domain.replicas import ReplicaState
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.loadgen import LoadGenerator
-from controlplane.embedded.ray import ExecutorProcess, RayHead
+from controlplane.embedded.ray import ExecutorProcess, RayHead, reap_stale_children, remember_children
 from tokenfab.logs import get_logger
+from tokenfab.parent import ENV as PARENT_ENV
 
 log = get_logger("up")
 
@@ -128,6 +129,7 @@ class AgentProcesses:
         with (self.log_dir / f"agent-{node_id}.log").open("ab") as out:
             self.procs[node_id] = subprocess.Popen(
                 command,
+                env={**os.environ, PARENT_ENV: str(os.getpid())},  # they stop if `up` dies
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -222,13 +224,14 @@ async def run_up(
     nodes = load_fleet(fleet_file)
     state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task runs
     logs = state_dir / "logs"
+    reap_stale_children(state_dir)  # etcd and Ray heads of an `up` that was killed outright
     client_port, peer_port = remembered_ports(state_dir)
     etcd = EtcdProcess(
         state_dir / "etcd", client_port=client_port, peer_port=peer_port, log_file=logs / "etcd.log"
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     agents = AgentProcesses(logs)
     plane: ControlPlane | None = None
@@ -245,6 +248,9 @@ async def run_up(
         await etcd.start()
         for head in heads.values():
             await asyncio.to_thread(head.start)
+        children = [(etcd.pid, str(state_dir / "etcd"))]
+        children += [(h.proc.pid if h.proc else None, str(h.temp_dir)) for h in heads.values()]
+        remember_children(state_dir, children)
         for executor in executors.values():
             executor.spawn()
         for executor in executors.values():
@@ -300,7 +306,7 @@ async def run_up(
             await result
         return 0
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("up.stopping")
         stop.set()

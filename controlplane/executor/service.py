@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tokenfab.logs import get_logger
+from tokenfab.parent import exit_with_parent
 from tokenfab.tls import ClientTLS, client_channel
 from tokenfab.v1 import executor_pb2, executor_pb2_grpc
 
@@ -140,6 +141,8 @@ def run_executor(cluster: str, ray_address: str, listen: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watchdog = asyncio.create_task(exit_with_parent(stop))
         await serve_executor(cluster, ray_address, listen, stop)
+        watchdog.cancel()
 
     asyncio.run(main())
