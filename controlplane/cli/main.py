@@ -18,6 +18,7 @@ import typer
 
 from controlplane.cli import requests as request_commands
 from controlplane.cli.client import DEFAULT_ADDRESS
+from controlplane.cli.simulate import simulate_command
 
 app = typer.Typer(
     name="tokenfab",
@@ -30,6 +31,7 @@ app = typer.Typer(
 
 app.add_typer(request_commands.app, name="request")
 app.command("replicas")(request_commands.replicas_command)
+app.command("simulate")(simulate_command)
 
 
 class Output(StrEnum):

@@ -1,0 +1,1 @@
+"""Autoscaling: demand signals, forecasting and scaling policies (pure; no clock, no I/O)."""

@@ -1,0 +1,84 @@
+"""Forecasting demand a cold start ahead: a trend-following smoother and a burst detector.
+
+* :class:`Holt` is Holt's linear (double exponential) smoothing adapted to irregular sampling:
+  the level follows the signal with weight ``1 - (1 - alpha)^(dt/tau)``, the trend (units/s)
+  likewise with ``beta``. It tracks slow drift (the conversation trace's input rate triples over
+  half an hour) and projects it ``horizon`` seconds ahead: the replica start time, since a replica
+  asked for now serves only after its cold start.
+* :func:`is_burst` flags a short-window rate well above the smoothed level; the policy then acts
+  on the short window at once instead of waiting for the smoother (the code trace's request rate
+  jumps tenfold from one minute to the next).
+
+Why these and not a seasonal model: the traces are an hour long with no repeating period to fit,
+and a control loop needs an estimate that is cheap, stateless apart from two numbers, and
+explainable in one sentence. docs/design/autoscaler.md shows the data behind the choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Holt:
+    level: float = math.nan
+    trend: float = 0.0  # per second
+    at: float = math.nan
+
+    def update(self, value: float, now: float, *, alpha: float, beta: float, tau_s: float) -> Holt:
+        if math.isnan(self.level):
+            return Holt(value, 0.0, now)
+        dt = max(0.0, now - self.at)
+        if dt == 0.0:
+            return self
+        a = 1 - (1 - alpha) ** (dt / tau_s)
+        b = 1 - (1 - beta) ** (dt / tau_s)
+        predicted = self.level + self.trend * dt
+        level = a * value + (1 - a) * predicted
+        trend = b * (level - self.level) / dt + (1 - b) * self.trend
+        return Holt(level, trend, now)
+
+    def forecast(self, horizon_s: float) -> float:
+        if math.isnan(self.level):
+            return math.nan
+        return max(0.0, self.level + self.trend * horizon_s)
+
+
+def is_burst(short: float, level: float, *, ratio: float, floor: float) -> bool:
+    """A burst: the short-window rate is at least ``ratio`` times the smoothed level and above
+    ``floor`` (so that noise around an idle level is not a burst)."""
+    if math.isnan(level):
+        return short > floor
+    return short > floor and short >= ratio * level
+
+
+def burst_rate(
+    samples: tuple[tuple[float, float], ...], windows: tuple[float, ...], slack_s: float
+) -> tuple[float, float]:
+    """The service rate that serves every burst in ``samples`` within ``slack_s`` of delay.
+
+    ``samples`` are ``(time, arrival rate)`` points in time order. A burst of rate ``r`` lasting
+    ``w`` seconds brings ``r x w`` work; a server of rate ``c`` finishes it ``r x w / c - w``
+    seconds after it ends, so the delay stays within ``slack_s`` when
+    ``c >= r x w / (w + slack_s)`` (the delay bound of network calculus, for the arrival curve
+    observed over the window). Returns the largest such rate over the ``windows`` and the window
+    that set it.
+    """
+    best, best_w = 0.0, 0.0
+    if not samples:
+        return best, best_w
+    times = [t for t, _ in samples]
+    values = [v for _, v in samples]
+    for w in windows:
+        start, total = 0, 0.0
+        for end, value in enumerate(values):
+            total += value
+            while times[end] - times[start] >= w:
+                total -= values[start]
+                start += 1
+            rate = total / (end - start + 1)
+            required = rate * w / (w + slack_s)
+            if required > best:
+                best, best_w = required, w
+    return best, best_w

@@ -1,0 +1,322 @@
+"""Scaling policies: pure functions from (context, previous state, now) to (decision, new state).
+
+Every policy (Tokenfab's and the baselines in :mod:`controlplane.autoscale.baselines`) has the
+same shape, so the live reconcile loop and the simulator drive the same code. Time is an
+argument; nothing here reads a clock or does I/O.
+
+Tokenfab's policy sizes capacity in tokens, not requests:
+
+1. **Demand** (output and input tokens/s) = what the replicas serve plus the queue drained over
+   ``drain_s``: a saturated request's served rate is its capacity, so the queue is the part of
+   demand that served metrics cannot show.
+2. **Forecast** a cold start ahead with :class:`~controlplane.autoscale.forecast.Holt`; on a
+   burst (short window >= ``burst_ratio`` x level) the short-window demand is used at once.
+3. **Need** = forecast / (per-replica capacity at the SLO x ``target_utilisation``), the
+   capacity coming from the performance model (calibrated) for the observed prompt/output mix.
+4. **Anti-flap**: scale up at once (bounded to ``max_step_up`` or doubling per decision); scale
+   down only after need stayed below the current count for ``down_delay_s``, by at most
+   ``max_step_down``, and only when N-1 replicas would still run at or under
+   ``target_utilisation x (1 - hysteresis)``.
+5. **Guard rails**: never below the floor (the reserved target), never above the ceiling
+   (max tokens/s, tenant budget, free fleet), no scale-down on incomplete metrics, an observed
+   SLO breach with a queue adds a replica, and scale-to-zero only when opted in and idle for
+   ``zero_after_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from controlplane.autoscale.forecast import Holt, burst_rate, is_burst
+from controlplane.autoscale.signals import Signals, trim
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCapacity:
+    """What one new replica (of the type the scheduler would pick) sustains at the SLO."""
+
+    output_tokens_per_s: float
+    input_tokens_per_s: float
+    max_concurrency: int
+    cost_per_hour: float
+    accelerator: str = ""
+    tp: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingContext:
+    request_id: str
+    signals: Signals | None  # None: no metrics at all this tick
+    current: int  # replicas counted for scaling: Ready + Starting
+    ready: int
+    floor: int
+    ceiling: int
+    capacity: Callable[[float, float], UnitCapacity]  # (mean input, mean output) -> per replica
+    cold_start_s: float = 60.0
+    ttft_target_s: float = 1.0
+    tpot_target_s: float = 0.05
+    mean_input_tokens: float = 1024.0  # the request's declared mix, used before traffic shows one
+    mean_output_tokens: float = 256.0
+    scale_to_zero: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingDecision:
+    request_id: str
+    at: float
+    policy: str
+    current: int
+    desired: int
+    reason: str
+    demand_output_tokens_per_s: float = math.nan
+    demand_input_tokens_per_s: float = math.nan
+    forecast_output_tokens_per_s: float = math.nan
+    per_replica_output_tokens_per_s: float = math.nan
+    predicted_utilisation: float = math.nan  # of the desired replicas at the forecast
+    predicted_slo_ok: bool = True
+    cost_per_hour: float = math.nan  # of the desired replicas
+    inputs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def action(self) -> str:
+        if self.desired > self.current:
+            return "scale_up"
+        if self.desired < self.current:
+            return "scale_down"
+        return "hold"
+
+
+class Policy(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def initial(self) -> Any: ...
+
+    def decide(self, ctx: ScalingContext, state: Any, now: float) -> tuple[ScalingDecision, Any]: ...
+
+
+def clamp(desired: int, ctx: ScalingContext) -> tuple[int, str]:
+    """Apply floor and ceiling; the second value explains a clamp ("" when none)."""
+    if desired < ctx.floor:
+        return ctx.floor, f"held at the floor of {ctx.floor} (reserved capacity)"
+    if desired > ctx.ceiling:
+        return ctx.ceiling, f"capped at {ctx.ceiling} (ceiling: max tokens/s, budget or free fleet)"
+    return desired, ""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenfabConfig:
+    target_utilisation: float = 0.8
+    hysteresis: float = 0.1
+    drain_s: float = 20.0  # a queue should be served within this
+    alpha: float = 0.3  # Holt level weight per tau_s
+    beta: float = 0.1  # Holt trend weight per tau_s
+    tau_s: float = 10.0
+    short_window_s: float = 10.0
+    burst_ratio: float = 1.5
+    burst_hold_s: float = 600.0  # how long an observed burst keeps its capacity
+    burst_windows: tuple[float, ...] = (10.0, 30.0, 60.0)
+    ttft_slack: float = 0.5  # share of the TTFT target a burst may spend queueing
+    down_delay_s: float = 300.0  # need must stay low this long before a scale-down
+    max_step_up: int = 8  # replicas per decision, beyond doubling
+    max_step_down: int = 1
+    down_cooldown_s: float = 30.0  # between two scale-downs
+    zero_after_s: float = 300.0
+    mix_tau_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenfabState:
+    holt: Holt = field(default_factory=Holt)
+    short: tuple[tuple[float, float], ...] = ()  # (time, output-token demand)
+    arrivals: tuple[tuple[float, float], ...] = ()  # (time, demand incl. queue) for burst_hold_s
+    needs: tuple[tuple[float, float], ...] = ()  # (time, replicas needed)
+    last_demand_at: float = math.nan  # last time any demand was seen
+    last_down_at: float = -math.inf
+    mean_input: float = math.nan  # smoothed request mix
+    mean_output: float = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class TokenfabPolicy:
+    config: TokenfabConfig = TokenfabConfig()
+    name: str = "tokenfab"
+
+    def initial(self) -> TokenfabState:
+        return TokenfabState()
+
+    def decide(
+        self, ctx: ScalingContext, state: TokenfabState, now: float
+    ) -> tuple[ScalingDecision, TokenfabState]:
+        cfg = self.config
+        sig = ctx.signals
+        base = ScalingDecision(ctx.request_id, now, self.name, ctx.current, ctx.current, "")
+        if sig is None or (sig.reporting == 0 and sig.replicas > 0):
+            desired, clamped = clamp(ctx.current, ctx)
+            why = "no metrics: holding (missing metrics are never read as zero demand)"
+            return replace(base, desired=desired, reason=f"{why}; {clamped}" if clamped else why), state
+
+        # The request mix (mean prompt and output tokens) moves the per-replica capacity; it is
+        # smoothed over mix_tau_s so that one minute of long prompts does not swing the count.
+        seen_in, seen_out = sig.mean_tokens(ctx.mean_input_tokens, ctx.mean_output_tokens)
+        if math.isnan(state.mean_input):
+            mean_in, mean_out = seen_in, seen_out
+        else:
+            w = (
+                1 - math.exp(-max(0.0, now - state.holt.at) / cfg.mix_tau_s)
+                if sig.requests_per_s > 0
+                else 0.0
+            )
+            mean_in = state.mean_input + w * (seen_in - state.mean_input)
+            mean_out = state.mean_output + w * (seen_out - state.mean_output)
+        unit = ctx.capacity(mean_in, mean_out)
+        # Served demand (the missing replicas' share extrapolated from the reporting ones, never
+        # taken as zero), in output-equivalent tokens/s at the observed mix.
+        scale = sig.replicas / sig.reporting if sig.reporting else 1.0
+        demand_out = sig.output_tokens_per_s * scale
+        demand_in = sig.input_tokens_per_s * scale
+        ratio = unit.input_tokens_per_s / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0
+        demand = max(demand_out, demand_in / ratio if ratio > 0 else 0.0)
+        # The queue is demand the served rate cannot show (a saturated replica serves its
+        # capacity); it must drain within drain_s. Kept out of the smoother: it is a backlog,
+        # not a rate, and smoothing it would overshoot once it drains.
+        backlog = sig.waiting * mean_out / cfg.drain_s
+
+        holt = state.holt.update(demand, now, alpha=cfg.alpha, beta=cfg.beta, tau_s=cfg.tau_s)
+        short_hist = trim((*state.short, (now, demand)), now, cfg.short_window_s)
+        short = sum(v for _, v in short_hist) / len(short_hist)
+        forecast = holt.forecast(ctx.cold_start_s)
+        burst = is_burst(short, holt.level, ratio=cfg.burst_ratio, floor=0.05 * unit.output_tokens_per_s)
+        expected = max(forecast, short) if burst else max(forecast, holt.level)
+        per_replica = unit.output_tokens_per_s * cfg.target_utilisation
+        need = expected / per_replica if per_replica > 0 else math.inf
+        # Bursts shorter than a cold start cannot be chased, only provisioned for: size for the
+        # recent arrival curve so that every burst seen in burst_hold_s drains within the TTFT
+        # slack (forecast.burst_rate), at the same utilisation target.
+        arrivals = trim((*state.arrivals, (now, demand + backlog)), now, cfg.burst_hold_s)
+        slack_s = cfg.ttft_slack * ctx.ttft_target_s
+        burst_need_rate, burst_w = burst_rate(arrivals, cfg.burst_windows, slack_s)
+        burst_need = burst_need_rate / per_replica if per_replica > 0 else 0.0
+        steady_need = need
+        need = max(need, burst_need)
+        need_now = need + (backlog / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0)
+        needs = trim((*state.needs, (now, need)), now, cfg.down_delay_s)
+        last_demand = now if (demand > 0 or sig.ongoing > 0) else state.last_demand_at
+        new_state = TokenfabState(
+            holt, short_hist, arrivals, needs, last_demand, state.last_down_at, mean_in, mean_out
+        )
+
+        current = ctx.current
+        up_to = math.ceil(need_now - 1e-9)
+        reasons: list[str] = []
+        slo_breach = sig.waiting > 0 and (
+            sig.ttft_p95_s > ctx.ttft_target_s or sig.tpot_p95_s > ctx.tpot_target_s
+        )
+        if slo_breach and up_to <= current and ctx.ready == current:
+            up_to = current + 1
+            # remembered as need, so the peak-hold keeps the extra replica for down_delay_s
+            needs = (*needs[:-1], (now, max(need, float(up_to))))
+            new_state = replace(new_state, needs=needs)
+            reasons.append(
+                f"observed SLO breach with {sig.waiting} waiting (TTFT p95 {sig.ttft_p95_s:.2f}s, "
+                f"TPOT p95 {sig.tpot_p95_s * 1000:.0f}ms): one more replica"
+            )
+        desired = current
+        if up_to > current:
+            desired = min(up_to, current + max(cfg.max_step_up, current))
+            reasons.append(
+                (
+                    f"bursts of the last {cfg.burst_hold_s:.0f}s ({burst_w:.0f}s window) "
+                    f"need {burst_need:.2f} replicas to drain within {slack_s:.1f}s"
+                    if burst_need > steady_need
+                    else f"{'burst: ' if burst else ''}expected {expected:.0f} out tok/s in "
+                    f"{ctx.cold_start_s:.0f}s needs {need:.2f} replicas"
+                )
+                + f" at {per_replica:.0f} tok/s each "
+                f"({cfg.target_utilisation:.0%} of {unit.output_tokens_per_s:.0f} at the SLO)"
+                + (
+                    f", plus {need_now - need:.2f} to drain {sig.waiting} queued requests"
+                    if backlog > 0
+                    else ""
+                )
+            )
+        elif current > 0:
+            held = max(v for _, v in needs)
+            window_full = bool(state.needs) and now - state.needs[0][0] >= cfg.down_delay_s * 0.95
+            fits = held * (1 + cfg.hysteresis) <= current - 1
+            if not sig.complete:
+                reasons.append("holding: metrics incomplete (" + "; ".join(sig.missing) + ")")
+            elif fits and window_full and now - state.last_down_at < cfg.down_cooldown_s:
+                reasons.append(f"holding: last scale-down {now - state.last_down_at:.0f}s ago")
+            elif fits and window_full:
+                desired = max(current - cfg.max_step_down, math.ceil(held * (1 + cfg.hysteresis) - 1e-9))
+                reasons.append(
+                    f"need peaked at {held:.2f} replicas over {cfg.down_delay_s:.0f}s; "
+                    f"{desired} replicas still run at <= {cfg.target_utilisation:.0%} with "
+                    f"{cfg.hysteresis:.0%} margin"
+                )
+            else:
+                reasons.append(
+                    f"holding: need {need:.2f} (peak {held:.2f} over the last {cfg.down_delay_s:.0f}s) "
+                    f"for {current} replicas"
+                )
+        else:
+            reasons.append("no demand")
+        if ctx.scale_to_zero and not math.isnan(last_demand) and now - last_demand >= cfg.zero_after_s:
+            if sig.complete:
+                desired = 0
+                reasons = [f"idle for {now - last_demand:.0f}s: scale to zero (opted in)"]
+        elif ctx.scale_to_zero and current == 0 and sig.ongoing > 0:
+            desired = max(desired, 1)
+            reasons.append(
+                f"waking from zero: {sig.ongoing} requests wait out a ~{ctx.cold_start_s:.0f}s cold start"
+            )
+        floor = 0 if (ctx.scale_to_zero and desired == 0) else ctx.floor
+        desired, clamped = clamp(desired, replace(ctx, floor=floor))
+        if clamped:
+            reasons.append(clamped)
+        if desired < current:
+            new_state = replace(new_state, last_down_at=now)
+        utilisation = (
+            expected / (desired * unit.output_tokens_per_s)
+            if desired and unit.output_tokens_per_s
+            else math.nan
+        )
+        return (
+            replace(
+                base,
+                desired=desired,
+                reason="; ".join(reasons),
+                demand_output_tokens_per_s=demand_out,
+                demand_input_tokens_per_s=demand_in,
+                forecast_output_tokens_per_s=expected,
+                per_replica_output_tokens_per_s=unit.output_tokens_per_s,
+                predicted_utilisation=utilisation,
+                predicted_slo_ok=desired > 0 and utilisation <= 1.0 if expected > 0 else True,
+                cost_per_hour=desired * unit.cost_per_hour,
+                inputs={
+                    "output_tokens_per_s": sig.output_tokens_per_s,
+                    "input_tokens_per_s": sig.input_tokens_per_s,
+                    "requests_per_s": sig.requests_per_s,
+                    "running": float(sig.running),
+                    "waiting": float(sig.waiting),
+                    "kv_usage": sig.kv_usage,
+                    "ttft_p95_s": sig.ttft_p95_s,
+                    "tpot_p95_s": sig.tpot_p95_s,
+                    "reporting": float(sig.reporting),
+                    "mean_input_tokens": mean_in,
+                    "mean_output_tokens": mean_out,
+                    "backlog_output_tokens_per_s": backlog,
+                    "holt_level": holt.level,
+                    "holt_trend_per_s": holt.trend,
+                    "short_window": short,
+                    "steady_need": steady_need,
+                    "burst_need": burst_need,
+                    "burst": float(burst),
+                },
+            ),
+            new_state,
+        )

@@ -1,0 +1,1 @@
+"""Discrete-event simulation of autoscaling policies on recorded or synthetic traces."""

@@ -1,0 +1,555 @@
+"""Discrete-event autoscaling simulator: a trace, a fleet, a policy, a simulated clock.
+
+The simulator drives the *same* policy code as the live reconcile loop and the *same*
+scheduler to place new replicas (cheapest type that meets the SLO on the fleet's free nodes).
+Replicas are :class:`~controlplane.executor.simengine.SimEngine` instances (continuous batching
+at the performance model's rates, KV-cache admission), which become Ready ``cold_start_s`` after
+they are asked for. A router sends each request to the Ready replica with the fewest outstanding
+tokens; with no Ready replica it queues in front (scale from zero). Every ``tick_s`` each replica
+reports its metrics, the policy decides, and the decision is applied: new replicas placed by the
+scheduler, surplus ones drained (no new requests; stopped once empty).
+
+Accounting: a replica costs from the moment it is asked for (cold start included) until it has
+drained; ``accelerator_hours`` = devices x those hours. A request meets the SLO when its TTFT
+(queueing included) and its TPOT are both within the targets. Requests whose prompt and output
+cannot fit any replica's KV cache, and requests still unfinished at the end, count as misses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controlplane.autoscale.policy import Policy, ScalingContext, ScalingDecision, UnitCapacity
+from controlplane.autoscale.signals import ReplicaSample, aggregate
+from controlplane.catalog import Catalog, Dtype, Workload
+from controlplane.catalog.perf import EngineProfile, predict
+from controlplane.executor.simengine import SimEngine, SimRequest
+from controlplane.scheduler import Demand, NodeSlot, PlacedReplica, SchedulerConfig, schedule
+from controlplane.scheduler.core import options_for
+from controlplane.simulate.trace import Trace
+
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    model: str
+    nodes: tuple[NodeSlot, ...]
+    ttft_target_s: float = 2.0
+    tpot_target_s: float = 0.1
+    cold_start_s: float = 60.0
+    tick_s: float = 5.0
+    metrics_window_s: float = 10.0
+    min_replicas: int = 1
+    max_replicas: int = 1_000
+    mean_input_tokens: float = 1024.0  # the request's declared mix (engine sizing, first estimate)
+    mean_output_tokens: float = 256.0
+    dtype: Dtype = Dtype.BF16
+    scale_to_zero: bool = False
+    initial_replicas: int = 0  # 0: sized for the trace's first minute (warm start)
+
+
+@dataclass
+class _Replica:
+    replica_id: str
+    accelerator: str
+    tp: int
+    node_id: str
+    devices: tuple[int, ...]
+    price_per_hour: float  # whole replica
+    engine: SimEngine
+    asked_at: float
+    ready_at: float
+    draining: bool = False
+    stopped_at: float | None = None
+    assigned_tokens: int = 0
+    done_tokens: int = 0
+
+    def outstanding(self) -> int:
+        engine = self.engine
+        pending = sum(r.input_tokens - r.prefilled + r.output_tokens - r.generated for r in engine.running)
+        return pending + sum(r.input_tokens + r.output_tokens for r in engine.waiting)
+
+    def idle(self) -> bool:
+        return not self.engine.running and not self.engine.waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    t: float
+    demand_output_tokens_per_s: float  # arrivals' output tokens over the last tick
+    demand_input_tokens_per_s: float
+    capacity_output_tokens_per_s: float  # Ready replicas at the SLO, declared mix
+    ready: int
+    replicas: int  # asked for and not yet stopped (includes cold starts and draining)
+    demand_replicas: float = (
+        0.0  # replicas at full predicted capacity the arrivals need (binding of prefill/decode)
+    )
+
+
+@dataclass
+class SimResult:
+    policy: str
+    trace: str
+    requests: int
+    met: int
+    ttft_met: int
+    tpot_met: int
+    unfinished: int
+    rejected: int
+    accelerator_hours: float
+    cost: float
+    scaling_actions: int
+    simulated_s: float
+    wall_s: float
+    max_replicas: int
+    timeline: list[Point] = field(default_factory=list)
+    decisions: list[ScalingDecision] = field(default_factory=list)
+    missed_at: list[float] = field(default_factory=list)  # arrival times of requests that missed the SLO
+
+    @property
+    def slo_attainment(self) -> float:
+        return self.met / self.requests if self.requests else 1.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "trace": self.trace,
+            "requests": self.requests,
+            "slo_attainment": round(self.slo_attainment, 5),
+            "ttft_attainment": round(self.ttft_met / self.requests, 5) if self.requests else 1.0,
+            "tpot_attainment": round(self.tpot_met / self.requests, 5) if self.requests else 1.0,
+            "unfinished": self.unfinished,
+            "rejected": self.rejected,
+            "accelerator_hours": round(self.accelerator_hours, 4),
+            "cost": round(self.cost, 4),
+            "scaling_actions": self.scaling_actions,
+            "max_replicas": self.max_replicas,
+            "simulated_s": round(self.simulated_s, 1),
+            "wall_s": round(self.wall_s, 3),
+            "simulated_s_per_wall_s": round(self.simulated_s / self.wall_s, 1) if self.wall_s > 0 else None,
+        }
+
+
+class Simulator:
+    def __init__(
+        self, scenario: Scenario, catalog: Catalog, *, scheduler: SchedulerConfig | None = None
+    ) -> None:
+        self.scenario = scenario
+        self.catalog = catalog
+        self.scheduler = scheduler or SchedulerConfig(min_lease_remaining_s=0.0)
+        self._types: dict[str, int] = {}
+        for node in scenario.nodes:
+            self._types[node.accelerator] = max(self._types.get(node.accelerator, 0), len(node.devices))
+        self._unit_cache: dict[tuple[int, int], UnitCapacity] = {}
+        self._options_cache: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
+        self.declared = self.capacity(scenario.mean_input_tokens, scenario.mean_output_tokens)
+
+    # -- performance model, as the live autoscaler sees it -------------------------------
+    def _demand(self, mean_in: float, mean_out: float, target: float = 1.0) -> Demand:
+        s = self.scenario
+        return Demand(
+            request_id="sim",
+            model=s.model,
+            target_output_tokens_per_s=target,
+            workload=Workload(mean_in, mean_out, s.ttft_target_s, s.tpot_target_s),
+            dtype=s.dtype,
+        )
+
+    @staticmethod
+    def _key(mean_in: float, mean_out: float) -> tuple[int, int]:
+        # 5% buckets on a log scale: the mix changes slowly and predictions are cached per bucket
+        return round(math.log(max(mean_in, 1.0)) / 0.05), round(math.log(max(mean_out, 1.0)) / 0.05)
+
+    def capacity(self, mean_in: float, mean_out: float) -> UnitCapacity:
+        key = self._key(mean_in, mean_out)
+        cached = self._unit_cache.get(key)
+        if cached is not None:
+            return cached
+        mean_in, mean_out = math.exp(key[0] * 0.05), math.exp(key[1] * 0.05)
+        options = options_for(self._demand(mean_in, mean_out), self.catalog, self._types, self.scheduler)
+        usable = [o for o in options if o.feasible]
+        if not usable:
+            reasons = "; ".join(f"{o.accelerator}: {o.reason}" for o in options)
+            raise ValueError(
+                f"no accelerator in the fleet serves {self.scenario.model} at the SLO ({reasons})"
+            )
+        best = usable[0]
+        unit = UnitCapacity(
+            best.output_tokens_per_s,
+            best.input_tokens_per_s,
+            256,
+            best.cost_per_hour,
+            best.accelerator,
+            best.tp,
+        )
+        self._unit_cache[key] = unit
+        self._options_cache[key] = {o.accelerator: (o.output_tokens_per_s, o.cost_per_hour) for o in usable}
+        return unit
+
+    # -- the run ------------------------------------------------------------------------
+    def run(
+        self,
+        trace: Trace,
+        policy: Policy,
+        *,
+        progress: Callable[[float, float], None] | None = None,
+        scored_from: float = 0.0,
+    ) -> SimResult:
+        """Replay ``trace`` under ``policy``. Requests arriving before ``scored_from`` and
+        replica time before it are not scored (a warm-up: the policy has seen that traffic)."""
+        import time
+
+        wall = time.perf_counter()
+        s = self.scenario
+        replicas: list[_Replica] = []
+        stopped: list[_Replica] = []
+        queue: deque[SimRequest] = deque()  # in front of the replicas (no Ready replica)
+        results: list[SimRequest] = []
+        rejected = 0
+        state = policy.initial()
+        decisions: list[ScalingDecision] = []
+        timeline: list[Point] = []
+        counter = 0
+        max_seen = 0
+        end = trace.duration_s
+        tick_in = tick_out = 0
+        kv_cap = self._kv_capacity()
+
+        def launch(count: int, now: float, mean_in: float, mean_out: float) -> int:
+            nonlocal counter
+            live = [r for r in replicas if not r.draining]
+            key = self._key(mean_in, mean_out)
+            self.capacity(mean_in, mean_out)
+            per_type = self._options_cache[key]
+            existing = [
+                PlacedReplica(
+                    r.replica_id,
+                    "sim",
+                    r.node_id,
+                    r.accelerator,
+                    r.tp,
+                    r.devices,
+                    per_type.get(r.accelerator, (0.0, 0.0))[0],
+                )
+                for r in replicas
+            ]
+            have = sum(
+                p.output_tokens_per_s for p, r in zip(existing, replicas, strict=True) if not r.draining
+            )
+            unit = self._unit_cache[key]
+            target = have + count * unit.output_tokens_per_s - 1e-6
+            if len(live) + count > s.max_replicas:
+                count = max(0, s.max_replicas - len(live))
+            if count <= 0:
+                return 0
+            plan = schedule(
+                s.nodes,
+                [self._demand(math.exp(key[0] * 0.05), math.exp(key[1] * 0.05), target)],
+                existing,
+                self.catalog,
+                now=_EPOCH,
+                config=self.scheduler,
+            )
+            placed = 0
+            for placement in plan.placements[:count]:
+                counter += 1
+                accelerator = self.catalog.accelerator(placement.accelerator)
+                profile = EngineProfile.of(
+                    self.catalog.model(s.model),
+                    accelerator,
+                    placement.tp,
+                    s.dtype,
+                    self.scheduler.assumptions,
+                )
+                engine = SimEngine(
+                    profile, chunk_tokens=self._chunk_tokens(placement.accelerator, placement.tp), now=now
+                )
+                replicas.append(
+                    _Replica(
+                        f"r{counter}",
+                        placement.accelerator,
+                        placement.tp,
+                        placement.node_id,
+                        placement.devices,
+                        placement.cost_per_hour,
+                        engine,
+                        now,
+                        now + s.cold_start_s,
+                    )
+                )
+                placed += 1
+            return placed
+
+        def drain(count: int, now: float) -> int:
+            # cold starts first (nothing to lose), then the Ready replicas with the least work
+            live = [r for r in replicas if not r.draining]
+            order = sorted(live, key=lambda r: (r.ready_at <= now, r.outstanding(), -r.price_per_hour))
+            for replica in order[:count]:
+                replica.draining = True
+            return min(count, len(order))
+
+        def ready(now: float) -> list[_Replica]:
+            return [r for r in replicas if r.ready_at <= now and not r.draining]
+
+        def route(request: SimRequest, now: float) -> None:
+            candidates = ready(now)
+            if not candidates:
+                queue.append(request)
+                return
+            target = min(candidates, key=lambda r: r.outstanding())
+            target.engine.submit(request)
+
+        def advance(now: float) -> None:
+            for replica in replicas:
+                if replica.ready_at <= now:
+                    if replica.engine.now < replica.ready_at:
+                        replica.engine.now = replica.ready_at
+                    replica.engine.advance(now)
+
+        def reap(now: float) -> None:
+            nonlocal replicas
+            keep: list[_Replica] = []
+            for replica in replicas:
+                if replica.draining and (replica.ready_at > now or replica.idle()):
+                    replica.stopped_at = max(now, replica.asked_at)
+                    results.extend(replica.engine.pop_finished())
+                    stopped.append(replica)
+                else:
+                    keep.append(replica)
+            replicas = keep
+
+        # Warm start, the same for every policy: the service ran before the trace begins, with
+        # the replicas its first minute needs at the declared mix (never fewer than the floor).
+        initial = max(s.min_replicas, s.initial_replicas or warm_replicas(trace, self.declared))
+        launch(initial, -s.cold_start_s, s.mean_input_tokens, s.mean_output_tokens)
+        for replica in replicas:
+            replica.asked_at = 0.0
+        next_tick = 0.0
+        index = 0
+        requests = trace.requests
+        while index < len(requests) or next_tick <= end:
+            arrival = requests[index].arrival_s if index < len(requests) else math.inf
+            if arrival < next_tick:
+                request = requests[index]
+                index += 1
+                sim = SimRequest(
+                    f"q{index}", max(1, request.input_tokens), max(1, request.output_tokens), arrival
+                )
+                tick_in += sim.input_tokens
+                tick_out += sim.output_tokens
+                if sim.input_tokens + sim.output_tokens > kv_cap:
+                    rejected += 1
+                    continue
+                advance(arrival)
+                route(sim, arrival)
+                continue
+            now = next_tick
+            next_tick += s.tick_s
+            advance(now)
+            ready_now = ready(now)
+            while queue and ready_now:
+                route(queue.popleft(), now)
+            reap(now)
+            samples = []
+            for replica in ready_now:
+                m = replica.engine.metrics(s.metrics_window_s)
+                results.extend(replica.engine.pop_finished(before=now - s.metrics_window_s))
+                samples.append(
+                    ReplicaSample(
+                        replica.replica_id,
+                        now,
+                        m.input_tokens_per_s,
+                        m.output_tokens_per_s,
+                        m.finished / min(s.metrics_window_s, max(now, 1e-9)),
+                        m.running,
+                        m.waiting,
+                        m.kv_usage,
+                        m.ttft_p95_s,
+                        m.tpot_p95_s,
+                    )
+                )
+            signals = aggregate(now, [r.replica_id for r in ready_now], samples, queued=len(queue))
+            live = [r for r in replicas if not r.draining]
+            ctx = ScalingContext(
+                request_id="sim",
+                signals=signals,
+                current=len(live),
+                ready=len(ready_now),
+                floor=s.min_replicas,
+                ceiling=s.max_replicas,
+                capacity=self.capacity,
+                cold_start_s=s.cold_start_s,
+                ttft_target_s=s.ttft_target_s,
+                tpot_target_s=s.tpot_target_s,
+                mean_input_tokens=s.mean_input_tokens,
+                mean_output_tokens=s.mean_output_tokens,
+                scale_to_zero=s.scale_to_zero,
+            )
+            decision, state = policy.decide(ctx, state, now)
+            if decision.desired != ctx.current:
+                mean_in, mean_out = signals.mean_tokens(s.mean_input_tokens, s.mean_output_tokens)
+                if decision.desired > ctx.current:
+                    changed = launch(decision.desired - ctx.current, now, mean_in, mean_out)
+                else:
+                    changed = drain(ctx.current - decision.desired, now)
+                    reap(now)
+                if changed:
+                    decisions.append(decision)
+            live_after = [r for r in replicas if not r.draining]
+            max_seen = max(max_seen, len(live_after))
+            timeline.append(
+                Point(
+                    now,
+                    tick_out / s.tick_s,
+                    tick_in / s.tick_s,
+                    sum(self._declared_tps(r) for r in ready_now),
+                    len(ready_now),
+                    len(replicas),
+                    max(
+                        tick_out / s.tick_s / self.declared.output_tokens_per_s,
+                        tick_in / s.tick_s / self.declared.input_tokens_per_s,
+                    ),
+                )
+            )
+            tick_in = tick_out = 0
+            if progress is not None:
+                progress(now, end)
+        # finish the work in flight (no new arrivals), then stop everything
+        horizon = end + 600.0
+        while any(not r.idle() for r in replicas) or queue:
+            now = next_tick
+            next_tick += s.tick_s
+            advance(now)
+            ready_now = ready(now) or [r for r in replicas if r.ready_at <= now]
+            while queue and ready_now:
+                target = min(ready_now, key=lambda r: r.outstanding())
+                target.engine.submit(queue.popleft())
+            if now > horizon:
+                break
+        finish = max(end, next_tick - s.tick_s)
+        for replica in replicas:
+            replica.stopped_at = finish
+            results.extend(replica.engine.pop_finished())
+            stopped.append(replica)
+
+        def hours(r: _Replica) -> float:
+            return max(0.0, (r.stopped_at or finish) - max(r.asked_at, scored_from)) / 3600
+
+        device_hours = sum(r.tp * hours(r) for r in stopped)
+        cost = sum(r.price_per_hour * hours(r) for r in stopped)
+        results = [r for r in results if r.arrival_s >= scored_from]
+        scored = sum(1 for r in requests if r.arrival_s >= scored_from)
+        rejected = sum(
+            1
+            for r in requests
+            if r.arrival_s >= scored_from and max(1, r.input_tokens) + max(1, r.output_tokens) > kv_cap
+        )
+        unfinished = scored - len(results) - rejected
+        ttft_ok = [r for r in results if r.ttft_s is not None and r.ttft_s <= s.ttft_target_s]
+        tpot_ok = [r for r in results if r.tpot_s is None or r.tpot_s <= s.tpot_target_s]
+        missed_at = [
+            r.arrival_s
+            for r in results
+            if r.ttft_s is None
+            or r.ttft_s > s.ttft_target_s
+            or (r.tpot_s is not None and r.tpot_s > s.tpot_target_s)
+        ]
+        met = len(results) - len(missed_at)
+        return SimResult(
+            policy=policy.name,
+            trace=trace.name,
+            requests=scored,
+            met=met,
+            ttft_met=len(ttft_ok),
+            tpot_met=len(tpot_ok),
+            unfinished=unfinished,
+            rejected=rejected,
+            accelerator_hours=device_hours,
+            cost=cost,
+            scaling_actions=sum(1 for d in decisions if d.at >= scored_from),
+            simulated_s=end - scored_from,
+            wall_s=time.perf_counter() - wall,
+            max_replicas=max((p.replicas for p in timeline if p.t >= scored_from), default=max_seen),
+            timeline=[p for p in timeline if p.t >= scored_from],
+            decisions=[d for d in decisions if d.at >= scored_from],
+            missed_at=sorted(missed_at),
+        )
+
+    def _chunk_tokens(self, accelerator: str, tp: int) -> int:
+        """Prompt tokens per engine step (vLLM's ``max_num_batched_tokens``), sized to the TPOT
+        target: a step carrying a full chunk takes about 0.8 x TPOT, so a long prompt being
+        prefilled does not push the requests decoding beside it over their TPOT (a fixed 2048
+        would, on every type whose prefill is slower than 20k tokens/s at a 100 ms TPOT), and
+        never less than the prompt tokens a step carries in the predicted steady state."""
+        s = self.scenario
+        workload = Workload(s.mean_input_tokens, s.mean_output_tokens, s.ttft_target_s, s.tpot_target_s)
+        p = predict(
+            self.catalog.model(s.model),
+            self.catalog.accelerator(accelerator),
+            tp,
+            s.dtype,
+            workload,
+            self.scheduler.assumptions,
+        )
+        steady = p.batch * s.mean_input_tokens / s.mean_output_tokens if p.feasible else 0.0
+        budget = p.prefill_tokens_per_s * s.tpot_target_s * 0.8
+        return max(64, min(8192, int(max(budget, 1.1 * steady))))
+
+    def _kv_capacity(self) -> int:
+        unit = self.declared
+        profile = EngineProfile.of(
+            self.catalog.model(self.scenario.model),
+            self.catalog.accelerator(unit.accelerator),
+            unit.tp,
+            self.scenario.dtype,
+            self.scheduler.assumptions,
+        )
+        return profile.kv_capacity_tokens
+
+    def _declared_tps(self, replica: _Replica) -> float:
+        key = self._key(self.scenario.mean_input_tokens, self.scenario.mean_output_tokens)
+        return self._options_cache.get(key, {}).get(replica.accelerator, (0.0, 0.0))[0]
+
+
+def _needs(trace: Trace, unit: UnitCapacity, window_s: float) -> list[float]:
+    """Replicas at full predicted capacity needed by each ``window_s`` window, in order."""
+    buckets: dict[int, list[int]] = {}
+    for r in trace.requests:
+        b = buckets.setdefault(int(r.arrival_s // window_s), [0, 0])
+        b[0] += r.input_tokens
+        b[1] += r.output_tokens
+    needs: list[float] = []
+    for _, (tokens_in, tokens_out) in sorted(buckets.items()):
+        needs.append(
+            max(
+                tokens_out / window_s / unit.output_tokens_per_s,
+                tokens_in / window_s / unit.input_tokens_per_s if unit.input_tokens_per_s else 0.0,
+            )
+        )
+    return needs
+
+
+def warm_replicas(
+    trace: Trace, unit: UnitCapacity, *, window_s: float = 60.0, utilisation: float = 0.8
+) -> int:
+    needs = _needs(trace, unit, window_s)
+    return max(1, math.ceil(needs[0] / utilisation)) if needs else 1
+
+
+def peak_replicas(
+    trace: Trace, unit: UnitCapacity, *, window_s: float = 60.0, utilisation: float = 0.8
+) -> int:
+    """Static provisioning for the trace's busiest window: the replicas whose capacity at the SLO,
+    at ``utilisation``, covers its output and input tokens/s."""
+    if not trace.requests:
+        return 1
+    worst = 0.0
+    for need in _needs(trace, unit, window_s):
+        worst = max(worst, need)
+    return max(1, math.ceil(worst / utilisation))

@@ -1,0 +1,162 @@
+"""The simulator and traces: malformed traces name the line; runs are deterministic and sane."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controlplane.autoscale.baselines import StaticPolicy
+from controlplane.catalog import load_catalog
+from controlplane.cli.main import app
+from controlplane.simulate.run import POLICY_NAMES, make_fleet, make_policy, scenario_for
+from controlplane.simulate.sim import Simulator, peak_replicas
+from controlplane.simulate.trace import SyntheticDemand, TraceError, load_trace, synthetic_trace
+
+CATALOG = load_catalog()
+HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.68,3\n", ":1: missing column(s) GeneratedTokens"),
+        (
+            HEADER + "2023-11-16 18:15:46.68,3,4\n2023-11-16 18:15:45.00,3,4\n",
+            ":3: timestamps are not sorted",
+        ),
+        (HEADER + "2023-11-16 18:15:46.68,-3,4\n", ":2: ContextTokens must not be negative"),
+        (HEADER + "2023-11-16 18:15:46.68,3,x\n", ":2: GeneratedTokens must be an integer"),
+        (HEADER + "yesterday,3,4\n", ":2: TIMESTAMP 'yesterday' is not a timestamp"),
+        (HEADER, "the trace has no requests"),
+    ],
+)
+def test_malformed_traces_name_the_line(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(TraceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_trace(write(tmp_path, body))
+
+
+def test_trace_parses_seven_fraction_digits_and_replays(tmp_path: Path) -> None:
+    trace = load_trace(
+        write(tmp_path, HEADER + "2023-11-16 18:17:03.9799600,10,2\n2023-11-16 18:17:05.9799600,20,3\n")
+    )
+    assert [r.arrival_s for r in trace.requests] == [0.0, 2.0]
+    double = trace.replay(time_scale=0.5, loops=2, gap_s=1.0)
+    assert [r.arrival_s for r in double.requests] == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(TraceError, match="time_scale"):
+        trace.replay(time_scale=0)
+
+
+def test_fleet_spec_errors_name_the_part() -> None:
+    assert len(make_fleet(CATALOG, "910C:2x8,H100:1x8")) == 3
+    with pytest.raises(ValueError, match="unknown accelerator type 'nope'"):
+        make_fleet(CATALOG, "nope:1x8")
+    with pytest.raises(ValueError, match="TYPE:NODESxDEVICES"):
+        make_fleet(CATALOG, "H100:axb")
+
+
+def small_run(policy: str, seed: int = 1) -> dict[str, float]:
+    trace = synthetic_trace(
+        SyntheticDemand(base_rate=1.0, burst_every_s=120, mean_input_tokens=800), 600, seed=seed
+    )
+    scenario = scenario_for(
+        trace,
+        CATALOG,
+        model="qwen2.5-7b-instruct",
+        fleet="L20:4x8",
+        ttft_s=3.0,
+        tpot_s=0.1,
+        cold_start_s=30.0,
+    )
+    sim = Simulator(scenario, CATALOG)
+    return sim.run(trace, make_policy(policy, sim, trace)).summary()
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_every_policy_runs_and_accounts(policy: str) -> None:
+    summary = small_run(policy)
+    assert summary["requests"] > 300
+    assert 0.0 <= summary["slo_attainment"] <= 1.0
+    assert summary["accelerator_hours"] > 0 and summary["cost"] > 0
+    assert summary["unfinished"] == 0
+
+
+def test_runs_are_deterministic() -> None:
+    a, b = small_run("tokenfab"), small_run("tokenfab")
+    a.pop("wall_s"), b.pop("wall_s")
+    a.pop("simulated_s_per_wall_s"), b.pop("simulated_s_per_wall_s")
+    assert a == b
+
+
+def test_more_static_capacity_never_lowers_attainment() -> None:
+    trace = synthetic_trace(SyntheticDemand(base_rate=2.0, mean_input_tokens=800), 300, seed=3)
+    scenario = scenario_for(
+        trace,
+        CATALOG,
+        model="qwen2.5-7b-instruct",
+        fleet="L20:4x8",
+        ttft_s=3.0,
+        tpot_s=0.1,
+        cold_start_s=30.0,
+    )
+    results = []
+    for n in (1, 2, 4):
+        sim = Simulator(dataclasses.replace(scenario, initial_replicas=n), CATALOG)
+        results.append(sim.run(trace, StaticPolicy(n)).summary())
+    attainment = [r["slo_attainment"] for r in results]
+    hours = [r["accelerator_hours"] for r in results]
+    assert attainment == sorted(attainment) and hours == sorted(hours)
+    assert peak_replicas(trace, Simulator(scenario, CATALOG).declared) >= 1
+
+
+def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:
+    trace = synthetic_trace(SyntheticDemand(base_rate=1.0), 300, seed=2)
+    path = tmp_path / "synthetic.csv"
+    lines = [HEADER.strip()] + [
+        f"2023-11-16 18:{int(r.arrival_s // 60):02d}:{r.arrival_s % 60:09.6f},{r.input_tokens},{r.output_tokens}"
+        for r in trace.requests
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    png = tmp_path / "sim.png"
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--trace",
+            str(path),
+            "--policy",
+            "kpa",
+            "-o",
+            "json",
+            "--plot",
+            str(png),
+            "--model",
+            "qwen2.5-7b-instruct",
+            "--fleet",
+            "L20:2x8",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert {"requests", "slo_attainment", "accelerator_hours", "cost", "scaling_actions"} <= summary.keys()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--policy", "nope"])
+    assert bad.exit_code == 2 and "unknown policy 'nope'" in bad.output
+
+
+@pytest.mark.skipif(
+    not TRACES.is_dir(), reason="../shared/traces is absent (a fresh clone has no shared traces)"
+)
+def test_azure_trace_loads() -> None:
+    trace = load_trace(TRACES / "azure_llm_2023_code.csv")
+    assert len(trace.requests) == 8819 and 3000 < trace.duration_s < 4000
