@@ -1,7 +1,7 @@
 """Request traces in the Azure LLM inference 2023 CSV format, and a synthetic generator.
 
 The format (Azure Public Dataset, "AzureLLMInferenceTrace"; Patel et al., *Splitwise*, ISCA 2024)
-has one request per line: ``TIMESTAMP`` (``2023-11-16 18:17:03.9799600``, up to 7 fractional
+has one request per line: ``TIMESTAMP`` (``2024-02-29 09:30:00.1234567``, up to 7 fractional
 digits), ``ContextTokens`` and ``GeneratedTokens``. :func:`load_trace` validates every line and
 names the line of the first problem: a missing column, a bad timestamp, negative or non-integer
 token counts, or timestamps that go backwards.

@@ -13,8 +13,8 @@ from controlplane.autoscale.baselines import StaticPolicy
 from controlplane.catalog import load_catalog
 from controlplane.cli.main import app
 from controlplane.simulate.run import POLICY_NAMES, make_fleet, make_policy, scenario_for
-from controlplane.simulate.sim import Simulator, peak_replicas
-from controlplane.simulate.trace import SyntheticDemand, TraceError, load_trace, synthetic_trace
+from controlplane.simulate.sim import Scenario, Simulator, peak_replicas
+from controlplane.simulate.trace import SyntheticDemand, Trace, TraceError, load_trace, synthetic_trace
 
 CATALOG = load_catalog()
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
@@ -30,13 +30,13 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.68,3\n", ":1: missing column(s) GeneratedTokens"),
+        ("TIMESTAMP,ContextTokens\n2024-02-29 09:30:10.50,3\n", ":1: missing column(s) GeneratedTokens"),
         (
-            HEADER + "2023-11-16 18:15:46.68,3,4\n2023-11-16 18:15:45.00,3,4\n",
+            HEADER + "2024-02-29 09:30:10.50,3,4\n2024-02-29 09:30:09.00,3,4\n",
             ":3: timestamps are not sorted",
         ),
-        (HEADER + "2023-11-16 18:15:46.68,-3,4\n", ":2: ContextTokens must not be negative"),
-        (HEADER + "2023-11-16 18:15:46.68,3,x\n", ":2: GeneratedTokens must be an integer"),
+        (HEADER + "2024-02-29 09:30:10.50,-3,4\n", ":2: ContextTokens must not be negative"),
+        (HEADER + "2024-02-29 09:30:10.50,3,x\n", ":2: GeneratedTokens must be an integer"),
         (HEADER + "yesterday,3,4\n", ":2: TIMESTAMP 'yesterday' is not a timestamp"),
         (HEADER, "the trace has no requests"),
     ],
@@ -48,7 +48,7 @@ def test_malformed_traces_name_the_line(tmp_path: Path, body: str, message: str)
 
 def test_trace_parses_seven_fraction_digits_and_replays(tmp_path: Path) -> None:
     trace = load_trace(
-        write(tmp_path, HEADER + "2023-11-16 18:17:03.9799600,10,2\n2023-11-16 18:17:05.9799600,20,3\n")
+        write(tmp_path, HEADER + "2024-02-29 09:30:00.1234567,10,2\n2024-02-29 09:30:02.1234567,20,3\n")
     )
     assert [r.arrival_s for r in trace.requests] == [0.0, 2.0]
     double = trace.replay(time_scale=0.5, loops=2, gap_s=1.0)
@@ -65,11 +65,8 @@ def test_fleet_spec_errors_name_the_part() -> None:
         make_fleet(CATALOG, "H100:axb")
 
 
-def small_run(policy: str, seed: int = 1) -> dict[str, float]:
-    trace = synthetic_trace(
-        SyntheticDemand(base_rate=1.0, burst_every_s=120, mean_input_tokens=800), 600, seed=seed
-    )
-    scenario = scenario_for(
+def small_scenario(trace: Trace) -> Scenario:
+    return scenario_for(
         trace,
         CATALOG,
         model="qwen2.5-7b-instruct",
@@ -78,6 +75,13 @@ def small_run(policy: str, seed: int = 1) -> dict[str, float]:
         tpot_s=0.1,
         cold_start_s=30.0,
     )
+
+
+def small_run(policy: str, seed: int = 1) -> dict[str, float]:
+    trace = synthetic_trace(
+        SyntheticDemand(base_rate=1.0, burst_every_s=120, mean_input_tokens=800), 600, seed=seed
+    )
+    scenario = small_scenario(trace)
     sim = Simulator(scenario, CATALOG)
     return sim.run(trace, make_policy(policy, sim, trace)).summary()
 
@@ -100,15 +104,7 @@ def test_runs_are_deterministic() -> None:
 
 def test_more_static_capacity_never_lowers_attainment() -> None:
     trace = synthetic_trace(SyntheticDemand(base_rate=2.0, mean_input_tokens=800), 300, seed=3)
-    scenario = scenario_for(
-        trace,
-        CATALOG,
-        model="qwen2.5-7b-instruct",
-        fleet="L20:4x8",
-        ttft_s=3.0,
-        tpot_s=0.1,
-        cold_start_s=30.0,
-    )
+    scenario = small_scenario(trace)
     results = []
     for n in (1, 2, 4):
         sim = Simulator(dataclasses.replace(scenario, initial_replicas=n), CATALOG)
@@ -123,7 +119,7 @@ def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:
     trace = synthetic_trace(SyntheticDemand(base_rate=1.0), 300, seed=2)
     path = tmp_path / "synthetic.csv"
     lines = [HEADER.strip()] + [
-        f"2023-11-16 18:{int(r.arrival_s // 60):02d}:{r.arrival_s % 60:09.6f},{r.input_tokens},{r.output_tokens}"
+        f"2024-02-29 09:{int(r.arrival_s // 60):02d}:{r.arrival_s % 60:09.6f},{r.input_tokens},{r.output_tokens}"
         for r in trace.requests
     ]
     path.write_text("\n".join(lines) + "\n")
