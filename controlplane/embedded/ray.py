@@ -52,9 +52,10 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
         pass
 
 
-class RayHead:
-    def __init__(self, temp_dir: Path, *, log_file: Path, port: int | None = None) -> None:
-        self.temp_dir = temp_dir
+class _Child:
+    """A child process of ``tokenfab up`` listening on a free loopback port, logging to a file."""
+
+    def __init__(self, *, log_file: Path, port: int | None = None) -> None:
         self.log_file = log_file
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -63,21 +64,34 @@ class RayHead:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _popen(self, argv: list[str], env: dict[str, str]) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        _stop(self.proc, grace_s)
+        self.proc = None
+
+
+class RayHead(_Child):
+    def __init__(self, temp_dir: Path, *, log_file: Path, port: int | None = None) -> None:
+        super().__init__(log_file=log_file, port=port)
+        self.temp_dir = temp_dir
+
     def start(self, timeout_s: float = 60.0) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         argv = [
             _ray_binary(), "start", "--head", "--block", "--port", str(self.port),
             "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--num-gpus", "0",
             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
             "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
         ]  # fmt: skip
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        with self.log_file.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
-            )  # fmt: skip
+        self._popen(argv, {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -92,33 +106,21 @@ class RayHead:
         raise RayError(f"ray head did not listen on {self.address} within {timeout_s:g} s")
 
     def stop(self, grace_s: float = 20.0) -> None:
-        _stop(self.proc, grace_s)
-        self.proc = None
+        super().stop(grace_s)
 
 
-class ExecutorProcess:
+class ExecutorProcess(_Child):
     def __init__(self, cluster: str, ray_address: str, *, log_file: Path, port: int | None = None) -> None:
+        super().__init__(log_file=log_file, port=port)
         self.cluster = cluster
         self.ray_address = ray_address
-        self.log_file = log_file
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def spawn(self) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable, "-m", "controlplane.cli.main", "executor", "--cluster", self.cluster,
             "--ray-address", self.ray_address, "--listen", self.address, "--log-format", "json",
         ]  # fmt: skip
-        with self.log_file.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, PARENT_ENV: str(os.getpid())},  # it stops if its parent dies
-            )  # fmt: skip
+        self._popen(argv, {**os.environ, PARENT_ENV: str(os.getpid())})  # it stops if its parent dies
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         import grpc
@@ -140,10 +142,6 @@ class ExecutorProcess:
                     pass
                 await asyncio.sleep(0.3)
         raise RayError(f"executor {self.cluster} not serving on {self.address} within {timeout_s:g} s")
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        _stop(self.proc, grace_s)
-        self.proc = None
 
 
 CHILDREN_FILE = "children.json"

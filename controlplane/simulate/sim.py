@@ -17,7 +17,9 @@ cannot fit any replica's KV cache, and requests still unfinished at the end, cou
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,8 +69,6 @@ class _Replica:
     ready_at: float
     draining: bool = False
     stopped_at: float | None = None
-    assigned_tokens: int = 0
-    done_tokens: int = 0
 
     def outstanding(self) -> int:
         engine = self.engine
@@ -149,6 +149,9 @@ class Simulator:
         self._unit_cache: dict[tuple[int, int], UnitCapacity] = {}
         self._options_cache: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
         self.declared = self.capacity(scenario.mean_input_tokens, scenario.mean_output_tokens)
+        self._declared_options = self._options_cache[
+            self._key(scenario.mean_input_tokens, scenario.mean_output_tokens)
+        ]
 
     # -- performance model, as the live autoscaler sees it -------------------------------
     def _demand(self, mean_in: float, mean_out: float, target: float = 1.0) -> Demand:
@@ -203,8 +206,6 @@ class Simulator:
     ) -> SimResult:
         """Replay ``trace`` under ``policy``. Requests arriving before ``scored_from`` and
         replica time before it are not scored (a warm-up: the policy has seen that traffic)."""
-        import time
-
         wall = time.perf_counter()
         s = self.scenario
         replicas: list[_Replica] = []
@@ -481,6 +482,7 @@ class Simulator:
             missed_at=sorted(missed_at),
         )
 
+    @functools.cache  # noqa: B019 - one simulator per run; a handful of (type, tp) keys
     def _chunk_tokens(self, accelerator: str, tp: int) -> int:
         """Prompt tokens per engine step (vLLM's ``max_num_batched_tokens``), sized to the TPOT
         target: a step carrying a full chunk takes about 0.8 x TPOT, so a long prompt being
@@ -513,8 +515,7 @@ class Simulator:
         return profile.kv_capacity_tokens
 
     def _declared_tps(self, replica: _Replica) -> float:
-        key = self._key(self.scenario.mean_input_tokens, self.scenario.mean_output_tokens)
-        return self._options_cache.get(key, {}).get(replica.accelerator, (0.0, 0.0))[0]
+        return self._declared_options.get(replica.accelerator, (0.0, 0.0))[0]
 
 
 def _needs(trace: Trace, unit: UnitCapacity, window_s: float) -> list[float]:
