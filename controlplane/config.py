@@ -15,6 +15,9 @@ class ControlPlaneConfig(BaseModel):
 
     address: str = "127.0.0.1:50051"
     etcd_endpoint: str = "127.0.0.1:2379"
+    etcd_tls_ca: Path | None = None  # set: TLS to etcd, verified against this CA
+    etcd_tls_cert: Path | None = None  # client certificate for etcd's --client-cert-auth
+    etcd_tls_key: Path | None = None
     heartbeat_interval_s: Annotated[float, Field(ge=0.01, le=3600)] = 1.0
     suspect_after_missed: Annotated[int, Field(ge=1, le=1000)] = 3
     lost_after_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
@@ -30,6 +33,21 @@ class ControlPlaneConfig(BaseModel):
     engine_mode: Literal["simulated", "real"] = "simulated"
     sim_start_delay_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
     replica_start_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    autoscale_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
+    autoscale_down_delay_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    autoscale_burst_hold_s: Annotated[float, Field(ge=0, le=86400)] = 600.0
+    autoscale_history: Annotated[int, Field(ge=1, le=100_000)] = 200  # decisions kept per request
+    leader_ttl_s: Annotated[int, Field(ge=2, le=300)] = 5  # etcd lease of the leader key
+    identity: str = ""  # this instance in the leader key; default: hostname:port:pid
+    operator_namespaces: list[str] = []  # CapacityRequest namespaces to watch; empty: no operator
+
+    @model_validator(mode="after")
+    def _etcd_tls(self) -> ControlPlaneConfig:
+        if (self.etcd_tls_cert is None) != (self.etcd_tls_key is None):
+            raise ValueError("etcd_tls_cert and etcd_tls_key must be given together")
+        if self.etcd_tls_cert is not None and self.etcd_tls_ca is None:
+            raise ValueError("etcd_tls_cert needs etcd_tls_ca (the CA that signed etcd's certificate)")
+        return self
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> ControlPlaneConfig:

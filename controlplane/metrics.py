@@ -7,6 +7,8 @@ pass time and errors, replica transitions and executor reachability; served toke
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -75,3 +77,43 @@ class ControlPlaneMetrics:
             "tokenfab_calibration_factor", "Observed / predicted throughput of busy replicas (EWMA)",
             ["model", "accelerator"], registry=self.registry,
         )  # fmt: skip
+        self.leader = Gauge(
+            "tokenfab_leader", "1 while this instance leads (reconciles, autoscales, runs the operator)",
+            registry=self.registry,
+        )  # fmt: skip
+        per_request = ["request"]
+        self.autoscaler_desired = Gauge(
+            "tokenfab_autoscaler_desired_replicas", "Replicas the autoscaler wants per capacity request",
+            per_request, registry=self.registry,
+        )  # fmt: skip
+        self.autoscaler_target = Gauge(
+            "tokenfab_autoscaler_target_output_tokens_per_second",
+            "Output tokens/s the request's replicas are sized for (autoscaled; >= the reserved target)",
+            per_request, registry=self.registry,
+        )  # fmt: skip
+        self.autoscaler_demand = Gauge(
+            "tokenfab_autoscaler_demand_output_tokens_per_second",
+            "Output tokens/s served by the request's Ready replicas (missing ones extrapolated)",
+            per_request, registry=self.registry,
+        )  # fmt: skip
+        self.autoscaler_forecast = Gauge(
+            "tokenfab_autoscaler_forecast_output_tokens_per_second",
+            "Output tokens/s the autoscaler sized for (trend forecast, or the burst window)",
+            per_request, registry=self.registry,
+        )  # fmt: skip
+        self.autoscaler_decisions = Counter(
+            "tokenfab_autoscaler_decisions_total", "Autoscaler decisions by action and mode",
+            ["action", "mode"], registry=self.registry,
+        )  # fmt: skip
+        self.autoscaler_decide_seconds = Histogram(
+            "tokenfab_autoscaler_decide_seconds", "Time to run the scaling policy for one request",
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1), registry=self.registry,
+        )  # fmt: skip
+
+    def forget_request(self, request_id: str) -> None:
+        """Drop a request's autoscaler series once it is gone (label sets are not free)."""
+        for gauge in (
+            self.autoscaler_desired, self.autoscaler_target, self.autoscaler_demand, self.autoscaler_forecast
+        ):  # fmt: skip
+            with contextlib.suppress(KeyError):
+                gauge.remove(request_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from controlplane.store.base import Store, WatchEventKind
+import pytest
+
+from controlplane.store.base import LeaseExpired, Store, WatchEventKind
 
 
 async def check_contract(store: Store, prefix: str = "/contract/") -> None:
@@ -70,3 +72,5 @@ async def check_contract(store: Store, prefix: str = "/contract/") -> None:
     assert leased.lease == lease
     await store.revoke_lease(lease)
     assert await store.get(prefix + "leased") is None
+    with pytest.raises(LeaseExpired):
+        await store.refresh_lease(lease)

@@ -46,6 +46,16 @@ def spec_from_pb(spec: capacity_pb2.CapacitySpec, has_spec: bool) -> CapacitySpe
         data["mean_input_tokens"] = spec.mean_input_tokens
     if spec.mean_output_tokens:
         data["mean_output_tokens"] = spec.mean_output_tokens
+    if spec.HasField("autoscaling"):
+        auto = spec.autoscaling
+        data["autoscaling"] = {
+            "enabled": auto.enabled,
+            "scale_to_zero": auto.scale_to_zero,
+            "advisory": auto.advisory,
+        }
+        for name in ("max_output_tokens_per_second", "max_spend_per_hour"):
+            if auto.HasField(name):
+                data["autoscaling"][name] = getattr(auto, name)
     try:
         return CapacitySpec.model_validate(data)
     except ValidationError as exc:
@@ -74,6 +84,15 @@ def record_to_pb(record: CapacityRecord) -> capacity_pb2.CapacityRequest:
     )
     if spec.max_price_per_million_output_tokens is not None:
         pb_spec.max_price_per_million_output_tokens = spec.max_price_per_million_output_tokens
+    auto = spec.autoscaling
+    if auto.enabled or auto != type(auto)():
+        pb_spec.autoscaling.CopyFrom(
+            capacity_pb2.AutoscalingSpec(
+                enabled=auto.enabled, scale_to_zero=auto.scale_to_zero, advisory=auto.advisory,
+                max_output_tokens_per_second=auto.max_output_tokens_per_second,
+                max_spend_per_hour=auto.max_spend_per_hour,
+            )
+        )  # fmt: skip
     status = record.status
     return capacity_pb2.CapacityRequest(
         id=record.id,
@@ -110,6 +129,7 @@ def record_to_pb(record: CapacityRecord) -> capacity_pb2.CapacityRequest:
             predicted_output_tokens_per_second=status.predicted_output_tokens_per_second,
             ready_output_tokens_per_second=status.ready_output_tokens_per_second,
             observed_generation=status.observed_generation,
+            target_output_tokens_per_second=status.target_output_tokens_per_second,
         ),
     )
 

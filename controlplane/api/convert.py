@@ -227,3 +227,50 @@ def command_to_pb(command: NodeCommand) -> agent_pb2.ControlMessage:
             heartbeat_interval_s=command.heartbeat_interval_s,
         )
     )
+
+
+GiB = 1024**3
+
+
+def _enum(value: int, enum: Any, prefix: str) -> str:
+    name: str = enum.Name(value)
+    return name.removeprefix(prefix).lower()
+
+
+def node_summary(node: types_pb2.Node) -> dict[str, Any]:
+    """The JSON shape of ``tokenfab nodes -o json`` (stable keys; add, never rename)."""
+    models = list(dict.fromkeys(d.model for d in node.devices))
+    memory = sorted({round(d.memory_bytes / GiB, 1) for d in node.devices})
+    unhealthy = [d.index for d in node.devices if d.health == types_pb2.DEVICE_HEALTH_UNHEALTHY]
+    lease_end = (
+        node.lease.end_time.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        if node.HasField("lease")
+        else None
+    )
+    last_beat = (
+        node.last_heartbeat.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        if node.HasField("last_heartbeat")
+        else None
+    )
+    return {
+        "id": node.node_id,
+        "cluster": node.cluster,
+        "region": node.region,
+        "vendor": _enum(node.vendor, types_pb2.Vendor, "VENDOR_"),
+        "accelerator": "+".join(models),
+        "device_count": len(node.devices),
+        "memory_gib": memory[0] if len(memory) == 1 else memory,
+        "state": _enum(node.state, types_pb2.NodeState, "NODE_STATE_"),
+        "state_reason": node.state_reason,
+        "cordoned": node.cordoned,
+        "unhealthy_devices": unhealthy,
+        "leased": node.HasField("lease"),
+        "lease_provider": node.lease.provider if node.HasField("lease") else None,
+        "lease_expires_at": lease_end,
+        "price_per_accelerator_hour": node.lease.price_per_accelerator_hour
+        if node.HasField("lease")
+        else None,
+        "preemptible": node.lease.preemptible if node.HasField("lease") else False,
+        "last_heartbeat": last_beat,
+        "agent_version": node.agent_version,
+    }

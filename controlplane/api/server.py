@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from typing import Any
 
 import grpc
@@ -17,8 +19,11 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from controlplane.api.agent_service import AgentServicer
+from controlplane.api.autoscaler_service import AutoscalerServicer
 from controlplane.api.capacity_service import CapacityServicer
+from controlplane.api.convert import node_summary, node_to_pb
 from controlplane.api.fleet_service import FleetServicer
+from controlplane.autoscale.policy import TokenfabConfig
 from controlplane.capacity.manager import CapacityManager
 from controlplane.capacity.snapshot import node_slots
 from controlplane.capacity.tenants import TenantDirectory
@@ -26,15 +31,26 @@ from controlplane.catalog.types import load_catalog
 from controlplane.config import ControlPlaneConfig
 from controlplane.executor.service import RemoteExecutor
 from controlplane.fleet.registry import FleetTiming, NodeRegistry
+from controlplane.ha.election import Election
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler
 from controlplane.reconcile.decide import ReconcileConfig
 from controlplane.reconcile.launch import EngineSettings
 from controlplane.reconcile.loop import Reconciler
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
 from tokenfab.logs import get_logger
-from tokenfab.tls import ServerTLS
-from tokenfab.v1 import agent_pb2, agent_pb2_grpc, capacity_pb2, capacity_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+from tokenfab.tls import ClientTLS, ServerTLS
+from tokenfab.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    autoscaler_pb2,
+    autoscaler_pb2_grpc,
+    capacity_pb2,
+    capacity_pb2_grpc,
+    fleet_pb2,
+    fleet_pb2_grpc,
+)
 
 log = get_logger("controlplane")
 
@@ -42,6 +58,7 @@ SERVICE_NAMES = (
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
     capacity_pb2.DESCRIPTOR.services_by_name["CapacityService"].full_name,
+    autoscaler_pb2.DESCRIPTOR.services_by_name["AutoscalerService"].full_name,
 )
 
 
@@ -62,16 +79,27 @@ class ControlPlane:
         self.registry: NodeRegistry | None = None
         self.capacity: CapacityManager | None = None
         self.reconciler: Reconciler | None = None
+        self.election: Election | None = None
+        self.operator: Any = None  # controlplane.k8s.operator.Operator when operator_namespaces are set
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self.port: int | None = None
         self._metrics_server: tuple[Any, Any] | None = None
 
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the control plane is not started")
+        return self._store
+
     async def start(self) -> None:
         cfg = self.config
         if self._store is None:
             host, port = cfg.etcd_host_port
-            etcd = EtcdStore(host, port)
+            etcd_tls = (
+                ClientTLS(cfg.etcd_tls_ca, cfg.etcd_tls_cert, cfg.etcd_tls_key) if cfg.etcd_tls_ca else None
+            )
+            etcd = EtcdStore(host, port, tls=etcd_tls)
             await etcd.connect()
             self._store = etcd
         timing = FleetTiming(
@@ -81,6 +109,13 @@ class ControlPlane:
         )
         self.registry = NodeRegistry(self._store, timing=timing, metrics=self.metrics)
         await self.registry.start()
+        self.election = Election(
+            self._store,
+            cfg.identity or f"{socket.gethostname()}:{cfg.address.rpartition(':')[2]}:{os.getpid()}",
+            ttl_s=cfg.leader_ttl_s,
+            on_change=lambda leading: self.metrics.leader.set(1 if leading else 0),
+        )
+        await self.election.start()
 
         server = grpc.aio.server(
             options=[
@@ -98,6 +133,19 @@ class ControlPlane:
         registry = self.registry
         self.capacity = CapacityManager(self._store, catalog, fleet=lambda: node_slots(registry.nodes()))
         if cfg.executors:
+            autoscaler = LiveAutoscaler(
+                self._store,
+                catalog,
+                settings=AutoscalerSettings(
+                    interval_s=cfg.autoscale_interval_s,
+                    history_limit=cfg.autoscale_history,
+                    policy=TokenfabConfig(
+                        down_delay_s=cfg.autoscale_down_delay_s, burst_hold_s=cfg.autoscale_burst_hold_s
+                    ),
+                ),
+                tenants=tenants.tenant if tenants is not None else lambda name: None,
+                metrics=self.metrics,
+            )
             self.reconciler = Reconciler(
                 self._store,
                 catalog,
@@ -107,6 +155,8 @@ class ControlPlane:
                 config=ReconcileConfig(start_timeout_s=cfg.replica_start_timeout_s),
                 engines=EngineSettings(mode=cfg.engine_mode, sim_start_delay_s=cfg.sim_start_delay_s),
                 metrics=self.metrics,
+                autoscaler=autoscaler,
+                is_leader=self.election.is_leader,
             )
         reconciler = self.reconciler
         capacity_pb2_grpc.add_CapacityServiceServicer_to_server(
@@ -117,6 +167,7 @@ class ControlPlane:
             ),
             server,
         )
+        autoscaler_pb2_grpc.add_AutoscalerServiceServicer_to_server(AutoscalerServicer(self._store), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -140,6 +191,17 @@ class ControlPlane:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.reconciler is not None:
             await self.reconciler.start()
+        if cfg.operator_namespaces:
+            from controlplane.k8s.operator import Operator
+
+            self.operator = Operator(
+                self.capacity,
+                tenants.tenant if tenants is not None else lambda name: None,
+                lambda: [node_summary(node_to_pb(v)) for v in registry.nodes()],
+                namespaces=cfg.operator_namespaces,
+                is_leader=self.election.is_leader,
+            )
+            await self.operator.start()
         if cfg.metrics_address:
             host, _, metrics_port = cfg.metrics_address.rpartition(":")
             self._metrics_server = start_http_server(
@@ -161,6 +223,9 @@ class ControlPlane:
     async def stop(self, *, grace_s: float = 2.0) -> None:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.operator is not None:
+            await self.operator.stop()
+            self.operator = None
         if self.reconciler is not None:
             await self.reconciler.stop()
             for executor in self.reconciler.executors.values():
@@ -170,6 +235,9 @@ class ControlPlane:
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
+        if self.election is not None:
+            await self.election.stop()  # after the reconciler: a successor takes over at once
+            self.election = None
         if self.registry is not None:
             await self.registry.stop()
         if self._metrics_server is not None:

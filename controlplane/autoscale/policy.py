@@ -212,8 +212,12 @@ class TokenfabPolicy:
         current = ctx.current
         up_to = math.ceil(need_now - 1e-9)
         reasons: list[str] = []
+        # A breach that more replicas fix: requests queue long enough to miss their TTFT, or
+        # every replica has a queue while TPOT is missed (the batches are full). A slow TPOT with
+        # no queue is the engine's own pace, and another replica would not change it.
         slo_breach = sig.waiting > 0 and (
-            sig.ttft_p95_s > ctx.ttft_target_s or sig.tpot_p95_s > ctx.tpot_target_s
+            sig.ttft_p95_s > ctx.ttft_target_s
+            or (sig.waiting >= max(1, sig.reporting) and sig.tpot_p95_s > ctx.tpot_target_s)
         )
         if slo_breach and up_to <= current and ctx.ready == current:
             up_to = current + 1

@@ -218,6 +218,25 @@ class EngineProfile:
         return self.flops / (2 * self.active_parameters) / self.comm
 
 
+def prefill_chunk_tokens(
+    model: ModelSpec,
+    accelerator: AcceleratorType,
+    tp: int,
+    dtype: Dtype,
+    workload: Workload,
+    assumptions: PerfAssumptions | None = None,
+) -> int:
+    """Prompt tokens per engine step (vLLM's ``max_num_batched_tokens``), sized to the TPOT
+    target: a step carrying a full chunk takes about 0.8 x TPOT, so a long prompt being prefilled
+    does not push the requests decoding beside it over their TPOT (a fixed 2048 would, on every
+    type whose prefill is slower than about 2048 / TPOT tokens/s), and never less than the prompt
+    tokens a step carries in the predicted steady state. Between 64 and 8192."""
+    p = predict(model, accelerator, tp, dtype, workload, assumptions)
+    steady = p.batch * workload.input_tokens / workload.output_tokens if p.feasible else 0.0
+    budget = p.prefill_tokens_per_s * workload.tpot_p95_s * 0.8
+    return max(64, min(8192, int(max(budget, 1.1 * steady))))
+
+
 def smallest_feasible_tp(
     model: ModelSpec,
     accelerator: AcceleratorType,

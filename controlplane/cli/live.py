@@ -16,6 +16,7 @@ from controlplane.api.capacity_service import record_to_pb, replica_to_pb
 from controlplane.api.convert import node_to_pb
 from controlplane.api.server import ControlPlane
 from controlplane.capacity.tenants import Tenant
+from controlplane.cli.autoscaler import history_table, status_table
 from controlplane.cli.client import node_summary
 from controlplane.cli.requests import _summary as request_summary
 from controlplane.cli.requests import replica_summary
@@ -43,6 +44,19 @@ async def capacity_views(plane: ControlPlane) -> tuple[list[dict[str, Any]], lis
         for r in await plane.capacity.replicas(tenant)
     ]
     return requests, replicas
+
+
+async def autoscaler_views(
+    plane: ControlPlane, limit: int = 6
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The autoscaler's status and its newest ``limit`` decisions that changed something."""
+    from controlplane.api.autoscaler_service import decision_to_pb, read_decisions, read_status
+    from controlplane.cli.autoscaler import decision_summary, status_summary
+
+    status = status_summary(await read_status(plane.store))
+    decisions = sorted(await read_decisions(plane.store, ""), key=lambda d: d.at)
+    changes = [d for d in decisions if d.action != "hold"][-limit:]
+    return status, [decision_summary(decision_to_pb(d)) for d in changes]
 
 
 async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
@@ -80,6 +94,7 @@ async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
                 requests, replicas = await capacity_views(plane)
                 served = sum(r["output_tokens_per_second"] for r in replicas if r["state"] == "Ready")
                 load = embedded.load
+                status, scaling = await autoscaler_views(plane)
                 parts: list[Any] = [
                     header,
                     requests_table(requests, title="capacity requests"),
@@ -87,12 +102,15 @@ async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
                     Text(
                         f"serving {served:,.0f} output tokens/s"
                         + (
-                            f"  (demo load: {load.completed} completions, {load.errors} errors)"
+                            f"  (demo demand offered: {load.offered_tps:,.0f} tokens/s; "
+                            f"{load.completed} completions, {load.errors} errors, {load.shed} shed)"
                             if load
                             else ""
                         ),
                         style="bold",
                     ),
+                    status_table(status),
+                    history_table(scaling) if scaling else Text("no scaling yet", style="dim"),
                     nodes_table(nodes, title="fleet"),
                     Text(state_counts(nodes)),
                 ]
@@ -124,6 +142,14 @@ async def run_headless(embedded: Embedded, stop: asyncio.Event) -> None:
             log.info(
                 "up.request", id=request["id"], phase=request["phase"],
                 ready_tps=request["ready_output_tokens_per_second"], replicas=len(request["replicas"]),
+            )  # fmt: skip
+        status, _ = await autoscaler_views(plane, limit=1)
+        for entry in status["requests"]:
+            log.info(
+                "up.autoscaler", mode=status["mode"], request=entry["request_id"], replicas=entry["replicas"],
+                target_tps=entry["target_output_tokens_per_second"],
+                offered_tps=round(embedded.load.offered_tps) if embedded.load else None,
+                last=(entry["last_decision"] or {}).get("reason"),
             )  # fmt: skip
         ready = [r for r in replicas if r["state"] == "Ready"]
         if replicas:

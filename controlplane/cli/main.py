@@ -16,8 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
+from controlplane.cli import autoscaler as autoscaler_commands
 from controlplane.cli import requests as request_commands
-from controlplane.cli.client import DEFAULT_ADDRESS
+from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
 from controlplane.cli.simulate import simulate_command
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 
 
 app.add_typer(request_commands.app, name="request")
+app.add_typer(autoscaler_commands.app, name="autoscaler")
 app.command("replicas")(request_commands.replicas_command)
 app.command("simulate")(simulate_command)
 
@@ -42,22 +44,6 @@ class Output(StrEnum):
 class LogFormat(StrEnum):
     json = "json"
     console = "console"
-
-
-AddressOpt = Annotated[
-    str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")
-]
-CaOpt = Annotated[
-    Path | None, typer.Option("--tls-ca", envvar="TOKENFAB_TLS_CA", help="CA that signed the server")
-]
-CertOpt = Annotated[
-    Path | None, typer.Option("--tls-cert", envvar="TOKENFAB_TLS_CERT", help="client certificate")
-]
-KeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="TOKENFAB_TLS_KEY", help="client key")]
-NameOpt = Annotated[
-    str | None,
-    typer.Option("--tls-server-name", envvar="TOKENFAB_TLS_SERVER_NAME", help="expected server name"),
-]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -207,6 +193,13 @@ def executor(
 def controlplane(
     address: Annotated[str, typer.Option(help="listen host:port")] = DEFAULT_ADDRESS,
     etcd: Annotated[str, typer.Option(envvar="TOKENFAB_ETCD", help="etcd host:port")] = "127.0.0.1:2379",
+    etcd_ca: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_ETCD_CA", help="TLS to etcd: the CA of its certificate")
+    ] = None,
+    etcd_cert: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_ETCD_CERT", help="etcd client cert")
+    ] = None,
+    etcd_key: Annotated[Path | None, typer.Option(envvar="TOKENFAB_ETCD_KEY", help="etcd client key")] = None,
     heartbeat_interval: Annotated[float, typer.Option(help="seconds between agent heartbeats")] = 1.0,
     suspect_after_missed: Annotated[int, typer.Option(help="missed beats before Suspect")] = 3,
     lost_after: Annotated[float, typer.Option(help="seconds of silence before Lost")] = 10.0,
@@ -225,6 +218,21 @@ def controlplane(
     reconcile_interval: Annotated[float, typer.Option(help="seconds between reconcile passes")] = 1.0,
     engine_mode: Annotated[str, typer.Option(help="simulated | real")] = "simulated",
     sim_start_delay: Annotated[float, typer.Option(help="simulated engine load time, s")] = 2.0,
+    autoscale_interval: Annotated[float, typer.Option(help="seconds between autoscaler decisions")] = 5.0,
+    leader_ttl: Annotated[int, typer.Option(help="seconds: the leader's etcd lease (election)")] = 5,
+    identity: Annotated[
+        str, typer.Option(envvar="POD_NAME", help="this instance in the leader key (default host:port:pid)")
+    ] = "",
+    operator_namespace: Annotated[
+        list[str] | None,
+        typer.Option(help="run the Kubernetes operator for CapacityRequests in this namespace (repeatable)"),
+    ] = None,
+    autoscale_down_delay: Annotated[
+        float, typer.Option(help="seconds demand must stay low before a scale-down")
+    ] = 300.0,
+    autoscale_burst_hold: Annotated[
+        float, typer.Option(help="seconds an observed burst keeps the capacity it needed")
+    ] = 600.0,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
@@ -242,6 +250,9 @@ def controlplane(
         config = ControlPlaneConfig(
             address=address,
             etcd_endpoint=etcd,
+            etcd_tls_ca=etcd_ca,
+            etcd_tls_cert=etcd_cert,
+            etcd_tls_key=etcd_key,
             heartbeat_interval_s=heartbeat_interval,
             suspect_after_missed=suspect_after_missed,
             lost_after_s=lost_after,
@@ -255,6 +266,12 @@ def controlplane(
             reconcile_interval_s=reconcile_interval,
             engine_mode=engine_mode,  # type: ignore[arg-type]  # pydantic names a wrong value
             sim_start_delay_s=sim_start_delay,
+            autoscale_interval_s=autoscale_interval,
+            autoscale_down_delay_s=autoscale_down_delay,
+            autoscale_burst_hold_s=autoscale_burst_hold,
+            operator_namespaces=operator_namespace or [],
+            leader_ttl_s=leader_ttl,
+            identity=identity,
         )
     except ValidationError as exc:
         field, message = validation_message(exc)
@@ -353,6 +370,12 @@ def up(
     metrics_address: Annotated[str | None, typer.Option(help="host:port for /metrics")] = "127.0.0.1:9464",
     ray: Annotated[bool, typer.Option(help="start local Ray clusters and executors")] = True,
     sample: Annotated[bool, typer.Option(help="create the sample capacity request and load")] = True,
+    autoscale_down_delay: Annotated[
+        float, typer.Option(help="seconds demand must stay low before a scale-down (demo: short)")
+    ] = 60.0,
+    autoscale_burst_hold: Annotated[
+        float, typer.Option(help="seconds an observed burst keeps its capacity (demo: short)")
+    ] = 120.0,
 ) -> None:
     """Run everything locally: etcd, Ray per cluster, executors, the control plane, one simulated
     agent (and raylet) per fleet node, a sample capacity request and demo load."""
@@ -370,6 +393,8 @@ def up(
         "heartbeat_interval_s": heartbeat_interval,
         "lost_after_s": lost_after,
         "metrics_address": metrics_address,
+        "autoscale_down_delay_s": autoscale_down_delay,
+        "autoscale_burst_hold_s": autoscale_burst_hold,
     }
     try:
         code = asyncio.run(

@@ -51,6 +51,7 @@ def _summary(request: Any) -> dict[str, Any]:
         "phase": request.status.phase,
         "predicted_output_tokens_per_second": request.status.predicted_output_tokens_per_second,
         "ready_output_tokens_per_second": request.status.ready_output_tokens_per_second,
+        "autoscaled_target_output_tokens_per_second": request.status.target_output_tokens_per_second,
         "replicas": [
             {
                 "id": r.replica_id,
@@ -94,7 +95,7 @@ def _show(requests: list[Any], output: str) -> None:
         return
     from rich.table import Table
 
-    from controlplane.cli.views import console
+    from controlplane.cli.views import console, target_text
 
     table = Table()
     for column in ("ID", "MODEL", "TARGET-TPS", "PREDICTED-TPS", "REPLICAS", "PHASE", "REASON"):
@@ -103,7 +104,7 @@ def _show(requests: list[Any], output: str) -> None:
         reason = s["conditions"][0].get("message", "") if s["conditions"] else ""
         kinds = ", ".join(sorted({f"{r['accelerator']} tp{r['tensor_parallel']}" for r in s["replicas"]}))
         table.add_row(
-            s["id"], s["model"], f"{s['target_output_tokens_per_second']:g}",
+            s["id"], s["model"], target_text(s),
             f"{s['predicted_output_tokens_per_second']:g}", f"{len(s['replicas'])} {kinds}".strip(),
             s["phase"], reason[:60],
         )  # fmt: skip
@@ -124,6 +125,15 @@ def create(
     max_price: Annotated[float | None, typer.Option(help="max price per million output tokens")] = None,
     priority: Annotated[int, typer.Option()] = 0,
     idempotency_key: Annotated[str, typer.Option(help="same key: same request")] = "",
+    autoscale: Annotated[bool, typer.Option(help="scale on demand above the target (the floor)")] = False,
+    max_output_tokens_per_second: Annotated[
+        float | None, typer.Option(help="autoscaling ceiling, output tokens/s")
+    ] = None,
+    max_spend_per_hour: Annotated[float | None, typer.Option(help="autoscaling budget per hour")] = None,
+    scale_to_zero: Annotated[
+        bool, typer.Option(help="autoscaling may give back the floor when idle")
+    ] = False,
+    advisory: Annotated[bool, typer.Option(help="autoscaling records decisions, applies none")] = False,
     output: OutputOpt = "table",
     address: AddressOpt = DEFAULT_ADDRESS,
     token: TokenOpt = None,
@@ -142,6 +152,14 @@ def create(
     )
     if max_price is not None:
         spec.max_price_per_million_output_tokens = max_price
+    if autoscale or advisory or scale_to_zero or max_output_tokens_per_second or max_spend_per_hour:
+        spec.autoscaling.CopyFrom(
+            capacity_pb2.AutoscalingSpec(
+                enabled=autoscale, scale_to_zero=scale_to_zero, advisory=advisory,
+                max_output_tokens_per_second=max_output_tokens_per_second,
+                max_spend_per_hour=max_spend_per_hour,
+            )
+        )  # fmt: skip
     request = capacity_pb2.CreateCapacityRequest(spec=spec, idempotency_key=idempotency_key)
     _show([_call(address, token, lambda stub, md: stub.Create(request, metadata=md, timeout=30))], output)
 

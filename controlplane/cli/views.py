@@ -120,6 +120,13 @@ def replicas_table(replicas: list[dict[str, Any]], *, title: str | None = None) 
     return table
 
 
+def target_text(summary: dict[str, Any]) -> str:
+    """``5,000`` or, autoscaled away from the reserved target, ``5,000 -> 7,100``."""
+    reserved = summary["target_output_tokens_per_second"]
+    scaled = summary.get("autoscaled_target_output_tokens_per_second") or reserved
+    return f"{reserved:,.0f}" + (f" -> {scaled:,.0f}" if abs(scaled - reserved) >= 0.5 else "")
+
+
 def requests_table(requests: list[dict[str, Any]], *, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("REQUEST", "MODEL", "TARGET TOK/S", "READY TOK/S", "REPLICAS", "PHASE", "REASON"):
@@ -128,8 +135,8 @@ def requests_table(requests: list[dict[str, Any]], *, title: str | None = None) 
         reason = s["conditions"][0].get("message", "") if s["conditions"] else ""
         kinds = ", ".join(sorted({r["accelerator"] for r in s["replicas"]}))
         table.add_row(
-            s["id"], s["model"], f"{s['target_output_tokens_per_second']:,.0f}",
-            f"{s['ready_output_tokens_per_second']:,.0f}", f"{len(s['replicas'])} ({kinds})",
+            s["id"], s["model"], target_text(s), f"{s['ready_output_tokens_per_second']:,.0f}",
+            f"{len(s['replicas'])} ({kinds})",
             _styled(s["phase"], PHASE_STYLE), reason[:70],
         )  # fmt: skip
     return table

@@ -11,9 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controlplane.domain.nodes import Vendor
+from controlplane.domain.nodes import Vendor, _FieldError
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -36,6 +36,22 @@ class LatencyClass(_Model):
     tpot_p95_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)]
 
 
+class Autoscaling(_Model):
+    """Demand-driven scaling above the reserved target (the floor).
+
+    ``max_output_tokens_per_second`` and ``max_spend_per_hour`` cap it (unset: the tenant's quota
+    and the free fleet do); ``scale_to_zero`` lets an idle request give back even its reserved
+    capacity (the next request then waits out a cold start); ``advisory`` records what the
+    autoscaler would do without doing it.
+    """
+
+    enabled: bool = False
+    max_output_tokens_per_second: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] | None = None
+    max_spend_per_hour: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = None
+    scale_to_zero: bool = False
+    advisory: bool = False
+
+
 class CapacitySpec(_Model):
     model: Name
     input_tokens_per_second: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 0.0
@@ -53,6 +69,18 @@ class CapacitySpec(_Model):
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
     mean_input_tokens: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] = 1024.0
     mean_output_tokens: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] = 256.0
+    autoscaling: Autoscaling = Autoscaling()
+
+    @model_validator(mode="after")
+    def _ceiling_above_floor(self) -> CapacitySpec:
+        ceiling = self.autoscaling.max_output_tokens_per_second
+        if ceiling is not None and ceiling < self.output_tokens_per_second:
+            raise _FieldError(
+                "autoscaling.max_output_tokens_per_second",
+                f"{ceiling:g} is below output_tokens_per_second ({self.output_tokens_per_second:g}), "
+                "the reserved floor",
+            )
+        return self
 
 
 class Condition(_Model):
@@ -91,6 +119,7 @@ class CapacityStatus(_Model):
     predicted_output_tokens_per_second: float = 0.0
     ready_output_tokens_per_second: float = 0.0
     observed_generation: int = 0
+    target_output_tokens_per_second: float = 0.0  # what replicas are sized for now (autoscaled)
 
 
 class CapacityRecord(_Model):

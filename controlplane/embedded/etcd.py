@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tokenfab.logs import get_logger
+from tokenfab.tls import ServerTLS
 
 log = get_logger("etcd")
 
@@ -56,6 +57,7 @@ class EtcdProcess:
         peer_port: int | None = None,
         name: str = "tokenfab",
         log_file: Path | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -63,6 +65,7 @@ class EtcdProcess:
         self.peer_port = peer_port or free_port(host)
         self.name = name
         self.log_file = log_file or data_dir.parent / f"{name}-etcd.log"
+        self.tls = tls  # client URLs on https; with a client CA, etcd requires client certificates
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,10 +77,16 @@ class EtcdProcess:
         return self._proc.pid if self._proc else None
 
     def command(self) -> list[str]:
-        client = f"http://{self.host}:{self.client_port}"
+        client = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
         peer = f"http://{self.host}:{self.peer_port}"
+        secure: list[str] = []
+        if self.tls is not None:
+            secure = ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file)]
+            if self.tls.client_ca_file is not None:
+                secure += ["--trusted-ca-file", str(self.tls.client_ca_file), "--client-cert-auth"]
         return [
             str(etcd_binary()),
+            *secure,
             "--name", self.name,
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", client,
@@ -117,6 +126,9 @@ class EtcdProcess:
             )
         except (OSError, TimeoutError):
             return False
+        if self.tls is not None:  # the TLS handshake itself needs a client certificate: a port that
+            writer.close()  # accepts connections is the readiness signal here
+            return True
         try:
             writer.write(b"GET /health HTTP/1.0\r\n\r\n")
             await writer.drain()

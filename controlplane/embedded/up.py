@@ -10,8 +10,9 @@
    also starts the node's raylet with its simulated accelerators as Ray resources; logs in
    ``<state_dir>/logs``. Lease times of the simulated fleet are anchored to the first start
    (``<state_dir>/epoch``), so restarts re-register identical facts.
-5. The sample capacity request (idempotent: a restart finds the same one) and a load generator
-   that keeps every Ready replica busy, so tokens/s are real engine output.
+5. The sample capacity request (idempotent: a restart finds the same one), autoscaled, and a
+   demand generator whose offered load rises, falls and bursts (open-loop arrivals routed to the
+   Ready replicas), so tokens/s are real engine output and the autoscaler has demand to follow.
 6. A live view (or, headless, log lines), until Ctrl-C or SIGTERM; then load, agents (and their
    raylets), control plane, executors, Ray heads and etcd are stopped in that order.
 """
@@ -157,9 +158,10 @@ SAMPLE_KEY = "demo-sample"
 
 
 def sample_spec() -> CapacitySpec:
-    """The demo's capacity request: Qwen2.5-72B at 5,000 output tokens/s. On the default fleet the
-    cheapest plan is two BR100 TP-4 groups plus, for the remainder, one Ascend 910C TP-2 group
-    (cheaper than a third BR100 group): tensor-parallel gangs on two vendors."""
+    """The demo's capacity request: Qwen2.5-72B with 5,000 output tokens/s reserved. On the default
+    fleet the cheapest plan is two BR100 TP-4 groups plus, for the remainder, one Ascend 910C TP-2
+    group (cheaper than a third BR100 group): tensor-parallel gangs on two vendors. Autoscaled on
+    demand up to 10,000 tokens/s; the reserved 5,000 stay the floor."""
     return CapacitySpec.model_validate(
         {
             "model": "qwen2.5-72b-instruct",
@@ -167,6 +169,7 @@ def sample_spec() -> CapacitySpec:
             "latency": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50},
             "mean_input_tokens": 600,
             "mean_output_tokens": 160,
+            "autoscaling": {"enabled": True, "max_output_tokens_per_second": 10000},
         }
     )
 
@@ -288,9 +291,9 @@ async def run_up(
             embedded.sample_request = record.id
             capacity = plane.capacity
 
-            async def endpoints() -> dict[str, str]:
+            async def endpoints() -> dict[str, tuple[str, float]]:
                 return {
-                    r.id: r.endpoint
+                    r.id: (r.endpoint, r.predicted_output_tokens_per_second)
                     for r in await capacity.replicas(tenant)
                     if r.state is ReplicaState.READY and r.endpoint
                 }

@@ -71,6 +71,7 @@ def launch_spec(
     max_model_len: int | None = None,
     gpu_memory_utilization: float = 0.9,
     templates: Mapping[str, str] | None = None,
+    max_num_batched_tokens: int | None = None,  # the prefill chunk; None: the engine's default
 ) -> LaunchSpec:
     vendor = accelerator.vendor
     if engine not in catalog.engines_for(model, vendor):
@@ -107,6 +108,8 @@ def launch_spec(
             "--max-model-len", str(context),
             "--gpu-memory-utilization", f"{gpu_memory_utilization:g}",
         ]  # fmt: skip
+        if max_num_batched_tokens is not None:
+            argv += ["--max-num-batched-tokens", str(max(max_num_batched_tokens, 64))]
         if dtype is Dtype.FP8:
             argv += ["--quantization", "fp8"]
         if vendor is Vendor.METAX:

@@ -11,9 +11,9 @@ Rules, in order, for each replica that is not yet Stopped or Failed:
    Starting + engine ready -> Ready; actor failed -> Failed; no actor after ``actor_grace_s`` ->
    Failed; still loading after ``start_timeout_s`` -> Failed (and stop it). Ready + actor failed or
    gone -> Failed. Draining + actor gone -> Stopped, otherwise stop it (again: stop is idempotent).
-3. Surplus (a target lowered): the request's live replicas whose removal still leaves the
-   predicted capacity at or above the target are drained, the least useful first (not yet
-   ready, then smallest predicted tokens/s).
+3. Surplus (a target lowered, by the tenant or the autoscaler): the request's live replicas
+   whose removal still leaves the predicted capacity at or above the target are drained, the
+   least useful first (not yet ready, then smallest predicted tokens/s).
 4. Deficit: the scheduler plans new replicas for every active request against the fleet, the
    live replicas and the nodes each cluster's Ray actually has; a request whose replicas keep
    crashing (failing within ``crash_within_s`` of their creation, not lost after a long healthy
@@ -23,6 +23,9 @@ Stopped and Failed records are kept ``history_s`` after they ended, then deleted
 
 Actors that no live replica record claims (left by a crash between a stop and its record, or
 by another installation's wiped keyspace) are stopped.
+
+The target of a request is the one the autoscaler applied (``World.targets``), else the reserved
+one from its spec.
 
 Request status: Ready when the Ready replicas' predicted tokens/s meet the target; Placing while
 enough replicas are planned or starting; Degraded when some capacity serves but the fleet cannot
@@ -58,6 +61,7 @@ class Seen:
     waiting: int = 0
     kv_cache_usage: float = 0.0
     tpot_p95_s: float = 0.0  # 0: no finished request in the window
+    running: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,11 @@ class World:
     fleet: Sequence[NodeSlot]
     seen: Mapping[str, Mapping[str, Seen]]  # cluster -> replica id -> observation (answered only)
     ray_nodes: Mapping[str, frozenset[str]]  # cluster -> fleet node ids with a live Ray node
+    # request id -> output tokens/s the autoscaler applied; absent: the reserved target
+    targets: Mapping[str, float] = field(default_factory=dict)
+
+    def target(self, request: CapacityRecord) -> float:
+        return self.targets.get(request.id, request.spec.output_tokens_per_second)
 
 
 @dataclass
@@ -220,7 +229,7 @@ def decide(
         if not request.active:
             continue
         live = [r for r in by_request[request.id] if r.state in LIVE]
-        for replica in _surplus(live, request.spec.output_tokens_per_second):
+        for replica in _surplus(live, world.target(request)):
             state = S.STOPPED if replica.state is S.PENDING else S.DRAINING
             moved = replica.moved(state, "surplus: the target is met without it", now)
             updates = {u.id: u for u in out.updates}
@@ -252,7 +261,19 @@ def decide(
         if until is not None and until > now:
             waiting[request.id] = until
             continue
-        demands.append(demand_of(request.id, request.spec))
+        target = world.target(request)
+        if target <= EPS:
+            continue  # scaled to zero
+        demand = demand_of(request.id, request.spec)
+        if target != demand.target_output_tokens_per_s:
+            demand = replace(
+                demand,
+                target_output_tokens_per_s=target,
+                target_input_tokens_per_s=demand.target_input_tokens_per_s
+                * target
+                / request.spec.output_tokens_per_second,
+            )
+        demands.append(demand)
     fleet = _usable_fleet(world)
     plan = schedule(fleet, demands, placed, catalog, now=now, config=cfg.scheduler)
     clusters = {s.node_id: s for s in fleet}
@@ -286,7 +307,7 @@ def decide(
             planned.append(record.model_copy(update={"engine": engine_for(record)}))
         # the planner may end with a large replica that makes an earlier small one redundant
         live = [r for r in by_request[request.id] if r.state in LIVE]
-        redundant = {r.id for r in _surplus(live + planned, request.spec.output_tokens_per_second)}
+        redundant = {r.id for r in _surplus(live + planned, world.target(request))}
         for record in planned:
             if record.id in redundant:
                 continue
@@ -306,7 +327,10 @@ def decide(
                 out.notes.append(f"actor {name} in {cluster}: no live replica claims it; stopping")
 
     for request in world.requests:
-        status = _status(request, by_request[request.id], plans.get(request.id), waiting.get(request.id), now)
+        status = _status(
+            request, by_request[request.id], plans.get(request.id), waiting.get(request.id), now,
+            world.target(request),
+        )  # fmt: skip
         if status != request.status:
             out.statuses[request.id] = status
     return out
@@ -318,8 +342,10 @@ def _status(
     plan: object,
     backoff_until: datetime | None,
     now: datetime,
+    applied: float,
 ) -> CapacityStatus:
-    target = request.spec.output_tokens_per_second
+    # the phase measures the promise (the reserved target), or less when scaled to zero
+    target = min(request.spec.output_tokens_per_second, applied)
     shown = sorted((r for r in replicas if r.state not in TERMINAL), key=lambda r: r.id)
     live = [r for r in shown if r.state in LIVE]
     ready_tps = sum(r.predicted_output_tokens_per_second for r in live if r.state is S.READY)
@@ -332,8 +358,12 @@ def _status(
     code = next((c for prefix, c in REASON_CODES if reason_text.startswith(prefix)), "FleetFull")
     if not request.active:
         phase, reason, message = Phase.CANCELLED, "CancelledByTenant", f"{len(shown)} replicas draining"
+    elif applied <= EPS and not live:
+        phase, reason, message = Phase.READY, "ScaledToZero", "idle: scaled to zero (opted in)"
     elif ready_tps >= target - EPS:
         phase, reason, message = Phase.READY, "TargetMet", f"{len(live)} replicas ready"
+        if predicted < applied - EPS:
+            message += f"; autoscaled target {applied:.0f} tokens/s not yet placed"
     elif unsatisfiable and not live:
         phase, reason, message = Phase.UNSATISFIABLE, code, reason_text
     elif predicted >= target - EPS:
@@ -376,6 +406,7 @@ def _status(
         predicted_output_tokens_per_second=round(predicted, 1),
         ready_output_tokens_per_second=round(ready_tps, 1),
         observed_generation=request.generation,
+        target_output_tokens_per_second=round(applied, 1),
     )
 
 
@@ -395,7 +426,8 @@ def calibration_samples(world: World) -> list[CalibrationSample]:
     prediction is for: requests are queueing or the KV cache is at least 80% full (it cannot take
     more), and its TPOT p95 is within the request's target (it is not simply overloaded past the
     SLO, where throughput is higher than the SLO allows). An idle replica's throughput measures
-    its demand, not its capacity.
+    its demand, not its capacity, and so does a lightly loaded one that happens to have a request
+    or two arriving at the moment of the scrape: a queue counts from a quarter of the batch up.
     """
     targets = {r.id: r.spec.latency.tpot_p95_ms / 1000 for r in world.requests}
     samples = []
@@ -404,7 +436,7 @@ def calibration_samples(world: World) -> list[CalibrationSample]:
         if record.state is not S.READY or seen is None or seen.state != "ready":
             continue
         target = targets.get(record.request_id)
-        busy = seen.waiting > 0 or seen.kv_cache_usage >= 0.8
+        busy = seen.waiting >= max(2, seen.running / 4) or seen.kv_cache_usage >= 0.8
         within = target is not None and 0 < seen.tpot_p95_s <= target
         samples.append(
             CalibrationSample(

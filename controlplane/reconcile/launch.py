@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from controlplane.catalog.perf import EngineProfile, PerfAssumptions
+from controlplane.catalog.perf import EngineProfile, PerfAssumptions, Workload, prefill_chunk_tokens
 from controlplane.catalog.types import Catalog, Dtype
 from controlplane.domain.replicas import ReplicaRecord
 from controlplane.executor.engines import launch_spec
@@ -43,11 +43,20 @@ def engine_for(record: ReplicaRecord, catalog: Catalog, settings: EngineSettings
 
 
 def build_launch(
-    record: ReplicaRecord, catalog: Catalog, settings: EngineSettings
+    record: ReplicaRecord, catalog: Catalog, settings: EngineSettings, workload: Workload | None = None
 ) -> executor_pb2.ReplicaLaunch:
+    """``workload`` (the request's mix and latency) sizes the prefill chunk to its TPOT target;
+    without it the engine's default chunk is used."""
     model = catalog.model(record.model)
     accelerator = catalog.accelerator(record.accelerator)
     dtype = Dtype(record.dtype)
+    chunk = (
+        prefill_chunk_tokens(
+            model, accelerator, record.tensor_parallel, dtype, workload, settings.assumptions
+        )
+        if workload is not None
+        else None
+    )
     env = visible_devices_env(record.vendor.value, record.devices)
     launch = executor_pb2.ReplicaLaunch(
         replica_id=record.id,
@@ -69,6 +78,7 @@ def build_launch(
                 profile_json=json.dumps(asdict(profile)),
                 speed=settings.sim_speed,
                 max_batch=profile.max_batch,
+                chunk_tokens=chunk or 0,
                 start_delay_s=settings.sim_start_delay_s,
             )
         )
@@ -78,6 +88,7 @@ def build_launch(
             tp=record.tensor_parallel, dtype=dtype, devices=record.devices,
             port=settings.base_port + min(record.devices),
             model_path=settings.model_paths.get(record.model), templates=settings.templates,
+            max_num_batched_tokens=chunk,
         )  # fmt: skip
         env.update(spec.env)
         launch.process.CopyFrom(

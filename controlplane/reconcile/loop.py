@@ -5,7 +5,9 @@ whenever a capacity request changes.
    fleet from the registry, and from every cluster's executor its replica actors and Ray nodes.
    An executor that does not answer is counted and its cluster treated as unknown, never as
    empty.
-2. **Decide**: :func:`controlplane.reconcile.decide.decide`, pure.
+2. **Decide**: the autoscaler (:mod:`controlplane.reconcile.autoscaler`, every few seconds)
+   persists the target each autoscaled request is sized for; then
+   :func:`controlplane.reconcile.decide.decide`, pure.
 3. **Persist**: new replica records in one transaction, every transition and request status as
    a compare-and-swap on the revision it was read at. A lost race skips that item; the next pass
    decides again from fresh reads.
@@ -31,7 +33,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from controlplane.capacity.snapshot import node_slots
-from controlplane.catalog.perf import Calibration
+from controlplane.capacity.validation import workload_of
+from controlplane.catalog.perf import Calibration, Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.replicas import TERMINAL, ReplicaRecord, ReplicaState
@@ -39,6 +42,7 @@ from controlplane.executor.engines import EngineError
 from controlplane.executor.service import Executor
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.reconcile.autoscaler import LiveAutoscaler, Tick
 from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, calibration_samples, decide
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
 from controlplane.store import keys
@@ -73,6 +77,7 @@ class Reconciler:
         metrics: ControlPlaneMetrics | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         wall: Callable[[], datetime] = _utcnow,
+        autoscaler: LiveAutoscaler | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -83,6 +88,7 @@ class Reconciler:
         self.engines = engines or EngineSettings()
         self.metrics = metrics or ControlPlaneMetrics()
         self._is_leader = is_leader
+        self.autoscaler = autoscaler
         self._wall = wall
         self.observed: dict[str, executor_pb2.ReplicaObservation] = {}  # replica id -> latest
         self.passes = 0
@@ -91,6 +97,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._workloads: dict[str, Workload] = {}  # request id -> mix and latency, for launches
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -170,6 +177,7 @@ class Reconciler:
         records = [ReplicaRecord.model_validate_json(kv.value) for kv in replica_kvs]
         replica_rev = {r.id: kv.mod_revision for r, kv in zip(records, replica_kvs, strict=True)}
         results = await asyncio.gather(*(self._observe_cluster(c, e) for c, e in self.executors.items()))
+        this_pass: dict[str, executor_pb2.ReplicaObservation] = {}
         seen: dict[str, dict[str, Seen]] = {}
         ray_nodes: dict[str, frozenset[str]] = {}
         for result in results:
@@ -179,16 +187,22 @@ class Reconciler:
             seen[cluster] = {
                 a.replica_id: Seen(
                     a.state, a.actor_id, a.endpoint, a.message, a.stats.output_tokens_per_second,
-                    a.stats.waiting, a.stats.kv_cache_usage, a.stats.tpot_p95_s,
+                    a.stats.waiting, a.stats.kv_cache_usage, a.stats.tpot_p95_s, a.stats.running,
                 )
                 for a in actors
             }  # fmt: skip
             ray_nodes[cluster] = frozenset(n.node_id for n in inventory.nodes if n.alive and n.node_id)
             for actor in actors:
                 self.observed[actor.replica_id] = actor
-        world = World(now, requests, records, node_slots(self._registry.nodes()), seen, ray_nodes)
+                this_pass[actor.replica_id] = actor
+        fleet = node_slots(self._registry.nodes())
+        world = World(now, requests, records, fleet, seen, ray_nodes)
         await self._calibrate(world)
         factors = dict(self.calibration.factors)
+        if self.autoscaler is not None:
+            world = replace(
+                world, targets=await self._autoscale(Tick(now, requests, records, this_pass, fleet, factors))
+            )
         config = replace(self.config, scheduler=replace(self.config.scheduler, calibration=factors))
         decision = decide(
             world, self._catalog, config, new_id=new_replica_id,
@@ -197,10 +211,20 @@ class Reconciler:
         for note in decision.notes:
             log.info("reconcile.decision", note=note)
         await self._persist(decision, replica_rev, request_rev, {r.id: r for r in records})
+        self._workloads = {r.id: workload_of(r.spec) for r in requests}
         await self._act(decision, records, replica_rev)
         self._export(records, decision)
         self.passes += 1
         return decision
+
+    async def _autoscale(self, tick: Tick) -> dict[str, float]:
+        assert self.autoscaler is not None
+        try:
+            return await self.autoscaler.tick(tick)
+        except Exception as exc:  # never fall back to the reserved targets: that would shrink capacity
+            self.metrics.reconcile_errors.labels(step="autoscale").inc()
+            log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
+            return self.autoscaler.last_targets
 
     async def _persist(
         self,
@@ -266,7 +290,7 @@ class Reconciler:
         if executor is None:
             return
         try:
-            launch = build_launch(record, self._catalog, self.engines)
+            launch = build_launch(record, self._catalog, self.engines, self._workloads.get(record.request_id))
         except (EngineError, KeyError, ValueError) as exc:
             await self._move(record, S.FAILED, f"cannot build the launch: {exc}", replica_rev)
             return

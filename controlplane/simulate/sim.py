@@ -29,7 +29,7 @@ from typing import Any
 from controlplane.autoscale.policy import Policy, ScalingContext, ScalingDecision, UnitCapacity
 from controlplane.autoscale.signals import ReplicaSample, aggregate
 from controlplane.catalog import Catalog, Dtype, Workload
-from controlplane.catalog.perf import EngineProfile, predict
+from controlplane.catalog.perf import EngineProfile, prefill_chunk_tokens
 from controlplane.executor.simengine import SimEngine, SimRequest
 from controlplane.scheduler import Demand, NodeSlot, PlacedReplica, SchedulerConfig, schedule
 from controlplane.scheduler.core import options_for
@@ -484,24 +484,13 @@ class Simulator:
 
     @functools.cache  # noqa: B019 - one simulator per run; a handful of (type, tp) keys
     def _chunk_tokens(self, accelerator: str, tp: int) -> int:
-        """Prompt tokens per engine step (vLLM's ``max_num_batched_tokens``), sized to the TPOT
-        target: a step carrying a full chunk takes about 0.8 x TPOT, so a long prompt being
-        prefilled does not push the requests decoding beside it over their TPOT (a fixed 2048
-        would, on every type whose prefill is slower than 20k tokens/s at a 100 ms TPOT), and
-        never less than the prompt tokens a step carries in the predicted steady state."""
+        """The engines' prefill chunk, sized to the TPOT target as the live launch does."""
         s = self.scenario
         workload = Workload(s.mean_input_tokens, s.mean_output_tokens, s.ttft_target_s, s.tpot_target_s)
-        p = predict(
-            self.catalog.model(s.model),
-            self.catalog.accelerator(accelerator),
-            tp,
-            s.dtype,
-            workload,
+        return prefill_chunk_tokens(
+            self.catalog.model(s.model), self.catalog.accelerator(accelerator), tp, s.dtype, workload,
             self.scheduler.assumptions,
-        )
-        steady = p.batch * s.mean_input_tokens / s.mean_output_tokens if p.feasible else 0.0
-        budget = p.prefill_tokens_per_s * s.tpot_target_s * 0.8
-        return max(64, min(8192, int(max(budget, 1.1 * steady))))
+        )  # fmt: skip
 
     def _kv_capacity(self) -> int:
         unit = self.declared

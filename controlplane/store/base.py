@@ -27,6 +27,10 @@ class StoreUnavailable(Exception):
     retryable = True
 
 
+class LeaseExpired(Exception):
+    """A lease to refresh no longer exists (it expired or was revoked): what it held is gone."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str

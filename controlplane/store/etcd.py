@@ -12,9 +12,11 @@ from typing import Any
 
 import aetcd
 import grpc
+from aetcd import rpc, watcher
 from aetcd.rpc import Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest
 
-from controlplane.store.base import KeyValue, StoreUnavailable, WatchEvent, WatchEventKind
+from controlplane.store.base import KeyValue, LeaseExpired, StoreUnavailable, WatchEvent, WatchEventKind
+from tokenfab.tls import ClientTLS
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -37,11 +39,50 @@ def _kv(raw: Any) -> KeyValue:
     )
 
 
-class EtcdStore:
-    """A Store on an etcd cluster. ``await store.connect()`` before use; ``close()`` after."""
+class _TLSClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no type hints
+    """aetcd's client over TLS (aetcd itself only opens plaintext channels): the same stubs and
+    watcher as ``aetcd.Client.connect``, on a secure channel. Username/password auth is not used
+    here: with TLS, etcd authenticates clients by their certificate (``--client-cert-auth``)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 2379, *, timeout_s: float = 5.0) -> None:
-        self._client = aetcd.Client(host=host, port=port, timeout=timeout_s)
+    def __init__(self, *, tls: ClientTLS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tls = tls
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        target = f"{self._host}:{self._port}"
+        self.channel = grpc.aio.secure_channel(
+            target, self._tls.credentials(), options=[*self._options.items(), *self._tls.channel_options()]
+        )
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout, metadata=None)
+        self._connected.set()
+
+
+class EtcdStore:
+    """A Store on an etcd cluster. ``await store.connect()`` before use; ``close()`` after.
+
+    ``tls``: the CA that signed etcd's certificate and, for etcd's ``--client-cert-auth``, a
+    client certificate and key.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2379,
+        *,
+        timeout_s: float = 5.0,
+        tls: ClientTLS | None = None,
+    ) -> None:
+        self._client = (
+            aetcd.Client(host=host, port=port, timeout=timeout_s)
+            if tls is None
+            else _TLSClient(host=host, port=port, timeout=timeout_s, tls=tls)
+        )
         self.endpoint = f"{host}:{port}"
         self._timeout_s = timeout_s
 
@@ -139,7 +180,9 @@ class EtcdStore:
         return int(lease.id)
 
     async def refresh_lease(self, lease_id: int) -> None:
-        await self._call(self._client.refresh_lease(lease_id))
+        reply = await self._call(self._client.refresh_lease(lease_id))
+        if reply is None or int(reply.TTL) <= 0:  # etcd answers an unknown lease with TTL 0
+            raise LeaseExpired(f"lease {lease_id} not found")
 
     async def revoke_lease(self, lease_id: int) -> None:
         await self._call(self._client.revoke_lease(lease_id))

@@ -18,8 +18,16 @@ All keys live under one versioned root so that several Tokenfab installations (o
     /tokenfab/v1/calibration            performance-model correction factors per
                                         "<model>|<accelerator>" (JSON), written when one moves
 
-Later issues add their prefixes here (capacity requests, replicas, autoscaler decisions, leader
-election); keep this docstring the single map of the keyspace.
+    /tokenfab/v1/autoscaler/mode        ModeRecord: active | advisory | off (the kill switch)
+    /tokenfab/v1/autoscaler/targets/<request id>
+                                        AppliedTarget: the output tokens/s the replicas are sized for
+    /tokenfab/v1/autoscaler/history/<request id>/<20-digit time ns>
+                                        DecisionRecord, bounded per request (oldest deleted)
+
+    /tokenfab/v1/leader                 the leading control-plane instance (JSON: identity, since),
+                                        attached to its etcd lease
+
+Keep this docstring the single map of the keyspace.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ CAPACITY_REQUESTS = ROOT + "capacity/requests/"
 CAPACITY_IDEMPOTENCY = ROOT + "capacity/idempotency/"
 REPLICAS = ROOT + "replicas/"
 CALIBRATION = ROOT + "calibration"
+LEADER = ROOT + "leader"
 
 
 def node(node_id: str) -> str:
@@ -52,3 +61,21 @@ def capacity_idempotency(tenant: str, digest: str) -> str:
 
 def replica(replica_id: str) -> str:
     return REPLICAS + replica_id
+
+
+AUTOSCALER_MODE = ROOT + "autoscaler/mode"
+AUTOSCALER_TARGETS = ROOT + "autoscaler/targets/"
+AUTOSCALER_HISTORY = ROOT + "autoscaler/history/"
+
+
+def autoscaler_target(request_id: str) -> str:
+    return AUTOSCALER_TARGETS + request_id
+
+
+def autoscaler_history(request_id: str) -> str:
+    """The prefix of one request's decisions (keys sort by time)."""
+    return f"{AUTOSCALER_HISTORY}{request_id}/"
+
+
+def autoscaler_decision(request_id: str, at_ns: int) -> str:
+    return f"{autoscaler_history(request_id)}{at_ns:020d}"

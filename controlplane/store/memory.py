@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from controlplane.store.base import KeyValue, WatchEvent, WatchEventKind
+from controlplane.store.base import KeyValue, LeaseExpired, WatchEvent, WatchEventKind
 
 
 @dataclass
@@ -115,7 +115,7 @@ class MemoryStore:
     async def refresh_lease(self, lease_id: int) -> None:
         lease = self._leases.get(lease_id)
         if lease is None:
-            raise KeyError(f"lease {lease_id} not found")
+            raise LeaseExpired(f"lease {lease_id} not found")
         lease.deadline = self._clock() + lease.ttl_s
 
     async def revoke_lease(self, lease_id: int) -> None:

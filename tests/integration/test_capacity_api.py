@@ -200,6 +200,17 @@ specs = st.builds(
     priority=st.integers(-(2**31), 2**31 - 1),
     mean_input_tokens=floats,
     mean_output_tokens=floats,
+    autoscaling=st.one_of(
+        st.none(),
+        st.builds(
+            capacity_pb2.AutoscalingSpec,
+            enabled=st.booleans(),
+            max_output_tokens_per_second=st.one_of(st.none(), floats),
+            max_spend_per_hour=st.one_of(st.none(), floats),
+            scale_to_zero=st.booleans(),
+            advisory=st.booleans(),
+        ),
+    ),
 )
 
 

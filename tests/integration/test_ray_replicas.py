@@ -25,11 +25,19 @@ import grpc
 import pytest
 
 from controlplane.embedded.etcd import EtcdProcess, free_port
+from controlplane.embedded.loadgen import DemandShape, LoadGenerator
 from controlplane.embedded.ray import ExecutorProcess, RayHead
 from controlplane.executor import httpio
 from controlplane.executor.service import RemoteExecutor
 from tests.integration.conftest import AgentProcess, ControlPlaneFactory, wait_for
-from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, executor_pb2, executor_pb2_grpc
+from tokenfab.v1 import (
+    autoscaler_pb2,
+    autoscaler_pb2_grpc,
+    capacity_pb2,
+    capacity_pb2_grpc,
+    executor_pb2,
+    executor_pb2_grpc,
+)
 
 NODES = {"t-nvidia-0": "test-a", "t-ascend-0": "test-a", "t-biren-0": "test-b", "t-metax-0": "test-b"}
 TOKEN = (("authorization", "Bearer ray-token"),)
@@ -120,19 +128,35 @@ async def actors(world: RayWorld) -> dict[str, executor_pb2.ReplicaObservation]:
     return seen
 
 
-async def test_one_request_is_served_from_two_ray_clusters(
-    ray_world: RayWorld, control_plane: ControlPlaneFactory
-) -> None:
+async def start_plane(ray_world: RayWorld, control_plane: ControlPlaneFactory, **extra: Any) -> Any:
+    """A control plane on the Ray world's address and executors, once all four nodes are Ready."""
     plane = await control_plane(
         port=int(ray_world.address.rpartition(":")[2]), tenants_file=ray_world.tenants,
         executors={c: e.address for c, e in ray_world.executors.items()},
-        reconcile_interval_s=0.3, sim_start_delay_s=0.5, heartbeat_interval_s=0.5, lost_after_s=10,
+        reconcile_interval_s=0.3, sim_start_delay_s=0.5, heartbeat_interval_s=0.5, lost_after_s=10, **extra,
     )  # fmt: skip
     assert plane.registry is not None
     registry = plane.registry
     await wait_for(
         lambda: sum(v.state.value == "ready" for v in registry.nodes()) == 4, timeout=60, what="4 nodes"
     )
+    return plane
+
+
+async def cancel_and_wait_gone(
+    stub: capacity_pb2_grpc.CapacityServiceStub, ray_world: RayWorld, request_id: str, ids: set[str]
+) -> None:
+    await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=request_id), metadata=TOKEN)
+    deadline = time.monotonic() + 60
+    while ids & set(await actors(ray_world)):
+        assert time.monotonic() < deadline, "cancelled replicas' actors still running"
+        await asyncio.sleep(0.5)
+
+
+async def test_one_request_is_served_from_two_ray_clusters(
+    ray_world: RayWorld, control_plane: ControlPlaneFactory
+) -> None:
+    plane = await start_plane(ray_world, control_plane)
     async with grpc.aio.insecure_channel(plane.config.address) as channel:
         stub = capacity_pb2_grpc.CapacityServiceStub(channel)
         # the leases of the small fleet have ended (sim epoch 2026-01-01): the owned H100 (cluster
@@ -165,12 +189,7 @@ async def test_one_request_is_served_from_two_ray_clusters(
         bad = await httpio.request("POST", listed[0].endpoint + "/v1/completions", {"prompt": 5})
         assert bad.status == 400 and "prompt" in bad.decode()["error"]["message"]
 
-        await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=created.id), metadata=TOKEN)
-        ids = {r.id for r in listed}
-        deadline = time.monotonic() + 60
-        while ids & set(await actors(ray_world)):
-            assert time.monotonic() < deadline, "cancelled replicas' actors still running"
-            await asyncio.sleep(0.5)
+        await cancel_and_wait_gone(stub, ray_world, created.id, {r.id for r in listed})
         left = await stub.ListReplicas(
             capacity_pb2.ListReplicasRequest(request_id=created.id, include_stopped=True), metadata=TOKEN
         )
@@ -251,6 +270,72 @@ async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld,
             await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=created.id), metadata=TOKEN)
     finally:
         plane.kill()
+
+
+async def test_demand_scales_a_request_up_and_the_decision_is_explained(
+    ray_world: RayWorld, control_plane: ControlPlaneFactory
+) -> None:
+    """Real load on a real engine actor: the autoscaler in the reconcile loop sees the demand in
+    the engines' metrics, raises the target, the scheduler places another replica, and the
+    decision is in the history with its reason."""
+    plane = await start_plane(ray_world, control_plane, autoscale_interval_s=1.0, autoscale_down_delay_s=3600)
+    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+        stub = capacity_pb2_grpc.CapacityServiceStub(channel)
+        scaler = autoscaler_pb2_grpc.AutoscalerServiceStub(channel)
+        # one BR104 replica (about 3,000 tokens/s at this SLO) reserved; the node holds two
+        autoscaled = spec(1000)
+        autoscaled.allowed_accelerators.append("BR104")
+        autoscaled.mean_input_tokens, autoscaled.mean_output_tokens = 600, 160
+        autoscaled.autoscaling.CopyFrom(
+            capacity_pb2.AutoscalingSpec(enabled=True, max_output_tokens_per_second=8000)
+        )
+        created = await stub.Create(capacity_pb2.CreateCapacityRequest(spec=autoscaled), metadata=TOKEN)
+        await wait_ready(stub, created.id)
+        query = capacity_pb2.ListReplicasRequest(request_id=created.id)
+
+        async def endpoints() -> dict[str, tuple[str, float]]:
+            replicas = (await stub.ListReplicas(query, metadata=TOKEN)).replicas
+            return {
+                r.id: (r.endpoint, r.predicted_output_tokens_per_second)
+                for r in replicas
+                if r.state == "Ready"
+            }
+
+        # offered: about the replica's whole capacity at the SLO, more than its 80% target
+        load = LoadGenerator(
+            endpoints, DemandShape(low=3000, high=3000, burst_factor=1.0), mean_input_tokens=600
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(load.run(stop, interval_s=0.5))
+        try:
+            deadline = time.monotonic() + 120
+            ups: list[Any] = []
+            while not ups:
+                assert time.monotonic() < deadline, "no scale-up decision under load"
+                listed = await scaler.ListDecisions(
+                    autoscaler_pb2.ListDecisionsRequest(request_id=created.id, action="scale_up")
+                )
+                ups = [d for d in listed.decisions if d.applied]
+                await asyncio.sleep(0.5)
+            while len((await stub.ListReplicas(query, metadata=TOKEN)).replicas) < 2:
+                assert time.monotonic() < deadline, "the raised target placed no replica"
+                await asyncio.sleep(0.3)
+        finally:
+            stop.set()
+            await running
+        up = ups[-1]
+        assert up.desired_replicas > up.current_replicas >= 1 and "replicas" in up.reason
+        assert up.target_output_tokens_per_second > 1000 and up.demand_output_tokens_per_second > 0
+        assert up.inputs["reporting"] >= 1 and load.completed > 0
+        got = await stub.Get(capacity_pb2.GetCapacityRequest(id=created.id), metadata=TOKEN)
+        assert got.status.target_output_tokens_per_second == pytest.approx(
+            up.target_output_tokens_per_second, abs=1
+        )
+        status = await scaler.GetStatus(autoscaler_pb2.GetAutoscalerStatusRequest(request_id=created.id))
+        assert status.requests[0].replicas >= 2 and status.requests[0].last_decision.request_id == created.id
+
+        ids = {r.id for r in (await stub.ListReplicas(query, metadata=TOKEN)).replicas}
+        await cancel_and_wait_gone(stub, ray_world, created.id, ids)
 
 
 async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:

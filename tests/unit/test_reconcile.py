@@ -259,6 +259,12 @@ def sample_world(seen: Seen, tpot_target_ms: float = 50) -> World:
         ),  # idle
         (Seen("ready", output_tokens_per_second=9000, waiting=40, tpot_p95_s=0.120), False),  # past the SLO
         (Seen("ready", output_tokens_per_second=3000, waiting=3, tpot_p95_s=0.0), False),  # nothing finished
+        (  # a request arriving at the scrape of a lightly loaded replica is not a queue
+            Seen("ready", output_tokens_per_second=600, waiting=1, running=16, tpot_p95_s=0.040),
+            False,
+        ),
+        (Seen("ready", output_tokens_per_second=3000, waiting=2, running=60, tpot_p95_s=0.040), False),
+        (Seen("ready", output_tokens_per_second=3000, waiting=20, running=60, tpot_p95_s=0.040), True),
     ],
 )
 def test_only_busy_replicas_within_the_slo_calibrate(seen: Seen, saturated: bool) -> None:

@@ -19,7 +19,7 @@ class LatencyClass(_message.Message):
     def __init__(self, ttft_p95_ms: _Optional[float] = ..., tpot_p95_ms: _Optional[float] = ...) -> None: ...
 
 class CapacitySpec(_message.Message):
-    __slots__ = ("model", "input_tokens_per_second", "output_tokens_per_second", "latency", "allowed_vendors", "denied_vendors", "allowed_accelerators", "denied_accelerators", "clusters", "regions", "max_price_per_million_output_tokens", "priority", "mean_input_tokens", "mean_output_tokens", "tenant")
+    __slots__ = ("model", "input_tokens_per_second", "output_tokens_per_second", "latency", "allowed_vendors", "denied_vendors", "allowed_accelerators", "denied_accelerators", "clusters", "regions", "max_price_per_million_output_tokens", "priority", "mean_input_tokens", "mean_output_tokens", "tenant", "autoscaling")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class CapacitySpec(_message.Message):
     MEAN_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MEAN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
     model: str
     input_tokens_per_second: float
     output_tokens_per_second: float
@@ -50,7 +51,22 @@ class CapacitySpec(_message.Message):
     mean_input_tokens: float
     mean_output_tokens: float
     tenant: str
-    def __init__(self, model: _Optional[str] = ..., input_tokens_per_second: _Optional[float] = ..., output_tokens_per_second: _Optional[float] = ..., latency: _Optional[_Union[LatencyClass, _Mapping]] = ..., allowed_vendors: _Optional[_Iterable[str]] = ..., denied_vendors: _Optional[_Iterable[str]] = ..., allowed_accelerators: _Optional[_Iterable[str]] = ..., denied_accelerators: _Optional[_Iterable[str]] = ..., clusters: _Optional[_Iterable[str]] = ..., regions: _Optional[_Iterable[str]] = ..., max_price_per_million_output_tokens: _Optional[float] = ..., priority: _Optional[int] = ..., mean_input_tokens: _Optional[float] = ..., mean_output_tokens: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
+    autoscaling: AutoscalingSpec
+    def __init__(self, model: _Optional[str] = ..., input_tokens_per_second: _Optional[float] = ..., output_tokens_per_second: _Optional[float] = ..., latency: _Optional[_Union[LatencyClass, _Mapping]] = ..., allowed_vendors: _Optional[_Iterable[str]] = ..., denied_vendors: _Optional[_Iterable[str]] = ..., allowed_accelerators: _Optional[_Iterable[str]] = ..., denied_accelerators: _Optional[_Iterable[str]] = ..., clusters: _Optional[_Iterable[str]] = ..., regions: _Optional[_Iterable[str]] = ..., max_price_per_million_output_tokens: _Optional[float] = ..., priority: _Optional[int] = ..., mean_input_tokens: _Optional[float] = ..., mean_output_tokens: _Optional[float] = ..., tenant: _Optional[str] = ..., autoscaling: _Optional[_Union[AutoscalingSpec, _Mapping]] = ...) -> None: ...
+
+class AutoscalingSpec(_message.Message):
+    __slots__ = ("enabled", "max_output_tokens_per_second", "max_spend_per_hour", "scale_to_zero", "advisory")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MAX_SPEND_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    SCALE_TO_ZERO_FIELD_NUMBER: _ClassVar[int]
+    ADVISORY_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    max_output_tokens_per_second: float
+    max_spend_per_hour: float
+    scale_to_zero: bool
+    advisory: bool
+    def __init__(self, enabled: _Optional[bool] = ..., max_output_tokens_per_second: _Optional[float] = ..., max_spend_per_hour: _Optional[float] = ..., scale_to_zero: _Optional[bool] = ..., advisory: _Optional[bool] = ...) -> None: ...
 
 class Condition(_message.Message):
     __slots__ = ("type", "status", "reason", "message", "last_transition_time")
@@ -87,20 +103,22 @@ class ReplicaStatus(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., accelerator: _Optional[str] = ..., node_id: _Optional[str] = ..., devices: _Optional[_Iterable[int]] = ..., tensor_parallel: _Optional[int] = ..., state: _Optional[str] = ..., predicted_output_tokens_per_second: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CapacityStatus(_message.Message):
-    __slots__ = ("phase", "conditions", "replicas", "predicted_output_tokens_per_second", "ready_output_tokens_per_second", "observed_generation")
+    __slots__ = ("phase", "conditions", "replicas", "predicted_output_tokens_per_second", "ready_output_tokens_per_second", "observed_generation", "target_output_tokens_per_second")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     READY_OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     phase: str
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     predicted_output_tokens_per_second: float
     ready_output_tokens_per_second: float
     observed_generation: int
-    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., predicted_output_tokens_per_second: _Optional[float] = ..., ready_output_tokens_per_second: _Optional[float] = ..., observed_generation: _Optional[int] = ...) -> None: ...
+    target_output_tokens_per_second: float
+    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., predicted_output_tokens_per_second: _Optional[float] = ..., ready_output_tokens_per_second: _Optional[float] = ..., observed_generation: _Optional[int] = ..., target_output_tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class CapacityRequest(_message.Message):
     __slots__ = ("id", "tenant", "spec", "status", "generation", "created_at", "idempotency_key")

@@ -1,0 +1,70 @@
+"""Leader election on a real etcd: one leader at a time, a planned handover within one retry
+interval, a crashed leader replaced after its lease TTL, and the old leader fenced (it stops
+acting) before anyone else can start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from controlplane.embedded.etcd import EtcdProcess
+from controlplane.ha.election import Election
+from controlplane.store.etcd import EtcdStore
+
+
+async def store_for(etcd: EtcdProcess) -> EtcdStore:
+    store = EtcdStore(etcd.host, etcd.client_port)
+    await store.connect()
+    return store
+
+
+async def wait_until(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+    return time.monotonic()
+
+
+async def test_one_leader_handover_and_crash(etcd: EtcdProcess) -> None:
+    stores = [await store_for(etcd) for _ in range(3)]
+    changes: list[tuple[float, str, bool]] = []
+
+    def election(name: str, store: EtcdStore) -> Election:
+        return Election(store, name, ttl_s=2, margin_s=0.5,
+                        on_change=lambda leading: changes.append((time.monotonic(), name, leading)))  # fmt: skip
+
+    a, b, c = election("a", stores[0]), election("b", stores[1]), election("c", stores[2])
+    try:
+        await a.start()
+        await wait_until(a.is_leader, 5, "a leads")
+        await b.start()
+        await c.start()
+        await asyncio.sleep(1.5)  # several retry intervals: nobody else gets in
+        assert [e.is_leader() for e in (a, b, c)] == [True, False, False]
+        assert (await a.leader())["identity"] == "a"  # type: ignore[index]
+
+        # planned handover: the leader revokes its lease, a successor within ~one retry interval
+        stopped = time.monotonic()
+        await a.stop()
+        took_over = await wait_until(lambda: b.is_leader() or c.is_leader(), 5, "a successor")
+        assert took_over - stopped < 2.0
+        new, other = (b, c) if b.is_leader() else (c, b)
+
+        # crash: the leader's process stops refreshing (no revoke); it fences itself before the
+        # lease can expire, and the other instance leads only after the lease is gone
+        assert new._task is not None
+        new._task.cancel()
+        crashed = time.monotonic()
+        fenced = await wait_until(lambda: not new.is_leader(), 5, "the crashed leader fences itself")
+        successor = await wait_until(other.is_leader, 10, "a successor after the TTL")
+        assert fenced < successor
+        assert successor - crashed >= 1.0  # not before the lease could have expired
+        assert successor - crashed < 2 + 2.0  # TTL + one retry interval and slack
+        assert [e.is_leader() for e in (new, other)] == [False, True]
+        assert [name for _, name, leading in changes if leading] == ["a", new.identity, other.identity]
+    finally:
+        for e in (a, b, c):
+            await e.stop()
+        for s in stores:
+            await s.close()
