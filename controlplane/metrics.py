@@ -81,6 +81,11 @@ class ControlPlaneMetrics:
             "tokenfab_leader", "1 while this instance leads (reconciles, autoscales, runs the operator)",
             registry=self.registry,
         )  # fmt: skip
+        self.failover_events = Counter(
+            "tokenfab_failover_events_total",
+            "Failover steps: replica_lost, replica_failed, replacement_started, replica_retired",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
         per_request = ["request"]
         self.autoscaler_desired = Gauge(
             "tokenfab_autoscaler_desired_replicas", "Replicas the autoscaler wants per capacity request",

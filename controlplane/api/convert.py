@@ -196,7 +196,7 @@ def node_to_pb(view: NodeView) -> types_pb2.Node:
                 provider=reg.lease.provider,
                 lease_id=reg.lease.lease_id,
                 start_time=datetime_to_ts(reg.lease.start_time),
-                end_time=datetime_to_ts(reg.lease.end_time),
+                end_time=datetime_to_ts(view.record.lease_end or reg.lease.end_time),
                 price_per_accelerator_hour=reg.lease.price_per_accelerator_hour,
                 preemptible=reg.lease.preemptible,
             )

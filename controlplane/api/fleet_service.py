@@ -1,24 +1,38 @@
-"""FleetService: list, get, watch, cordon and uncordon nodes."""
+"""FleetService: list, get, watch, cordon, uncordon and drain nodes; revoke and extend leases; events."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
 from controlplane.api import convert
 from controlplane.api.status import HANDLED, code_for, message_for
-from controlplane.errors import InvalidArgument
+from controlplane.domain.events import EventRecord
+from controlplane.errors import FailedPrecondition, InvalidArgument
+from controlplane.fleet.events import EventLog
 from controlplane.fleet.registry import ChangeKind, NodeRegistry
 from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc, types_pb2
 
 MAX_REASON = 256
 
 
+MAX_NOTICE_S = 30 * 86400
+MAX_EVENTS_LIMIT = 1000
+
+
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, registry: NodeRegistry) -> None:
+    def __init__(self, registry: NodeRegistry, events: EventLog | None = None) -> None:
         self._registry = registry
+        self._events = events
+
+    async def _record(self, kind: str, node_id: str, message: str) -> None:
+        if self._events is not None:
+            await self._events.append(
+                EventRecord(at=datetime.now(UTC), kind=kind, message=message, node_id=node_id)
+            )
 
     async def ListNodes(  # noqa: N802
         self, request: fleet_pb2.ListNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -85,6 +99,95 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     ) -> types_pb2.Node:
         try:
             return convert.node_to_pb(await self._registry.uncordon(request.node_id))
+        except HANDLED as exc:
+            await context.abort(code_for(exc), message_for(exc))
+        raise AssertionError("unreachable")
+
+    async def Drain(  # noqa: N802
+        self, request: fleet_pb2.DrainRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> types_pb2.Node:
+        try:
+            if len(request.reason) > MAX_REASON:
+                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
+            view = await self._registry.drain(request.node_id, request.reason)
+            await self._record(
+                "drain", request.node_id, f"drain requested: {request.reason or 'no reason given'}"
+            )
+            return convert.node_to_pb(view)
+        except HANDLED as exc:
+            await context.abort(code_for(exc), message_for(exc))
+        raise AssertionError("unreachable")
+
+    async def RevokeLease(  # noqa: N802
+        self, request: fleet_pb2.RevokeLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> types_pb2.Node:
+        try:
+            if not 0 <= request.notice_s <= MAX_NOTICE_S:  # also false for NaN
+                raise InvalidArgument("notice_s", f"must be between 0 and {MAX_NOTICE_S} seconds")
+            if len(request.reason) > MAX_REASON:
+                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
+            end = datetime.now(UTC) + timedelta(seconds=request.notice_s)
+            current = self._registry.get(request.node_id).record.lease_end
+            if current is not None and current <= end:
+                raise FailedPrecondition(
+                    f"notice_s: the lease already ends at {current.isoformat(timespec='seconds')}, "
+                    "before the notice would"
+                )
+            note = f"revoked with {request.notice_s:g} s notice" + (
+                f": {request.reason}" if request.reason else ""
+            )
+            view = await self._registry.set_lease_end(request.node_id, end, note)
+            await self._record(
+                "lease_revoked", request.node_id, f"{note}; ends {end.isoformat(timespec='seconds')}"
+            )
+            return convert.node_to_pb(view)
+        except HANDLED as exc:
+            await context.abort(code_for(exc), message_for(exc))
+        raise AssertionError("unreachable")
+
+    async def ExtendLease(  # noqa: N802
+        self, request: fleet_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> types_pb2.Node:
+        try:
+            if not request.HasField("until"):
+                raise InvalidArgument("until", "is required")
+            until = convert.ts_to_datetime(request.until)
+            if until <= datetime.now(UTC):
+                raise InvalidArgument("until", "must be in the future")
+            if len(request.reason) > MAX_REASON:
+                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
+            note = "extended" + (f": {request.reason}" if request.reason else "")
+            view = await self._registry.set_lease_end(request.node_id, until, note)
+            await self._record(
+                "lease_extended", request.node_id, f"{note}; ends {until.isoformat(timespec='seconds')}"
+            )
+            return convert.node_to_pb(view)
+        except HANDLED as exc:
+            await context.abort(code_for(exc), message_for(exc))
+        raise AssertionError("unreachable")
+
+    async def ListEvents(  # noqa: N802
+        self, request: fleet_pb2.ListEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> fleet_pb2.ListEventsResponse:
+        try:
+            if request.limit > MAX_EVENTS_LIMIT:
+                raise InvalidArgument("limit", f"at most {MAX_EVENTS_LIMIT} (0 means 100)")
+            events = (
+                await self._events.list(
+                    limit=request.limit or 100, node_id=request.node_id, request_id=request.request_id
+                )
+                if self._events is not None
+                else []
+            )
+            return fleet_pb2.ListEventsResponse(
+                events=[
+                    fleet_pb2.FleetEvent(
+                        at=convert.datetime_to_ts(e.at), kind=e.kind, message=e.message, node_id=e.node_id,
+                        request_id=e.request_id, replica_id=e.replica_id,
+                    )
+                    for e in events
+                ]
+            )  # fmt: skip
         except HANDLED as exc:
             await context.abort(code_for(exc), message_for(exc))
         raise AssertionError("unreachable")

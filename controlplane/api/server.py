@@ -30,6 +30,7 @@ from controlplane.capacity.tenants import TenantDirectory
 from controlplane.catalog.types import load_catalog
 from controlplane.config import ControlPlaneConfig
 from controlplane.executor.service import RemoteExecutor
+from controlplane.fleet.events import EventLog
 from controlplane.fleet.registry import FleetTiming, NodeRegistry
 from controlplane.ha.election import Election
 from controlplane.metrics import ControlPlaneMetrics
@@ -92,6 +93,13 @@ class ControlPlane:
             raise RuntimeError("the control plane is not started")
         return self._store
 
+    def _replicas_on(self, node_id: str) -> int:
+        """Live replicas on a node as the leading reconciler last saw them; a drain ends at zero.
+        An instance that does not lead does not know, and never declares a drain finished."""
+        if self.reconciler is None or self.election is None or not self.election.is_leader():
+            return 1 if self.config.executors else 0
+        return self.reconciler.replicas_by_node.get(node_id, 0)
+
     async def start(self) -> None:
         cfg = self.config
         if self._store is None:
@@ -107,14 +115,18 @@ class ControlPlane:
             suspect_after_missed=cfg.suspect_after_missed,
             lost_after_s=cfg.lost_after_s,
         )
-        self.registry = NodeRegistry(self._store, timing=timing, metrics=self.metrics)
-        await self.registry.start()
+        identity = cfg.identity or f"{socket.gethostname()}:{cfg.address.rpartition(':')[2]}:{os.getpid()}"
         self.election = Election(
             self._store,
-            cfg.identity or f"{socket.gethostname()}:{cfg.address.rpartition(':')[2]}:{os.getpid()}",
+            identity,
             ttl_s=cfg.leader_ttl_s,
             on_change=lambda leading: self.metrics.leader.set(1 if leading else 0),
         )
+        self.registry = NodeRegistry(
+            self._store, timing=timing, metrics=self.metrics, workloads=self._replicas_on,
+            is_leader=self.election.is_leader, identity=identity,
+        )  # fmt: skip
+        await self.registry.start()
         await self.election.start()
 
         server = grpc.aio.server(
@@ -127,7 +139,9 @@ class ControlPlane:
             ]
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.registry), server)
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(self.registry), server)
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(
+            FleetServicer(self.registry, EventLog(self._store)), server
+        )
         catalog = load_catalog(cfg.catalog_file)
         tenants = TenantDirectory.load(cfg.tenants_file) if cfg.tenants_file else None
         registry = self.registry

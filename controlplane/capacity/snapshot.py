@@ -30,8 +30,9 @@ def node_slots(views: Iterable[NodeView]) -> list[NodeSlot]:
                 devices=healthy,
                 schedulable=ready,
                 unschedulable_reason="" if ready else record.state.value,
-                lease_end=reg.lease.end_time if reg.lease else None,
+                lease_end=record.lease_end,
                 price_per_accelerator_hour=reg.lease.price_per_accelerator_hour if reg.lease else None,
+                state=record.state.value,
             )
         )
     return slots

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from controlplane.cli import autoscaler as autoscaler_commands
+from controlplane.cli import failover as failover_commands
 from controlplane.cli import requests as request_commands
 from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
 from controlplane.cli.simulate import simulate_command
@@ -32,6 +33,9 @@ app = typer.Typer(
 
 app.add_typer(request_commands.app, name="request")
 app.add_typer(autoscaler_commands.app, name="autoscaler")
+app.add_typer(failover_commands.lease_app, name="lease")
+app.command("drain")(failover_commands.drain_command)
+app.command("events")(failover_commands.events_command)
 app.command("replicas")(request_commands.replicas_command)
 app.command("simulate")(simulate_command)
 

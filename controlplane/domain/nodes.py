@@ -204,10 +204,21 @@ class NodeRecord(_Model):
     # Per-device health as last reported; persisted because it changes placement, and only
     # written when it changes (not per beat).
     device_health: dict[int, tuple[DeviceHealth, str]] = Field(default_factory=dict)
+    # An operator's change to the lease (revoked with a notice, or extended): wins over what the
+    # agent registers, so an agent restart does not undo a revocation.
+    lease_end_override: datetime | None = None
+    lease_note: str = ""
 
     @property
     def node_id(self) -> str:
         return self.registration.node_id
+
+    @property
+    def lease_end(self) -> datetime | None:
+        """When the node's lease ends (None: owned)."""
+        if self.registration.lease is None:
+            return None
+        return self.lease_end_override or self.registration.lease.end_time
 
 
 class _FieldError(ValueError):

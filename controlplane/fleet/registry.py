@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -47,7 +47,7 @@ from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, N
 from controlplane.fleet.states import beating_state, check_transition, is_beating
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.store import keys
-from controlplane.store.base import Store
+from controlplane.store.base import LeaseExpired, Store, WatchEvent, WatchEventKind
 from tokenfab.logs import get_logger
 
 log = get_logger("fleet")
@@ -174,8 +174,20 @@ class NodeRegistry:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
         workloads: Callable[[str], int] = lambda node_id: 0,
+        is_leader: Callable[[], bool] = lambda: True,
+        identity: str = "",
+        presence_ttl_s: int = 5,
     ) -> None:
         self._store = store
+        self._is_leader = is_leader
+        self.identity = identity or f"registry-{id(self):x}"
+        self._presence_ttl_s = presence_ttl_s
+        self._presence_lease = 0
+        self._local: set[str] = set()  # nodes whose agent holds a stream to this instance
+        self._remote_present: set[str] = set()  # ... to another live instance (presence keys)
+        self._absent_since: dict[str, float] = {}  # no stream anywhere since (leader's view)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[None]] = set()
         self.timing = timing or FleetTiming()
         self.metrics = metrics or ControlPlaneMetrics()
         self._clock = clock
@@ -189,7 +201,12 @@ class NodeRegistry:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, *, monitor: bool = True) -> None:
-        """Load every node from the store and (by default) start the liveness monitor."""
+        """Load every node from the store and (by default) start the liveness monitor and follow
+        what other control-plane instances write (nodes, and which instance holds whose stream)."""
+        present, _ = await self._store.list_prefix(keys.PRESENCE)
+        for kv in present:
+            if kv.value.decode() != self.identity:
+                self._remote_present.add(kv.key[len(keys.PRESENCE) :])
         kvs, revision = await self._store.list_prefix(keys.NODES)
         now = self._clock()
         for kv in kvs:
@@ -200,25 +217,127 @@ class NodeRegistry:
                 log.error("node.unreadable", key=kv.key, field=field_name, error=message)
                 continue
             entry = _Entry(record, kv.mod_revision)
-            if record.state is not NodeState.LOST:
+            if record.state is not NodeState.LOST and record.node_id not in self._remote_present:
                 entry.last_seen = now  # grace period: agents get a full lost timeout to reconnect
             self._entries[record.node_id] = entry
             self._count(record, +1)
         log.info("fleet.loaded", nodes=len(self._entries), revision=revision)
         if monitor:
+            self._presence_lease = await self._store.grant_lease(self._presence_ttl_s)
             self._monitor = asyncio.create_task(self._run_monitor(), name="fleet-monitor")
+            self._tasks = [
+                asyncio.create_task(self._follow_nodes(revision + 1), name="fleet-follow"),
+                asyncio.create_task(self._follow_presence(), name="fleet-presence"),
+            ]
 
     async def stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-            self._monitor = None
+        for task in [*self._tasks, *([self._monitor] if self._monitor else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
+        self._monitor, self._tasks = None, []
+        if self._presence_lease:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._store.revoke_lease(self._presence_lease), 2.0)
+            self._presence_lease = 0
+
+    # -- several control-plane instances ---------------------------------------------------------
+    #
+    # Agents may hold their stream to any instance. The instance that receives a node's heartbeats
+    # judges its liveness (as with one instance) and announces it with a presence key on its own
+    # etcd lease. Every instance follows the node records the others write. A node that no live
+    # instance announces (its agent's instance died, or its stream closed) is judged by the
+    # leader: Suspect and Lost after the same timeouts, counted from when its presence vanished.
+
+    async def _follow_nodes(self, start_revision: int) -> None:
+        while True:
+            try:
+                async for event in self._store.watch_prefix(keys.NODES, start_revision=start_revision):
+                    start_revision = event.mod_revision + 1
+                    self._apply_remote(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store went away: resume from the last revision seen
+                log.warning("fleet.follow_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    def _apply_remote(self, event: WatchEvent) -> None:
+        node_id = keys.node_id_of(event.key)
+        entry = self._entries.get(node_id)
+        if event.kind is WatchEventKind.DELETE:
+            if entry is not None:
+                self._count(entry.record, -1)
+                del self._entries[node_id]
+                self._publish(ChangeKind.DELETE, entry.view())
+            return
+        if entry is not None and (event.mod_revision <= entry.mod_revision or entry.lock.locked()):
+            return  # our own write (landed, or in flight), or older than what we hold
+        try:
+            record = NodeRecord.model_validate_json(event.value)
+        except ValidationError:
+            return
+        if entry is None:
+            entry = _Entry(record, event.mod_revision)
+            self._entries[node_id] = entry
+        else:
+            self._count(entry.record, -1)
+            entry.record, entry.mod_revision = record, event.mod_revision
+        self._count(record, +1)
+        self._publish(ChangeKind.UPSERT, entry.view())
+
+    async def _follow_presence(self) -> None:
+        while True:
+            try:
+                _, revision = await self._store.list_prefix(keys.PRESENCE)
+                async for event in self._store.watch_prefix(keys.PRESENCE, start_revision=revision + 1):
+                    node_id = event.key[len(keys.PRESENCE) :]
+                    if event.kind is WatchEventKind.DELETE:
+                        self._remote_present.discard(node_id)
+                    elif event.value.decode() != self.identity:
+                        self._remote_present.add(node_id)
+                        self._absent_since.pop(node_id, None)
+                        entry = self._entries.get(node_id)
+                        if entry is not None and node_id not in self._local:
+                            entry.last_seen = None  # another instance has the stream: it judges
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("fleet.presence_follow_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _announce(self, node_id: str, present: bool) -> None:
+        if not self._presence_lease:
+            return
+        try:
+            if present:
+                await self._store.put(
+                    keys.presence(node_id), self.identity.encode(), lease=self._presence_lease
+                )
+            else:
+                kv = await self._store.get(keys.presence(node_id))
+                if kv is not None and kv.value.decode() == self.identity:
+                    await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
+        except Exception as exc:
+            log.warning("fleet.presence_failed", node=node_id, error=str(exc) or type(exc).__name__)
+
+    async def _keep_presence(self) -> None:
+        if not self._presence_lease:
+            return
+        try:
+            await self._store.refresh_lease(self._presence_lease)
+        except LeaseExpired:  # we were cut off for a TTL: announce again on a new lease
+            self._presence_lease = await self._store.grant_lease(self._presence_ttl_s)
+            for node_id in sorted(self._local):
+                await self._announce(node_id, True)
 
     async def _run_monitor(self) -> None:
+        last_keep = 0.0
         while True:
             await asyncio.sleep(self.timing.check_interval_s)
             try:
+                if self._clock() - last_keep >= self._presence_ttl_s / 3:
+                    last_keep = self._clock()
+                    await self._keep_presence()
                 await self.check()
             except Exception:  # never let one bad pass stop liveness tracking
                 log.exception("fleet.monitor_failed")
@@ -257,11 +376,26 @@ class NodeRegistry:
 
     def attach(self, node_id: str, sink: CommandSink) -> None:
         self._entry(node_id).sinks.append(sink)
+        if node_id not in self._local:
+            self._local.add(node_id)
+            self._background(self._announce(node_id, True))
 
     def detach(self, node_id: str, sink: CommandSink) -> None:
         entry = self._entries.get(node_id)
         if entry is not None and sink in entry.sinks:
             entry.sinks.remove(sink)
+            if not entry.sinks and node_id in self._local:
+                self._local.discard(node_id)
+                self._background(self._announce(node_id, False))
+
+    def _background(self, coro: Any) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:  # no loop (a synchronous caller in a test): nothing to announce to
+            coro.close()
+            return
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _send(self, entry: _Entry, command: NodeCommand) -> None:
         for sink in entry.sinks:
@@ -271,13 +405,13 @@ class NodeRegistry:
 
     async def _write(self, entry: _Entry, new: NodeRecord) -> None:
         """CAS-write ``new`` over ``entry``; on a lost race reload and raise Conflict."""
+        old = entry.record  # before the await: the follower may see our own write land first
         revision = await self._store.compare_and_put(
             keys.node(new.node_id), new.model_dump_json().encode(), expected_mod_revision=entry.mod_revision
         )
         if revision is None:
             await self._reload(entry)
             raise Conflict(f"node {new.node_id!r} changed concurrently")
-        old = entry.record
         old_state = old.state
         entry.record = new
         entry.mod_revision = revision
@@ -364,13 +498,18 @@ class NodeRegistry:
             kv = await self._store.get(keys.node(registration.node_id))
             if kv is None:
                 raise Conflict(f"node {registration.node_id!r} changed concurrently")
-            entry = _Entry(NodeRecord.model_validate_json(kv.value), kv.mod_revision, last_seen=self._clock())
-            self._entries[registration.node_id] = entry
-            self._count(entry.record, +1)
+            if registration.node_id not in self._entries:  # the follower may have added it already
+                entry = _Entry(NodeRecord.model_validate_json(kv.value), kv.mod_revision)
+                self._entries[registration.node_id] = entry
+                self._count(entry.record, +1)
+            self._entries[registration.node_id].last_seen = self._clock()
             view, _ = await self.register(registration)
             return view
-        entry = _Entry(record, revision, last_seen=self._clock())
-        self._entries[registration.node_id] = entry
+        if registration.node_id not in self._entries:  # the follower may have seen our write first
+            self._entries[registration.node_id] = _Entry(record, revision)
+            self._count(record, +1)
+        entry = self._entries[registration.node_id]
+        entry.last_seen = self._clock()
         self.metrics.registrations.labels("created").inc()
         log.info(
             "node.registered",
@@ -380,7 +519,6 @@ class NodeRegistry:
             devices=len(registration.devices),
             leased=registration.lease is not None,
         )
-        self._count(record, +1)
         self._publish(ChangeKind.UPSERT, entry.view())
         return entry.view()
 
@@ -446,6 +584,19 @@ class NodeRegistry:
         self._send(entry, NodeCommand(CommandKind.UNCORDON))
         return entry.view()
 
+    async def set_lease_end(self, node_id: str, end: datetime, note: str) -> NodeView:
+        """Revoke (an earlier end) or extend a leased node's lease; owned nodes have none."""
+        entry = self._entry(node_id)
+        if entry.record.registration.lease is None:
+            raise FailedPrecondition(f"node_id: {node_id} is owned, not leased (drain it instead)")
+
+        def change(record: NodeRecord) -> NodeRecord:
+            return record.model_copy(update={"lease_end_override": end, "lease_note": note})
+
+        await self._mutate(entry, change)
+        log.info("node.lease", node=node_id, lease_end=end.isoformat(), note=note)
+        return entry.view()
+
     async def drain(self, node_id: str, reason: str = "") -> NodeView:
         entry = self._entry(node_id)
 
@@ -465,9 +616,15 @@ class NodeRegistry:
         """One pass of the liveness monitor; returns the transitions it made."""
         now = self._clock()
         made: list[tuple[str, NodeState, NodeState]] = []
+        leader = self._is_leader()
         for node_id, entry in list(self._entries.items()):
             state = entry.record.state
             silence = now - entry.last_seen if entry.last_seen is not None else None
+            if silence is None and state is not NodeState.LOST:
+                if leader and node_id not in self._remote_present and node_id not in self._local:
+                    silence = now - self._absent_since.setdefault(node_id, now)
+                else:
+                    self._absent_since.pop(node_id, None)
             target: NodeState | None = None
             if state is NodeState.DRAINING and self._workloads(node_id) == 0:
                 target = NodeState.CORDONED
@@ -505,6 +662,7 @@ class NodeRegistry:
                 if target is NodeState.LOST:
                     entry.last_seen = None
                     entry.telemetry = ()
+                    self._absent_since.pop(node_id, None)
         return made
 
     def _count(self, record: NodeRecord, sign: int) -> None:

@@ -14,7 +14,15 @@ Rules, in order, for each replica that is not yet Stopped or Failed:
 3. Surplus (a target lowered, by the tenant or the autoscaler): the request's live replicas
    whose removal still leaves the predicted capacity at or above the target are drained, the
    least useful first (not yet ready, then smallest predicted tokens/s).
-4. Deficit: the scheduler plans new replicas for every active request against the fleet, the
+4. Unplanned loss: a replica on a node the fleet declared Lost fails at once (not after Ray
+   notices), and rule 6 replaces it in the same pass.
+5. Planned loss (make-before-break): a replica on a draining or suspect node, or on a node whose lease ends
+   within the replica's expected start time (learned per model and accelerator) plus a margin,
+   is *departing*: it keeps serving but does not count towards the target, so the scheduler
+   places its replacement elsewhere (any compatible type: the target is in tokens/s); once the
+   request's other Ready replicas meet the target it is drained, or at once when the lease has
+   ended. No capacity gap as long as the notice is at least the start time.
+6. Deficit: the scheduler plans new replicas for every active request against the fleet, the
    live replicas and the nodes each cluster's Ray actually has; a request whose replicas keep
    crashing (failing within ``crash_within_s`` of their creation, not lost after a long healthy
    run) waits out an exponential backoff before it is placed again.
@@ -73,6 +81,11 @@ class ReconcileConfig:
     failure_window_s: float = 600.0
     crash_within_s: float = 120.0  # a failure this soon after creation counts towards the backoff
     history_s: float = 3600.0  # Stopped and Failed records are deleted this long after they ended
+    # make-before-break: replace a replica this long (its expected start time plus a margin)
+    # before its node's lease ends; start times are learned per (model, accelerator)
+    default_start_s: float = 60.0
+    replacement_margin_s: float = 30.0
+    start_times: Mapping[tuple[str, str], float] = field(default_factory=dict)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -93,6 +106,17 @@ class World:
         return self.targets.get(request.id, request.spec.output_tokens_per_second)
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One failover step: what happened, to which replica, request and node, and why."""
+
+    kind: str  # replica_lost | replica_failed | replacement_started | replica_retired
+    message: str
+    request_id: str = ""
+    replica_id: str = ""
+    node_id: str = ""
+
+
 @dataclass
 class Decision:
     updates: list[ReplicaRecord] = field(default_factory=list)  # transitions of existing records
@@ -102,6 +126,7 @@ class Decision:
     expired: list[ReplicaRecord] = field(default_factory=list)  # terminal records past the history
     statuses: dict[str, CapacityStatus] = field(default_factory=dict)  # request id -> new status
     notes: list[str] = field(default_factory=list)  # one line per decision, for the log
+    events: list[Event] = field(default_factory=list)  # failover steps, for `tokenfab events`
 
     @property
     def empty(self) -> bool:
@@ -152,6 +177,29 @@ def _surplus(live: list[ReplicaRecord], target: float) -> list[ReplicaRecord]:
     return drained
 
 
+def _departing(
+    record: ReplicaRecord, slots: Mapping[str, NodeSlot], now: datetime, cfg: ReconcileConfig
+) -> str:
+    """Why ``record`` must move off its node soon ("" when it need not)."""
+    slot = slots.get(record.node_id)
+    if slot is None:
+        return ""
+    if slot.state == "draining":
+        return f"node {record.node_id} is draining"
+    if slot.state == "suspect":  # missed heartbeats: replace now, keep it serving meanwhile
+        return f"node {record.node_id} is suspect (missed heartbeats)"
+    if slot.lease_end is None:
+        return ""
+    lead = (
+        cfg.start_times.get((record.model, record.accelerator), cfg.default_start_s)
+        + cfg.replacement_margin_s
+    )
+    left = (slot.lease_end - now).total_seconds()
+    if left <= lead:
+        return f"lease of {record.node_id} ends at {slot.lease_end.isoformat(timespec='seconds')}"
+    return ""
+
+
 def _backoff_until(failed: list[ReplicaRecord], now: datetime, cfg: ReconcileConfig) -> datetime | None:
     recent = [
         r
@@ -190,6 +238,7 @@ def decide(
     now = world.now
     out = Decision()
     requests = {r.id: r for r in world.requests}
+    slots = {s.node_id: s for s in world.fleet}
     current: dict[str, ReplicaRecord] = {}
     for record in world.replicas:
         if record.state in TERMINAL:
@@ -211,6 +260,16 @@ def decide(
         seen_in = world.seen.get(record.cluster)
         if seen_in is not None and moved.state is not S.PENDING:
             moved = _observe(moved, seen_in.get(record.id), now, cfg)
+        slot = slots.get(record.node_id)
+        if moved.state in (S.PENDING, S.STARTING, S.READY) and slot is not None and slot.state == "lost":
+            moved = moved.moved(S.FAILED, f"node {record.node_id} lost (missed heartbeats)", now)
+            out.events.append(
+                Event("replica_lost", moved.reason, record.request_id, record.id, record.node_id)
+            )
+        elif moved.state is S.FAILED and record.state is S.READY:
+            out.events.append(
+                Event("replica_failed", moved.reason, record.request_id, record.id, record.node_id)
+            )
         if moved is not record:
             out.updates.append(moved)
             out.notes.append(
@@ -224,11 +283,18 @@ def decide(
     for record in current.values():
         by_request[record.request_id].append(record)
 
+    # rule 5 (planned loss): replicas on a draining node or a lease ending within their expected
+    # start time plus a margin are departing: they keep serving, do not count towards the target,
+    # and are retired once the replacements are Ready (make-before-break)
+    departing = {
+        r.id: why for r in current.values() if r.state in LIVE and (why := _departing(r, slots, now, cfg))
+    }
+
     # rule 3: surplus after a target was lowered
     for request in world.requests:
         if not request.active:
             continue
-        live = [r for r in by_request[request.id] if r.state in LIVE]
+        live = [r for r in by_request[request.id] if r.state in LIVE and r.id not in departing]
         for replica in _surplus(live, world.target(request)):
             state = S.STOPPED if replica.state is S.PENDING else S.DRAINING
             moved = replica.moved(state, "surplus: the target is met without it", now)
@@ -243,12 +309,12 @@ def decide(
     for record in current.values():
         by_request[record.request_id].append(record)
 
-    # rule 4: deficit -> scheduler
+    # rule 6: deficit -> scheduler
     live_all = [r for r in current.values() if r.state in LIVE or r.state is S.DRAINING]
     placed = [
         PlacedReplica(
             r.id, r.request_id, r.node_id, r.accelerator, r.tensor_parallel, r.devices,
-            r.predicted_output_tokens_per_second if r.state in LIVE else 0.0,
+            r.predicted_output_tokens_per_second if r.state in LIVE and r.id not in departing else 0.0,
         )
         for r in live_all
     ]  # fmt: skip
@@ -306,7 +372,7 @@ def decide(
             )
             planned.append(record.model_copy(update={"engine": engine_for(record)}))
         # the planner may end with a large replica that makes an earlier small one redundant
-        live = [r for r in by_request[request.id] if r.state in LIVE]
+        live = [r for r in by_request[request.id] if r.state in LIVE and r.id not in departing]
         redundant = {r.id for r in _surplus(live + planned, world.target(request))}
         for record in planned:
             if record.id in redundant:
@@ -317,6 +383,45 @@ def decide(
                 f"replica {record.id}: new for {request.id} on {record.node_id} devices "
                 f"{list(record.devices)} ({record.reason})"
             )
+
+    # rule 5, break: retire departing replicas once the rest meets the target on Ready replicas
+    # (or at once when the lease has ended or the node is gone)
+    for request in world.requests:
+        leaving = [r for r in by_request[request.id] if r.id in departing and r.state in LIVE]
+        if not leaving:
+            continue
+        new_ones = [r for r in by_request[request.id] if r.state is S.PENDING and r.created_at == now]
+        if new_ones:
+            names = ", ".join(r.id for r in new_ones)
+            for replica in leaving:
+                message = f"{departing[replica.id]}: replacing {replica.id} with {names}"
+                out.events.append(
+                    Event("replacement_started", message, request.id, replica.id, replica.node_id)
+                )
+        staying = sum(
+            r.predicted_output_tokens_per_second
+            for r in by_request[request.id]
+            if r.state is S.READY and r.id not in departing
+        )
+        covered = staying >= world.target(request) - EPS or not request.active
+        for replica in leaving:
+            slot = slots.get(replica.node_id)
+            ended = slot is not None and slot.lease_end is not None and slot.lease_end <= now
+            if not (covered or ended):
+                continue
+            why = f"{departing[replica.id]}: " + (
+                "replaced" if covered else "lease ended before a replacement was Ready"
+            )
+            moved = replica.moved(S.STOPPED if replica.state is S.PENDING else S.DRAINING, why, now)
+            updates = {u.id: u for u in out.updates}
+            updates[moved.id] = moved
+            out.updates = list(updates.values())
+            if moved.state is S.DRAINING:
+                out.stops.append(moved)
+            current[moved.id] = moved
+            by_request[request.id] = [moved if r.id == moved.id else r for r in by_request[request.id]]
+            out.events.append(Event("replica_retired", why, request.id, replica.id, replica.node_id))
+            out.notes.append(f"replica {replica.id}: retired ({why})")
 
     # orphans: actors no live record claims
     claimed = {r.id for r in current.values() if r.state not in TERMINAL}
@@ -408,6 +513,15 @@ def _status(
         observed_generation=request.generation,
         target_output_tokens_per_second=round(applied, 1),
     )
+
+
+def learned_start_times(replicas: Sequence[ReplicaRecord]) -> dict[tuple[str, str], float]:
+    """Median creation-to-Ready seconds of the Ready replicas, per (model, accelerator)."""
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in replicas:
+        if r.state is S.READY and r.updated_at >= r.created_at:
+            times[(r.model, r.accelerator)].append((r.updated_at - r.created_at).total_seconds())
+    return {key: sorted(v)[len(v) // 2] for key, v in times.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,14 +37,25 @@ from controlplane.capacity.validation import workload_of
 from controlplane.catalog.perf import Calibration, Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord
-from controlplane.domain.replicas import TERMINAL, ReplicaRecord, ReplicaState
+from controlplane.domain.events import EventRecord
+from controlplane.domain.replicas import LIVE, TERMINAL, ReplicaRecord, ReplicaState
 from controlplane.executor.engines import EngineError
 from controlplane.executor.service import Executor
+from controlplane.fleet.events import EventLog
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.autoscaler import LiveAutoscaler, Tick
-from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, calibration_samples, decide
+from controlplane.reconcile.decide import (
+    Decision,
+    ReconcileConfig,
+    Seen,
+    World,
+    calibration_samples,
+    decide,
+    learned_start_times,
+)
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
+from controlplane.scheduler import NodeSlot
 from controlplane.store import keys
 from controlplane.store.base import Store
 from tokenfab.logs import get_logger
@@ -98,6 +109,9 @@ class Reconciler:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._workloads: dict[str, Workload] = {}  # request id -> mix and latency, for launches
+        self._node_states: dict[str, str] = {}  # node id -> state at the last pass (for events)
+        self.replicas_by_node: dict[str, int] = {}  # live and draining replicas, after the last pass
+        self.events = EventLog(store)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -106,7 +120,17 @@ class Reconciler:
         self._tasks = [
             asyncio.create_task(self._run(), name="reconcile"),
             asyncio.create_task(self._watch_requests(), name="reconcile-watch"),
+            asyncio.create_task(self._watch_nodes(), name="reconcile-nodes"),
         ]
+
+    async def _watch_nodes(self) -> None:
+        """A node turning suspect, lost or draining (or back) is acted on at once, not next pass."""
+        states: dict[str, str] = {}
+        async for _kind, view in self._registry.subscribe():
+            state = view.state.value
+            if states.get(view.node_id) != state:
+                states[view.node_id] = state
+                self._wake.set()
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self._stopping.values()]:
@@ -146,7 +170,8 @@ class Reconciler:
                     log.exception("reconcile.pass_failed", error=str(exc))
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                async with asyncio.timeout(self.interval_s):  # not wait_for: it can lose a cancel on 3.11
+                    await self._wake.wait()
             self._wake.clear()
 
     # -- one pass -----------------------------------------------------------------------------
@@ -199,11 +224,16 @@ class Reconciler:
         world = World(now, requests, records, fleet, seen, ray_nodes)
         await self._calibrate(world)
         factors = dict(self.calibration.factors)
+        await self._note_node_changes(fleet, now)
         if self.autoscaler is not None:
             world = replace(
                 world, targets=await self._autoscale(Tick(now, requests, records, this_pass, fleet, factors))
             )
-        config = replace(self.config, scheduler=replace(self.config.scheduler, calibration=factors))
+        config = replace(
+            self.config,
+            scheduler=replace(self.config.scheduler, calibration=factors),
+            start_times=learned_start_times(records),
+        )
         decision = decide(
             world, self._catalog, config, new_id=new_replica_id,
             engine_for=lambda r: engine_for(r, self._catalog, self.engines),
@@ -211,11 +241,39 @@ class Reconciler:
         for note in decision.notes:
             log.info("reconcile.decision", note=note)
         await self._persist(decision, replica_rev, request_rev, {r.id: r for r in records})
+        if decision.events:
+            await self.events.append(
+                *(
+                    EventRecord(at=now, kind=e.kind, message=e.message, node_id=e.node_id,
+                                request_id=e.request_id, replica_id=e.replica_id)
+                    for e in decision.events
+                )
+            )  # fmt: skip
+            for e in decision.events:
+                self.metrics.failover_events.labels(kind=e.kind).inc()
+                log.info(
+                    "reconcile.event", kind=e.kind, node=e.node_id, replica=e.replica_id, message=e.message
+                )
         self._workloads = {r.id: workload_of(r.spec) for r in requests}
         await self._act(decision, records, replica_rev)
         self._export(records, decision)
         self.passes += 1
         return decision
+
+    async def _note_node_changes(self, fleet: list[NodeSlot], now: datetime) -> None:
+        """An event per node state change the leader sees (lost, back, draining, ...)."""
+        changed = []
+        for slot in fleet:
+            before = self._node_states.get(slot.node_id)
+            if before is not None and before != slot.state:
+                changed.append(
+                    EventRecord(
+                        at=now, kind="node_state", message=f"{before} -> {slot.state}", node_id=slot.node_id
+                    )
+                )
+            self._node_states[slot.node_id] = slot.state
+        if changed:
+            await self.events.append(*changed)
 
     async def _autoscale(self, tick: Tick) -> dict[str, float]:
         assert self.autoscaler is not None
@@ -365,6 +423,9 @@ class Reconciler:
         final = {r.id: r for r in records}
         final.update({r.id: r for r in decision.updates})
         final.update({r.id: r for r in decision.creates})
+        self.replicas_by_node = dict(
+            Tally(r.node_id for r in final.values() if r.state in LIVE or r.state is S.DRAINING)
+        )
         self.metrics.replicas.clear()
         for (accelerator, state), count in Tally(
             (r.accelerator, r.state.value) for r in final.values() if r.state not in TERMINAL

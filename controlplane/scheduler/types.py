@@ -24,6 +24,7 @@ class NodeSlot:
     unschedulable_reason: str = ""  # e.g. "cordoned", "suspect"
     lease_end: datetime | None = None  # None: owned
     price_per_accelerator_hour: float | None = None  # None: the catalog's default for the type
+    state: str = "ready"  # the fleet's node state: ready, suspect, lost, cordoned, draining, ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,10 @@ All keys live under one versioned root so that several Tokenfab installations (o
 
     /tokenfab/v1/leader                 the leading control-plane instance (JSON: identity, since),
                                         attached to its etcd lease
+    /tokenfab/v1/presence/<node_id>     the control-plane instance holding the node's agent stream,
+                                        on that instance's etcd lease (gone when it dies)
+    /tokenfab/v1/events/<20-digit time ns>-<6-digit seq>
+                                        EventRecord: failover steps and node changes (bounded)
 
 Keep this docstring the single map of the keyspace.
 """
@@ -39,6 +43,8 @@ CAPACITY_IDEMPOTENCY = ROOT + "capacity/idempotency/"
 REPLICAS = ROOT + "replicas/"
 CALIBRATION = ROOT + "calibration"
 LEADER = ROOT + "leader"
+EVENTS = ROOT + "events/"
+PRESENCE = ROOT + "presence/"
 
 
 def node(node_id: str) -> str:
@@ -79,3 +85,11 @@ def autoscaler_history(request_id: str) -> str:
 
 def autoscaler_decision(request_id: str, at_ns: int) -> str:
     return f"{autoscaler_history(request_id)}{at_ns:020d}"
+
+
+def event(at_ns: int, seq: int) -> str:
+    return f"{EVENTS}{at_ns:020d}-{seq:06d}"
+
+
+def presence(node_id: str) -> str:
+    return PRESENCE + node_id

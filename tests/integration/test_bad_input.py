@@ -157,3 +157,68 @@ async def test_fleet_service_errors(
         await fleet.ListNodes(fleet_pb2.ListNodesRequest(vendor=99), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith("vendor:")
+
+
+async def test_lease_revoke_extend_and_events(
+    stubs: tuple[agent_pb2_grpc.AgentServiceStub, fleet_pb2_grpc.FleetServiceStub],
+) -> None:
+    """Revoking and extending a lease over the real server: the new end shows on the node and
+    survives the agent registering its original terms again; bad input names the field; an
+    owned node has no lease to revoke; every change is an event."""
+    from datetime import UTC, datetime, timedelta
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    agent, fleet = stubs
+    start, end = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=12)
+    lease = types_pb2.LeaseTerms(provider="cloud-x", lease_id="l-1", price_per_accelerator_hour=1.0)
+    lease.start_time.FromDatetime(start)
+    lease.end_time.FromDatetime(end)
+    leased = register_request("leased-1")
+    leased.lease.CopyFrom(lease)
+    await agent.Register(leased, timeout=5)
+    await agent.Register(register_request("owned-1"), timeout=5)
+
+    revoked = await fleet.RevokeLease(
+        fleet_pb2.RevokeLeaseRequest(node_id="leased-1", notice_s=60, reason="t")
+    )
+    new_end = revoked.lease.end_time.ToDatetime(tzinfo=UTC)
+    assert abs((new_end - datetime.now(UTC)).total_seconds() - 60) < 5
+    await agent.Register(leased, timeout=5)  # the agent still believes the old terms
+    again = await fleet.GetNode(fleet_pb2.GetNodeRequest(node_id="leased-1"))
+    assert again.lease.end_time.ToDatetime(tzinfo=UTC) == new_end
+
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(days=2))
+    extended = await fleet.ExtendLease(fleet_pb2.ExtendLeaseRequest(node_id="leased-1", until=later))
+    assert extended.lease.end_time.seconds == later.seconds
+
+    past = Timestamp()
+    past.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
+    bad = [
+        (fleet.RevokeLease(fleet_pb2.RevokeLeaseRequest(node_id="leased-1", notice_s=-1)), "INVALID_ARGUMENT", "notice_s"),
+        (fleet.RevokeLease(fleet_pb2.RevokeLeaseRequest(node_id="leased-1", notice_s=float("nan"))),
+         "INVALID_ARGUMENT", "notice_s"),
+        (fleet.RevokeLease(fleet_pb2.RevokeLeaseRequest(node_id="leased-1", notice_s=9e9)), "INVALID_ARGUMENT", "notice_s"),
+        (fleet.RevokeLease(fleet_pb2.RevokeLeaseRequest(node_id="owned-1", notice_s=60)), "FAILED_PRECONDITION", "node_id"),
+        (fleet.RevokeLease(fleet_pb2.RevokeLeaseRequest(node_id="nope", notice_s=60)), "NOT_FOUND", ""),
+        (fleet.ExtendLease(fleet_pb2.ExtendLeaseRequest(node_id="leased-1", until=past)), "INVALID_ARGUMENT", "until"),
+        (fleet.ExtendLease(fleet_pb2.ExtendLeaseRequest(node_id="leased-1")), "INVALID_ARGUMENT", "until"),
+        (fleet.Drain(fleet_pb2.DrainRequest(node_id="owned-1", reason="x" * 300)), "INVALID_ARGUMENT", "reason"),
+        (fleet.ListEvents(fleet_pb2.ListEventsRequest(limit=5000)), "INVALID_ARGUMENT", "limit"),
+    ]  # fmt: skip
+    for call, code, field in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code().name == code, (code, info.value.details())
+        assert (info.value.details() or "").startswith(field), info.value.details()
+    # nothing above changed the lease
+    kept = await fleet.GetNode(fleet_pb2.GetNodeRequest(node_id="leased-1"))
+    assert kept.lease.end_time.seconds == later.seconds
+
+    await fleet.Drain(fleet_pb2.DrainRequest(node_id="owned-1", reason="disk swap"))
+    events = (await fleet.ListEvents(fleet_pb2.ListEventsRequest())).events
+    assert [e.kind for e in events][:3] == ["drain", "lease_extended", "lease_revoked"]  # newest first
+    assert events[2].node_id == "leased-1" and "60 s notice" in events[2].message
+    only = (await fleet.ListEvents(fleet_pb2.ListEventsRequest(node_id="owned-1"))).events
+    assert [e.kind for e in only] == ["drain"]

@@ -5,11 +5,14 @@ acting) before anyone else can start."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections.abc import Callable
 
 from controlplane.embedded.etcd import EtcdProcess
 from controlplane.ha.election import Election
 from controlplane.store.etcd import EtcdStore
+from tests.integration.conftest import AgentProcess, ControlPlaneFactory
 
 
 async def store_for(etcd: EtcdProcess) -> EtcdStore:
@@ -68,3 +71,38 @@ async def test_one_leader_handover_and_crash(etcd: EtcdProcess) -> None:
             await e.stop()
         for s in stores:
             await s.close()
+
+
+async def test_a_second_instance_follows_the_fleet_and_the_leader_judges_orphaned_nodes(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    """Two control planes on one etcd. An agent holds its stream to the one that does not lead:
+    the leader sees the node through etcd and leaves its liveness to the instance with the
+    stream. When that instance stops (its presence lease goes), the leader marks the node
+    Suspect, then Lost, after the usual timeouts."""
+    from tests.integration.conftest import state_of, wait_for
+
+    leader = await control_plane(identity="first", lost_after_s=2.0, leader_ttl_s=2)
+    await wait_for(lambda: leader.election is not None and leader.election.is_leader(), what="first leads")
+    follower = await control_plane(identity="second", lost_after_s=2.0, leader_ttl_s=2)
+    agent = agents("t-nvidia-0", follower.config.address)
+    await wait_for(lambda: state_of(follower, "t-nvidia-0") == "ready", what="ready at the second")
+    await wait_for(lambda: state_of(leader, "t-nvidia-0") == "ready", what="the leader follows")
+    await asyncio.sleep(3.0)  # longer than lost_after: the leader must not judge a node it has no stream of
+    assert state_of(leader, "t-nvidia-0") == "ready"
+    assert follower.election is not None and not follower.election.is_leader()
+
+    agent.signal(signal.SIGSTOP)  # the agent's instance is alive but hears nothing
+    await wait_for(
+        lambda: state_of(leader, "t-nvidia-0") == "lost", timeout=15, what="lost, via the follower"
+    )
+    agent.signal(signal.SIGCONT)
+    await wait_for(
+        lambda: state_of(leader, "t-nvidia-0") in ("ready", "registering"), timeout=20, what="back"
+    )
+
+    await follower.stop(grace_s=0.1)  # the stream's instance is gone: its presence lease goes with it
+    await wait_for(
+        lambda: state_of(leader, "t-nvidia-0") == "suspect", timeout=10, what="suspect at the leader"
+    )
+    await wait_for(lambda: state_of(leader, "t-nvidia-0") == "lost", timeout=10, what="lost at the leader")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -50,6 +51,7 @@ class RayWorld:
     executors: dict[str, RemoteExecutor]
     tenants: Path
     logs: Path
+    agents: dict[str, AgentProcess]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
                     break
                 assert time.monotonic() < deadline, f"raylets of {cluster} did not join: {inventory}"
                 await asyncio.sleep(0.5)
-        yield RayWorld(address, clients, tenants, logs)
+        yield RayWorld(address, clients, tenants, logs, {a.node: a for a in agents})
     finally:
         for client in clients.values():
             await client.close()
@@ -130,10 +132,12 @@ async def actors(world: RayWorld) -> dict[str, executor_pb2.ReplicaObservation]:
 
 async def start_plane(ray_world: RayWorld, control_plane: ControlPlaneFactory, **extra: Any) -> Any:
     """A control plane on the Ray world's address and executors, once all four nodes are Ready."""
+    settings: dict[str, Any] = {
+        "reconcile_interval_s": 0.3, "sim_start_delay_s": 0.5, "heartbeat_interval_s": 0.5, "lost_after_s": 10,
+    }  # fmt: skip
     plane = await control_plane(
         port=int(ray_world.address.rpartition(":")[2]), tenants_file=ray_world.tenants,
-        executors={c: e.address for c, e in ray_world.executors.items()},
-        reconcile_interval_s=0.3, sim_start_delay_s=0.5, heartbeat_interval_s=0.5, lost_after_s=10, **extra,
+        executors={c: e.address for c, e in ray_world.executors.items()}, **(settings | extra),
     )  # fmt: skip
     assert plane.registry is not None
     registry = plane.registry
@@ -336,6 +340,95 @@ async def test_demand_scales_a_request_up_and_the_decision_is_explained(
 
         ids = {r.id for r in (await stub.ListReplicas(query, metadata=TOKEN)).replicas}
         await cancel_and_wait_gone(stub, ray_world, created.id, ids)
+
+
+async def ready_tps(stub: capacity_pb2_grpc.CapacityServiceStub, request_id: str) -> float:
+    got = await stub.Get(capacity_pb2.GetCapacityRequest(id=request_id), metadata=TOKEN, timeout=5)
+    return float(got.status.ready_output_tokens_per_second)
+
+
+async def live_replicas(stub: capacity_pb2_grpc.CapacityServiceStub, request_id: str) -> list[Any]:
+    query = capacity_pb2.ListReplicasRequest(request_id=request_id)
+    return list((await stub.ListReplicas(query, metadata=TOKEN, timeout=5)).replicas)
+
+
+async def tokenfab_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "controlplane.cli.main", *args]
+    return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+
+async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
+    ray_world: RayWorld, control_plane: ControlPlaneFactory
+) -> None:
+    """Planned: `tokenfab drain` moves the replicas off a node with no capacity gap (the Ready
+    tokens/s never drop below the target). Unplanned: stopping a node's agent (and with it its
+    raylet) gets its replica replaced within seconds. `tokenfab events` tells both stories."""
+    plane = await start_plane(ray_world, control_plane, lost_after_s=3)
+    address = ["--address", plane.config.address]
+    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+        stub = capacity_pb2_grpc.CapacityServiceStub(channel)
+        # the cheapest plan for 5,000 tokens/s is two BR104 replicas on t-biren-0
+        created = await stub.Create(capacity_pb2.CreateCapacityRequest(spec=spec(5000)), metadata=TOKEN)
+        await wait_ready(stub, created.id)
+        before = await live_replicas(stub, created.id)
+        assert {r.node_id for r in before} == {"t-biren-0"}, [(r.id, r.node_id) for r in before]
+
+        drained = await tokenfab_cli("drain", "t-biren-0", "--reason", "test", *address)
+        assert drained.returncode == 0, drained.stderr
+        lowest = await ready_tps(stub, created.id)
+        deadline = time.monotonic() + 90
+        while True:  # watch the gap while the replicas move
+            lowest = min(lowest, await ready_tps(stub, created.id))
+            now_live = [r for r in await live_replicas(stub, created.id) if r.state != "Draining"]
+            if (
+                now_live
+                and {r.node_id for r in now_live} == {"t-nvidia-0"}
+                and {r.state for r in now_live} == {"Ready"}
+            ):
+                break
+            assert time.monotonic() < deadline, [(r.id, r.node_id, r.state) for r in now_live]
+            await asyncio.sleep(0.1)
+        assert lowest >= 5000, f"capacity gap: Ready tokens/s fell to {lowest}"
+
+        # unplanned: the H100 node's agent (and its raylet) stops; t-biren-0 may take work again
+        await tokenfab_cli("uncordon", "t-biren-0", *address)
+        moved = {r.id for r in now_live}
+        stopped_at = time.monotonic()
+        ray_world.agents["t-nvidia-0"].stop()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                replacements = [r for r in await live_replicas(stub, created.id) if r.id not in moved]
+                if replacements:
+                    replaced_after = time.monotonic() - stopped_at
+                    break
+                assert time.monotonic() < deadline, "the stopped node's replica was not replaced"
+                await asyncio.sleep(0.1)
+            assert {r.node_id for r in replacements} == {"t-biren-0"}
+            assert replaced_after < 30, replaced_after
+            await wait_ready(stub, created.id, timeout=60)
+        finally:
+            ray_world.agents["t-nvidia-0"].start()
+
+        story = await tokenfab_cli("events", "-o", "json", "--request", created.id, *address)
+        assert story.returncode == 0, story.stderr
+        kinds = [e["kind"] for e in json.loads(story.stdout)]
+        assert "replacement_started" in kinds and "replica_retired" in kinds, kinds
+        assert kinds.index("replacement_started") < kinds.index("replica_retired")
+        assert {"replica_lost", "replica_failed"} & set(kinds), kinds
+        nodes = json.loads(
+            (await tokenfab_cli("events", "-o", "json", "--node", "t-biren-0", *address)).stdout
+        )
+        assert "drain" in [e["kind"] for e in nodes]
+
+        ids = {r.id for r in await live_replicas(stub, created.id)}
+        await cancel_and_wait_gone(stub, ray_world, created.id, ids)
+    # the restarted agent's raylet is back before the next test
+    client = ray_world.executors["test-a"]
+    deadline = time.monotonic() + 90
+    while "t-nvidia-0" not in {n.node_id for n in (await client.inventory()).nodes if n.alive}:
+        assert time.monotonic() < deadline, "t-nvidia-0's raylet did not rejoin"
+        await asyncio.sleep(0.5)
 
 
 async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:

@@ -22,32 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tokenfab.v1 import types_pb2 as tokenfab_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenfab/v1/fleet.proto\x12\x0btokenfab.v1\x1a\x17tokenfab/v1/types.proto\"o\n\x10ListNodesRequest\x12#\n\x06vendor\x18\x01 \x01(\x0e\x32\x13.tokenfab.v1.Vendor\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.tokenfab.v1.NodeState\"5\n\x11ListNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.tokenfab.v1.Node\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x13\n\x11WatchNodesRequest\"V\n\tNodeEvent\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.tokenfab.v1.NodeEventKind\x12\x1f\n\x04node\x18\x02 \x01(\x0b\x32\x11.tokenfab.v1.Node\"0\n\rCordonRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0fUncordonRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t*\x86\x01\n\rNodeEventKind\x12\x1f\n\x1bNODE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18NODE_EVENT_KIND_SNAPSHOT\x10\x01\x12\x1a\n\x16NODE_EVENT_KIND_UPSERT\x10\x02\x12\x1a\n\x16NODE_EVENT_KIND_DELETE\x10\x03\x32\xd3\x02\n\x0c\x46leetService\x12J\n\tListNodes\x12\x1d.tokenfab.v1.ListNodesRequest\x1a\x1e.tokenfab.v1.ListNodesResponse\x12\x39\n\x07GetNode\x12\x1b.tokenfab.v1.GetNodeRequest\x1a\x11.tokenfab.v1.Node\x12\x46\n\nWatchNodes\x12\x1e.tokenfab.v1.WatchNodesRequest\x1a\x16.tokenfab.v1.NodeEvent0\x01\x12\x37\n\x06\x43ordon\x12\x1a.tokenfab.v1.CordonRequest\x1a\x11.tokenfab.v1.Node\x12;\n\x08Uncordon\x12\x1c.tokenfab.v1.UncordonRequest\x1a\x11.tokenfab.v1.Nodeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenfab/v1/fleet.proto\x12\x0btokenfab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tokenfab/v1/types.proto\"o\n\x10ListNodesRequest\x12#\n\x06vendor\x18\x01 \x01(\x0e\x32\x13.tokenfab.v1.Vendor\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.tokenfab.v1.NodeState\"5\n\x11ListNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.tokenfab.v1.Node\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x13\n\x11WatchNodesRequest\"V\n\tNodeEvent\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.tokenfab.v1.NodeEventKind\x12\x1f\n\x04node\x18\x02 \x01(\x0b\x32\x11.tokenfab.v1.Node\"0\n\rCordonRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0fUncordonRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"/\n\x0c\x44rainRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\x12RevokeLeaseRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08notice_s\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\"`\n\x12\x45xtendLeaseRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"G\n\x11ListEventsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x8c\x01\n\nFleetEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\nreplica_id\x18\x06 \x01(\t\"=\n\x12ListEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.tokenfab.v1.FleetEvent*\x86\x01\n\rNodeEventKind\x12\x1f\n\x1bNODE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18NODE_EVENT_KIND_SNAPSHOT\x10\x01\x12\x1a\n\x16NODE_EVENT_KIND_UPSERT\x10\x02\x12\x1a\n\x16NODE_EVENT_KIND_DELETE\x10\x03\x32\xdf\x04\n\x0c\x46leetService\x12J\n\tListNodes\x12\x1d.tokenfab.v1.ListNodesRequest\x1a\x1e.tokenfab.v1.ListNodesResponse\x12\x39\n\x07GetNode\x12\x1b.tokenfab.v1.GetNodeRequest\x1a\x11.tokenfab.v1.Node\x12\x46\n\nWatchNodes\x12\x1e.tokenfab.v1.WatchNodesRequest\x1a\x16.tokenfab.v1.NodeEvent0\x01\x12\x37\n\x06\x43ordon\x12\x1a.tokenfab.v1.CordonRequest\x1a\x11.tokenfab.v1.Node\x12;\n\x08Uncordon\x12\x1c.tokenfab.v1.UncordonRequest\x1a\x11.tokenfab.v1.Node\x12\x35\n\x05\x44rain\x12\x19.tokenfab.v1.DrainRequest\x1a\x11.tokenfab.v1.Node\x12\x41\n\x0bRevokeLease\x12\x1f.tokenfab.v1.RevokeLeaseRequest\x1a\x11.tokenfab.v1.Node\x12\x41\n\x0b\x45xtendLease\x12\x1f.tokenfab.v1.ExtendLeaseRequest\x1a\x11.tokenfab.v1.Node\x12M\n\nListEvents\x12\x1e.tokenfab.v1.ListEventsRequest\x1a\x1f.tokenfab.v1.ListEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenfab.v1.fleet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEEVENTKIND']._serialized_start=464
-  _globals['_NODEEVENTKIND']._serialized_end=598
-  _globals['_LISTNODESREQUEST']._serialized_start=65
-  _globals['_LISTNODESREQUEST']._serialized_end=176
-  _globals['_LISTNODESRESPONSE']._serialized_start=178
-  _globals['_LISTNODESRESPONSE']._serialized_end=231
-  _globals['_GETNODEREQUEST']._serialized_start=233
-  _globals['_GETNODEREQUEST']._serialized_end=266
-  _globals['_WATCHNODESREQUEST']._serialized_start=268
-  _globals['_WATCHNODESREQUEST']._serialized_end=287
-  _globals['_NODEEVENT']._serialized_start=289
-  _globals['_NODEEVENT']._serialized_end=375
-  _globals['_CORDONREQUEST']._serialized_start=377
-  _globals['_CORDONREQUEST']._serialized_end=425
-  _globals['_UNCORDONREQUEST']._serialized_start=427
-  _globals['_UNCORDONREQUEST']._serialized_end=461
-  _globals['_FLEETSERVICE']._serialized_start=601
-  _globals['_FLEETSERVICE']._serialized_end=940
+  _globals['_NODEEVENTKIND']._serialized_start=996
+  _globals['_NODEEVENTKIND']._serialized_end=1130
+  _globals['_LISTNODESREQUEST']._serialized_start=98
+  _globals['_LISTNODESREQUEST']._serialized_end=209
+  _globals['_LISTNODESRESPONSE']._serialized_start=211
+  _globals['_LISTNODESRESPONSE']._serialized_end=264
+  _globals['_GETNODEREQUEST']._serialized_start=266
+  _globals['_GETNODEREQUEST']._serialized_end=299
+  _globals['_WATCHNODESREQUEST']._serialized_start=301
+  _globals['_WATCHNODESREQUEST']._serialized_end=320
+  _globals['_NODEEVENT']._serialized_start=322
+  _globals['_NODEEVENT']._serialized_end=408
+  _globals['_CORDONREQUEST']._serialized_start=410
+  _globals['_CORDONREQUEST']._serialized_end=458
+  _globals['_UNCORDONREQUEST']._serialized_start=460
+  _globals['_UNCORDONREQUEST']._serialized_end=494
+  _globals['_DRAINREQUEST']._serialized_start=496
+  _globals['_DRAINREQUEST']._serialized_end=543
+  _globals['_REVOKELEASEREQUEST']._serialized_start=545
+  _globals['_REVOKELEASEREQUEST']._serialized_end=616
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=618
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=714
+  _globals['_LISTEVENTSREQUEST']._serialized_start=716
+  _globals['_LISTEVENTSREQUEST']._serialized_end=787
+  _globals['_FLEETEVENT']._serialized_start=790
+  _globals['_FLEETEVENT']._serialized_end=930
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=932
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=993
+  _globals['_FLEETSERVICE']._serialized_start=1133
+  _globals['_FLEETSERVICE']._serialized_end=1740
 # @@protoc_insertion_point(module_scope)

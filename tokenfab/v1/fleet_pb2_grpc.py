@@ -60,6 +60,26 @@ class FleetServiceStub:
                 request_serializer=tokenfab_dot_v1_dot_fleet__pb2.UncordonRequest.SerializeToString,
                 response_deserializer=tokenfab_dot_v1_dot_types__pb2.Node.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/tokenfab.v1.FleetService/Drain',
+                request_serializer=tokenfab_dot_v1_dot_fleet__pb2.DrainRequest.SerializeToString,
+                response_deserializer=tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+                _registered_method=True)
+        self.RevokeLease = channel.unary_unary(
+                '/tokenfab.v1.FleetService/RevokeLease',
+                request_serializer=tokenfab_dot_v1_dot_fleet__pb2.RevokeLeaseRequest.SerializeToString,
+                response_deserializer=tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+                _registered_method=True)
+        self.ExtendLease = channel.unary_unary(
+                '/tokenfab.v1.FleetService/ExtendLease',
+                request_serializer=tokenfab_dot_v1_dot_fleet__pb2.ExtendLeaseRequest.SerializeToString,
+                response_deserializer=tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/tokenfab.v1.FleetService/ListEvents',
+                request_serializer=tokenfab_dot_v1_dot_fleet__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=tokenfab_dot_v1_dot_fleet__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -96,6 +116,33 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Stop placing on the node and move its replicas off it, make-before-break.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeLease(self, request, context):
+        """End a leased node's lease after a notice period: its replicas are replaced before it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendLease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Failover steps and node state changes, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +170,26 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.Uncordon,
                     request_deserializer=tokenfab_dot_v1_dot_fleet__pb2.UncordonRequest.FromString,
                     response_serializer=tokenfab_dot_v1_dot_types__pb2.Node.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=tokenfab_dot_v1_dot_fleet__pb2.DrainRequest.FromString,
+                    response_serializer=tokenfab_dot_v1_dot_types__pb2.Node.SerializeToString,
+            ),
+            'RevokeLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeLease,
+                    request_deserializer=tokenfab_dot_v1_dot_fleet__pb2.RevokeLeaseRequest.FromString,
+                    response_serializer=tokenfab_dot_v1_dot_types__pb2.Node.SerializeToString,
+            ),
+            'ExtendLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendLease,
+                    request_deserializer=tokenfab_dot_v1_dot_fleet__pb2.ExtendLeaseRequest.FromString,
+                    response_serializer=tokenfab_dot_v1_dot_types__pb2.Node.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=tokenfab_dot_v1_dot_fleet__pb2.ListEventsRequest.FromString,
+                    response_serializer=tokenfab_dot_v1_dot_fleet__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +327,114 @@ class FleetService:
             '/tokenfab.v1.FleetService/Uncordon',
             tokenfab_dot_v1_dot_fleet__pb2.UncordonRequest.SerializeToString,
             tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenfab.v1.FleetService/Drain',
+            tokenfab_dot_v1_dot_fleet__pb2.DrainRequest.SerializeToString,
+            tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenfab.v1.FleetService/RevokeLease',
+            tokenfab_dot_v1_dot_fleet__pb2.RevokeLeaseRequest.SerializeToString,
+            tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenfab.v1.FleetService/ExtendLease',
+            tokenfab_dot_v1_dot_fleet__pb2.ExtendLeaseRequest.SerializeToString,
+            tokenfab_dot_v1_dot_types__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenfab.v1.FleetService/ListEvents',
+            tokenfab_dot_v1_dot_fleet__pb2.ListEventsRequest.SerializeToString,
+            tokenfab_dot_v1_dot_fleet__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

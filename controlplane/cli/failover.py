@@ -1,0 +1,179 @@
+"""``tokenfab lease revoke|extend``, ``tokenfab drain``, ``tokenfab events``: planned loss of nodes
+and the story of every failover step. Operator commands (FleetService): TLS as ``tokenfab nodes``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
+
+lease_app = typer.Typer(help="Leased nodes: revoke with a notice period, or extend.")
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise typer.BadParameter(f"expected a duration like 60s, 15m or 2h, got {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected ISO 8601 with a zone, e.g. 2026-12-01T00:00:00Z, got {text!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise typer.BadParameter("the time needs a zone (Z or +08:00)")
+    return value
+
+
+def _call(address: str, tls: tuple[Any, ...], fn: Any) -> Any:
+    import grpc
+
+    from controlplane.cli.client import channel, client_tls
+    from tokenfab.v1 import fleet_pb2_grpc
+
+    try:
+        credentials = client_tls(*tls)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    async def run() -> Any:
+        async with channel(address, credentials) as ch:
+            try:
+                return await fn(fleet_pb2_grpc.FleetServiceStub(ch))
+            except grpc.aio.AioRpcError as exc:
+                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
+
+    return asyncio.run(run())
+
+
+def _done(node: Any, what: str) -> None:
+    from controlplane.cli.client import node_summary
+
+    summary = node_summary(node)
+    ends = summary["lease_expires_at"] or "owned"
+    typer.echo(f"node/{summary['id']} {what} (state {summary['state']}, lease ends {ends})")
+
+
+@lease_app.command("revoke")
+def revoke(
+    node: Annotated[str, typer.Argument(help="node id")],
+    notice: Annotated[str, typer.Option(help="the lease ends this long from now: 60s, 15m, 2h")] = "60s",
+    reason: Annotated[str, typer.Option(help="why (recorded in the events)")] = "",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """End a node's lease after a notice: its replicas are replaced elsewhere before it ends."""
+    from tokenfab.v1 import fleet_pb2
+
+    seconds = parse_duration(notice)
+    message = fleet_pb2.RevokeLeaseRequest(node_id=node, notice_s=seconds, reason=reason)
+    tls = (tls_ca, tls_cert, tls_key, tls_server_name)
+    _done(
+        _call(address, tls, lambda s: s.RevokeLease(message, timeout=10)),
+        f"lease revoked with {seconds:g} s notice",
+    )
+
+
+@lease_app.command("extend")
+def extend(
+    node: Annotated[str, typer.Argument(help="node id")],
+    until: Annotated[str, typer.Option(help="the new end, ISO 8601 with a zone")],
+    reason: Annotated[str, typer.Option(help="why (recorded in the events)")] = "",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """Move a node's lease end later (or set it again after a revocation)."""
+    from controlplane.api.convert import datetime_to_ts
+    from tokenfab.v1 import fleet_pb2
+
+    message = fleet_pb2.ExtendLeaseRequest(
+        node_id=node, until=datetime_to_ts(parse_time(until)), reason=reason
+    )
+    tls = (tls_ca, tls_cert, tls_key, tls_server_name)
+    _done(_call(address, tls, lambda s: s.ExtendLease(message, timeout=10)), "lease extended")
+
+
+def drain_command(
+    node: Annotated[str, typer.Argument(help="node id")],
+    reason: Annotated[str, typer.Option(help="why (recorded on the node and in the events)")] = "",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """Stop placing on a node and move its replicas off it, make-before-break."""
+    from tokenfab.v1 import fleet_pb2
+
+    message = fleet_pb2.DrainRequest(node_id=node, reason=reason)
+    tls = (tls_ca, tls_cert, tls_key, tls_server_name)
+    _done(_call(address, tls, lambda s: s.Drain(message, timeout=10)), "draining")
+
+
+def event_summary(event: Any) -> dict[str, Any]:
+    return {
+        "at": event.at.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "kind": event.kind,
+        "node_id": event.node_id,
+        "request_id": event.request_id,
+        "replica_id": event.replica_id,
+        "message": event.message,
+    }
+
+
+def events_command(
+    limit: Annotated[int, typer.Option(help="newest N events (at most 1000)")] = 50,
+    node: Annotated[str, typer.Option(help="only this node")] = "",
+    request: Annotated[str, typer.Option(help="only this capacity request")] = "",
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """Failover steps and node changes, oldest of the newest ``--limit`` first."""
+    from tokenfab.v1 import fleet_pb2
+
+    if limit < 0:
+        typer.echo("error: --limit: must not be negative", err=True)
+        raise typer.Exit(1)
+    query = fleet_pb2.ListEventsRequest(limit=limit, node_id=node, request_id=request)
+    response = _call(
+        address, (tls_ca, tls_cert, tls_key, tls_server_name), lambda s: s.ListEvents(query, timeout=10)
+    )
+    rows = [event_summary(e) for e in reversed(response.events)]
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    from controlplane.cli.views import console
+
+    table = Table()
+    for column in ("AT", "KIND", "NODE", "REPLICA", "MESSAGE"):
+        table.add_column(column, no_wrap=column != "MESSAGE")
+    for row in rows:
+        table.add_row(row["at"][11:23], row["kind"], row["node_id"], row["replica_id"], row["message"])
+    console().print(table)
