@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 
-from controlplane.embedded.etcd import EtcdProcess, free_port  # noqa: E402
+from bench.procs import ControlPlaneProc  # noqa: E402
+from controlplane.embedded.etcd import EtcdProcess  # noqa: E402
 from controlplane.embedded.ray import ExecutorProcess, RayHead  # noqa: E402
 from controlplane.executor.service import RemoteExecutor  # noqa: E402
 from controlplane.store import keys  # noqa: E402
@@ -64,35 +65,6 @@ def fleet_yaml(path: Path) -> None:
         "  - {id: fo-leased-0, cluster: bench, region: r1, vendor: nvidia, model: H100, devices: 2, memory_gib: 80,\n"
         "     lease: {provider: bench-cloud, lease_id: fo-1, ends_in: 12h, price_per_accelerator_hour: 1.0}}\n"
     )
-
-
-class ControlPlaneProc:
-    def __init__(
-        self, name: str, work: Path, etcd: str, executor: str, tenants: Path, lost_after: float
-    ) -> None:
-        self.name, self.port = name, free_port()
-        self.argv = [
-            sys.executable, "-m", "controlplane.cli.main", "controlplane", "--address", f"127.0.0.1:{self.port}",
-            "--etcd", etcd, "--tenants", str(tenants), "--executor", f"bench={executor}", "--identity", name,
-            "--sim-start-delay", "2", "--lost-after", str(lost_after),
-        ]  # fmt: skip
-        self.log = work / f"cp-{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 async def leader(store: EtcdStore) -> str:
@@ -147,9 +119,8 @@ async def main() -> None:
         executor.ray_address = head.address
         executor.spawn()
         await executor.wait_ready()
-        planes = [
-            ControlPlaneProc(n, work, etcd.endpoint, executor.address, tenants, args.lost_after) for n in "ab"
-        ]
+        extra = ["--sim-start-delay", "2", "--lost-after", str(args.lost_after)]
+        planes = [ControlPlaneProc(n, work, etcd.endpoint, executor.address, tenants, extra) for n in "ab"]
         planes[0].start()
         store = EtcdStore(etcd.host, etcd.client_port)
         await store.connect()

@@ -6,7 +6,6 @@ commands. ``-o json`` prints stable keys (add, never rename).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -20,26 +19,10 @@ OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
 
 
 def _call(address: str, tls: tuple[Any, ...], fn: Any) -> Any:
-    import grpc
-
-    from controlplane.cli.client import channel, client_tls
+    from controlplane.cli.client import call_operator_api
     from tokenfab.v1 import autoscaler_pb2_grpc
 
-    try:
-        credentials = client_tls(*tls)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-    async def run() -> Any:
-        async with channel(address, credentials) as ch:
-            try:
-                return await fn(autoscaler_pb2_grpc.AutoscalerServiceStub(ch))
-            except grpc.aio.AioRpcError as exc:
-                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
-                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
-
-    return asyncio.run(run())
+    return call_operator_api(address, tls, autoscaler_pb2_grpc.AutoscalerServiceStub, fn)
 
 
 def decision_summary(decision: Any) -> dict[str, Any]:

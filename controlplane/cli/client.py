@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -63,3 +63,25 @@ def humanize_until(iso: str | None, now: datetime | None = None) -> str:
 def env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
+
+
+def call_operator_api(address: str, tls: tuple[Any, ...], stub_class: Any, fn: Any) -> Any:
+    """Run ``fn(stub)`` against an operator service (TLS options as ``tokenfab nodes``); gRPC
+    errors become ``error: CODE: details`` and exit code 2 (3 when the server is unreachable)."""
+    import asyncio
+
+    try:
+        credentials = client_tls(*tls)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    async def run() -> Any:
+        async with channel(address, credentials) as ch:
+            try:
+                return await fn(stub_class(ch))
+            except grpc.aio.AioRpcError as exc:
+                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
+
+    return asyncio.run(run())

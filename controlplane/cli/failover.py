@@ -3,7 +3,6 @@ and the story of every failover step. Operator commands (FleetService): TLS as `
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -39,26 +38,10 @@ def parse_time(text: str) -> datetime:
 
 
 def _call(address: str, tls: tuple[Any, ...], fn: Any) -> Any:
-    import grpc
-
-    from controlplane.cli.client import channel, client_tls
+    from controlplane.cli.client import call_operator_api
     from tokenfab.v1 import fleet_pb2_grpc
 
-    try:
-        credentials = client_tls(*tls)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-    async def run() -> Any:
-        async with channel(address, credentials) as ch:
-            try:
-                return await fn(fleet_pb2_grpc.FleetServiceStub(ch))
-            except grpc.aio.AioRpcError as exc:
-                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
-                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
-
-    return asyncio.run(run())
+    return call_operator_api(address, tls, fleet_pb2_grpc.FleetServiceStub, fn)
 
 
 def _done(node: Any, what: str) -> None:

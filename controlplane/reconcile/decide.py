@@ -239,6 +239,7 @@ def decide(
     out = Decision()
     requests = {r.id: r for r in world.requests}
     slots = {s.node_id: s for s in world.fleet}
+    lost_now: dict[str, list[ReplicaRecord]] = defaultdict(list)  # request -> replicas failed this pass
     current: dict[str, ReplicaRecord] = {}
     for record in world.replicas:
         if record.state in TERMINAL:
@@ -266,10 +267,12 @@ def decide(
             out.events.append(
                 Event("replica_lost", moved.reason, record.request_id, record.id, record.node_id)
             )
+            lost_now[record.request_id].append(moved)
         elif moved.state is S.FAILED and record.state is S.READY:
             out.events.append(
                 Event("replica_failed", moved.reason, record.request_id, record.id, record.node_id)
             )
+            lost_now[record.request_id].append(moved)
         if moved is not record:
             out.updates.append(moved)
             out.notes.append(
@@ -383,6 +386,16 @@ def decide(
                 f"replica {record.id}: new for {request.id} on {record.node_id} devices "
                 f"{list(record.devices)} ({record.reason})"
             )
+
+    # an event per unplanned replacement, with its cause
+    for request_id, failed in lost_now.items():
+        fresh = [r.id for r in out.creates if r.request_id == request_id]
+        if fresh:
+            for replica in failed:
+                message = f"{replica.reason}: replacing {replica.id} with {', '.join(fresh)}"
+                out.events.append(
+                    Event("replacement_started", message, request_id, replica.id, replica.node_id)
+                )
 
     # rule 5, break: retire departing replicas once the rest meets the target on Ready replicas
     # (or at once when the lease has ended or the node is gone)

@@ -46,7 +46,8 @@ def test_a_lost_nodes_replica_fails_and_is_replaced_in_the_same_pass() -> None:
     out = decide(world([old], slots), CATALOG, CFG, new_id=ids())
     (failed,) = out.updates
     assert failed.state is S.FAILED and "lost" in failed.reason
-    assert [e.kind for e in out.events] == ["replica_lost"] and out.events[0].node_id == "h100-0"
+    assert [e.kind for e in out.events] == ["replica_lost", "replacement_started"]
+    assert out.events[0].node_id == "h100-0" and out.creates[0].id in out.events[1].message
     assert out.creates and all(r.node_id == "br-0" for r in out.creates)
 
 
@@ -59,7 +60,7 @@ def test_a_failed_actor_is_an_event_too() -> None:
         CATALOG, CFG, new_id=ids(),
     )  # fmt: skip
     assert not out.events  # still there: nothing happened
-    assert [e.kind for e in out_gone.events] == ["replica_failed"]
+    assert [e.kind for e in out_gone.events] == ["replica_failed", "replacement_started"]
 
 
 def test_a_lease_ending_soon_is_replaced_before_it_is_retired() -> None:

@@ -1,0 +1,41 @@
+"""Child processes the failover and chaos benchmarks start: ``tokenfab controlplane`` instances
+that can be killed with -9 and started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from controlplane.embedded.etcd import free_port
+
+
+class ControlPlaneProc:
+    def __init__(
+        self, name: str, work: Path, etcd: str, executor: str, tenants: Path, extra: list[str] | None = None
+    ) -> None:
+        self.name, self.port = name, free_port()
+        self.argv = [
+            sys.executable, "-m", "controlplane.cli.main", "controlplane", "--address", f"127.0.0.1:{self.port}",
+            "--etcd", etcd, "--tenants", str(tenants), "--executor", f"bench={executor}", "--identity", name,
+            *(extra or []),
+        ]  # fmt: skip
+        self.log = work / f"cp-{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
