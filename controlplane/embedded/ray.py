@@ -52,6 +52,16 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
         pass
 
 
+def _tail(path: Path, limit: int = 600) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 class _Child:
     """A child process of ``tokenfab up`` listening on a free loopback port, logging to a file."""
 
@@ -122,7 +132,9 @@ class ExecutorProcess(_Child):
         ]  # fmt: skip
         self._popen(argv, {**os.environ, PARENT_ENV: str(os.getpid())})  # it stops if its parent dies
 
-    async def wait_ready(self, timeout_s: float = 90.0) -> None:
+    async def wait_ready(self, timeout_s: float = 180.0) -> None:
+        """Wait for SERVING. ``ray.init`` against a fresh head takes seconds when the machine is
+        idle and can take minutes on a loaded two-core one, hence the generous default."""
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -141,7 +153,10 @@ class ExecutorProcess(_Child):
                 except grpc.aio.AioRpcError:
                     pass
                 await asyncio.sleep(0.3)
-        raise RayError(f"executor {self.cluster} not serving on {self.address} within {timeout_s:g} s")
+        raise RayError(
+            f"executor {self.cluster} not serving on {self.address} within {timeout_s:g} s"
+            f" (log: {self.log_file}; last lines: {_tail(self.log_file)!r})"
+        )
 
 
 CHILDREN_FILE = "children.json"

@@ -16,7 +16,8 @@ Rules, in order, for each replica that is not yet Stopped or Failed:
    least useful first (not yet ready, then smallest predicted tokens/s).
 4. Unplanned loss: a replica on a node the fleet declared Lost fails at once (not after Ray
    notices), and rule 6 replaces it in the same pass.
-5. Planned loss (make-before-break): a replica on a draining or suspect node, or on a node whose lease ends
+5. Planned loss (make-before-break): a replica on a draining, suspect or quarantined node or an
+   unhealthy device, or on a node whose lease ends
    within the replica's expected start time (learned per model and accelerator) plus a margin,
    is *departing*: it keeps serving but does not count towards the target, so the scheduler
    places its replacement elsewhere (any compatible type: the target is in tokens/s); once the
@@ -86,6 +87,10 @@ class ReconcileConfig:
     default_start_s: float = 60.0
     replacement_margin_s: float = 30.0
     start_times: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # a node that comes back from Lost this often within the window is quarantined for a while
+    quarantine_after: int = 3
+    quarantine_window_s: float = 600.0
+    quarantine_s: float = 900.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -188,6 +193,12 @@ def _departing(
         return f"node {record.node_id} is draining"
     if slot.state == "suspect":  # missed heartbeats: replace now, keep it serving meanwhile
         return f"node {record.node_id} is suspect (missed heartbeats)"
+    healthy = {index for index, _numa in slot.devices}
+    sick = [d for d in record.devices if d not in healthy]
+    if sick:  # an ECC/XID-class error reported by the agent: the device is out of the slot
+        return f"device {sick[0]} of {record.node_id} is unhealthy"
+    if slot.quarantined_until is not None and slot.quarantined_until > now:
+        return f"node {record.node_id} is quarantined (flapping)"
     if slot.lease_end is None:
         return ""
     lead = (
@@ -526,6 +537,15 @@ def _status(
         observed_generation=request.generation,
         target_output_tokens_per_second=round(applied, 1),
     )
+
+
+def quarantined_until(comebacks: Sequence[datetime], now: datetime, cfg: ReconcileConfig) -> datetime | None:
+    """When a flapping node's quarantine ends (None: not flapping). ``comebacks``: when the node
+    came back from Lost, oldest first."""
+    recent = [t for t in comebacks if (now - t).total_seconds() <= cfg.quarantine_window_s]
+    if len(recent) < cfg.quarantine_after:
+        return None
+    return recent[-1] + timedelta(seconds=cfg.quarantine_s)
 
 
 def learned_start_times(replicas: Sequence[ReplicaRecord]) -> dict[tuple[str, str], float]:

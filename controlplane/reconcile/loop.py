@@ -53,6 +53,7 @@ from controlplane.reconcile.decide import (
     calibration_samples,
     decide,
     learned_start_times,
+    quarantined_until,
 )
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
 from controlplane.scheduler import NodeSlot
@@ -110,6 +111,8 @@ class Reconciler:
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._workloads: dict[str, Workload] = {}  # request id -> mix and latency, for launches
         self._node_states: dict[str, str] = {}  # node id -> state at the last pass (for events)
+        self._comebacks: defaultdict[str, list[datetime]] = defaultdict(list)  # back from Lost, when
+        self._quarantined: set[str] = set()
         self.replicas_by_node: dict[str, int] = {}  # live and draining replicas, after the last pass
         self.events = EventLog(store)
 
@@ -220,7 +223,7 @@ class Reconciler:
             for actor in actors:
                 self.observed[actor.replica_id] = actor
                 this_pass[actor.replica_id] = actor
-        fleet = node_slots(self._registry.nodes())
+        fleet = await self._quarantine(node_slots(self._registry.nodes()), now)
         world = World(now, requests, records, fleet, seen, ray_nodes)
         await self._calibrate(world)
         factors = dict(self.calibration.factors)
@@ -259,6 +262,30 @@ class Reconciler:
         self._export(records, decision)
         self.passes += 1
         return decision
+
+    async def _quarantine(self, fleet: list[NodeSlot], now: datetime) -> list[NodeSlot]:
+        """Flapping nodes (back from Lost ``quarantine_after`` times in the window) take no new
+        replicas for ``quarantine_s``, and their replicas move off, make-before-break."""
+        out = []
+        for slot in fleet:
+            before = self._node_states.get(slot.node_id)
+            if before == "lost" and slot.state != "lost":
+                self._comebacks[slot.node_id].append(now)
+            until = quarantined_until(self._comebacks.get(slot.node_id, []), now, self.config)
+            if until is not None and until > now:
+                if slot.node_id not in self._quarantined:
+                    self._quarantined.add(slot.node_id)
+                    await self.events.append(EventRecord(
+                        at=now, kind="node_quarantined", node_id=slot.node_id,
+                        message=f"came back from Lost {len(self._comebacks[slot.node_id])} times; "
+                        f"no new replicas until {until.isoformat(timespec='seconds')}",
+                    ))  # fmt: skip
+                why = f"quarantined until {until.isoformat(timespec='seconds')} (flapping)"
+                slot = replace(slot, schedulable=False, quarantined_until=until, unschedulable_reason=why)
+            else:
+                self._quarantined.discard(slot.node_id)
+            out.append(slot)
+        return out
 
     async def _note_node_changes(self, fleet: list[NodeSlot], now: datetime) -> None:
         """An event per node state change the leader sees (lost, back, draining, ...)."""

@@ -25,6 +25,7 @@ class NodeSlot:
     lease_end: datetime | None = None  # None: owned
     price_per_accelerator_hour: float | None = None  # None: the catalog's default for the type
     state: str = "ready"  # the fleet's node state: ready, suspect, lost, cordoned, draining, ...
+    quarantined_until: datetime | None = None  # flapping: no new replicas, existing ones move off
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,3 +128,29 @@ def test_a_suspect_node_is_replaced_before_it_is_lost() -> None:
     assert out.creates and all(r.node_id == "br-0" for r in out.creates)
     assert not [u for u in out.updates if u.id == "r1"]  # it may come back: it keeps serving
     assert "suspect" in out.events[0].message
+
+
+def test_a_replica_on_an_unhealthy_device_moves_make_before_break() -> None:
+    old = replica("r1", S.READY, tps=3000, node="h100-0", devices=(1,), age_s=3600)
+    slots = with_node(fleet(), "h100-0", devices=((0, 0),))  # device 1 reported an ECC/XID error
+    out = decide(world([old], slots), CATALOG, CFG, new_id=ids())
+    assert out.creates and "device 1 of h100-0 is unhealthy" in out.events[0].message
+    assert not [u for u in out.updates if u.id == "r1"]
+
+
+def test_flapping_nodes_are_quarantined_for_a_while() -> None:
+    from controlplane.reconcile.decide import quarantined_until
+
+    cfg = ReconcileConfig(quarantine_after=3, quarantine_window_s=600, quarantine_s=900)
+    twice = [NOW - timedelta(seconds=300), NOW - timedelta(seconds=100)]
+    assert quarantined_until(twice, NOW, cfg) is None
+    thrice = [*twice, NOW]
+    assert quarantined_until(thrice, NOW, cfg) == NOW + timedelta(seconds=900)
+    old_ones = [NOW - timedelta(seconds=s) for s in (2000, 1500, 1000)]
+    assert quarantined_until(old_ones, NOW, cfg) is None  # outside the window
+
+    old = replica("r1", S.READY, tps=3000, node="h100-0", age_s=3600)
+    slots = with_node(fleet(), "h100-0", schedulable=False, quarantined_until=NOW + timedelta(seconds=900))
+    out = decide(world([old], slots), CATALOG, CFG, new_id=ids())
+    assert out.creates and all(r.node_id == "br-0" for r in out.creates)
+    assert "quarantined" in out.events[0].message
