@@ -6,7 +6,7 @@ import asyncio
 import signal
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from agents.discovery.base import Backend, DiscoveredDevice, NotPresent, ToolFai
 from agents.discovery.biren import BirenBackend
 from agents.discovery.registry import backend_for, detect
 from agents.discovery.simulated import FleetFileError, SimulatedBackend, load_fleet
+from agents.lease import MetadataNotices
 from agents.raylet import Raylet, RayletSpec
 from agents.runtime import Agent, AgentConfigError, LeaseSpec, NodeIdentity
 from tokenfab.logs import get_logger
@@ -37,6 +38,10 @@ class AgentOptions:
     lease_end: str | None = None
     lease_price: float = 0.0
     preemptible: bool = False
+    lease_notice_url: str | None = None  # poll for preemption notices (see agents/lease.py)
+    lease_notice_interval_s: float = 5.0
+    lease_notice_flag_s: float = 30.0
+    lease_notice_headers: dict[str, str] = field(default_factory=dict)
     address: str = "127.0.0.1:50051"
     tls: ClientTLS | None = None
     ray_address: str | None = None  # join this Ray cluster (GCS host:port) as a raylet
@@ -105,6 +110,14 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
     configuration the control plane rejects, 3 when no devices are present."""
     try:
         backend, identity, devices = build(options)
+        notices = (
+            MetadataNotices(
+                options.lease_notice_url, interval_s=options.lease_notice_interval_s,
+                flag_notice_s=options.lease_notice_flag_s, headers=options.lease_notice_headers,
+            )
+            if options.lease_notice_url
+            else None
+        )  # fmt: skip
     except (ValueError, FleetFileError) as exc:
         return 2, str(exc)
     except (NotPresent, ToolFailed) as exc:
@@ -133,7 +146,9 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
                 or Path(tempfile.gettempdir()) / f"tokenfab-ray-{identity.node_id}",
             )
             raylet_task = asyncio.create_task(Raylet(spec).run(stop))
-        agent = Agent(backend, identity, address=options.address, tls=options.tls, devices=found)
+        agent = Agent(
+            backend, identity, address=options.address, tls=options.tls, devices=found, notices=notices
+        )
         log.info("agent.starting", node=identity.node_id, backend=backend.name, address=options.address)
         try:
             await agent.run(stop)

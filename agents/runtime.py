@@ -22,6 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.backoff import Backoff
 from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice
+from agents.fence import fence
+from agents.lease import Notice, NoticeSource
 from tokenfab import __version__
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS, client_channel
@@ -77,6 +79,8 @@ class AgentStatus:
     cordoned: bool = False
     draining: bool = False
     last_error: str = ""
+    notice: str = ""  # the lease notice the agent holds, if any
+    fenced_processes: int = 0  # replica processes stopped on FENCE commands
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -96,6 +100,7 @@ class Agent:
         backoff: Backoff | None = None,
         rpc_timeout_s: float = 5.0,
         devices: list[DiscoveredDevice] | None = None,
+        notices: NoticeSource | None = None,
     ) -> None:
         self.backend = backend
         self.identity = identity
@@ -107,6 +112,10 @@ class Agent:
         self.heartbeat_interval_s = 1.0
         self._devices: list[DiscoveredDevice] = list(devices or [])  # already discovered (auto mode)
         self._seq = 0
+        self.notices = notices
+        self._notice: Notice | None = None
+        self._notice_sent: datetime | None = None  # the end this session's control plane was told
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def registration(self) -> agent_pb2.RegisterRequest:
         ident = self.identity
@@ -174,6 +183,43 @@ class Agent:
             devices=len(self._devices),
             models=sorted({d.model for d in self._devices}),
         )
+        poller = asyncio.create_task(self._poll_notices(stop)) if self.notices is not None else None
+        try:
+            await self._sessions(stop)
+        finally:
+            if poller is not None:
+                poller.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _poll_notices(self, stop: asyncio.Event) -> None:
+        assert self.notices is not None
+        while not stop.is_set():
+            notice = await self.notices.poll()
+            if notice is not None and (self._notice is None or notice.end < self._notice.end):
+                self._notice = notice
+                self.status.notice = f"{notice.reason}; ends {notice.end.isoformat(timespec='seconds')}"
+                log.warning(
+                    "agent.lease_notice", node=self.identity.node_id, end=notice.end.isoformat(),
+                    source=notice.source, reason=notice.reason,
+                )  # fmt: skip
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.notices.interval_s)
+
+    def notice_message(self) -> agent_pb2.AgentMessage | None:
+        """The held notice, when this session's control plane has not been told this end yet."""
+        notice = self._notice
+        if notice is None or (self._notice_sent is not None and self._notice_sent <= notice.end):
+            return None
+        self._notice_sent = notice.end
+        return agent_pb2.AgentMessage(
+            lease_notice=agent_pb2.LeaseNotice(
+                node_id=self.identity.node_id, end_time=_ts(notice.end),
+                source=notice.source[:256], reason=notice.reason[:256],
+            )
+        )  # fmt: skip
+
+    async def _sessions(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             acked_before = self.status.acks
             try:
@@ -197,6 +243,7 @@ class Agent:
 
     async def _session(self, stop: asyncio.Event) -> None:
         self.status.sessions += 1
+        self._notice_sent = None  # a new session may reach another instance: tell it again
         channel = client_channel(self.address, self.tls)
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
@@ -245,6 +292,9 @@ class Agent:
                     reader.result()
                 raise ConnectionResetError("control plane closed the stream") from None
             self.status.heartbeats_sent += 1
+            notice = self.notice_message()
+            if notice is not None:
+                await call.write(notice)
             next_at += self.heartbeat_interval_s
             wait = max(0.0, next_at - time.monotonic())
             if wait == 0.0:
@@ -283,7 +333,20 @@ class Agent:
             self.status.draining = True
         elif command.kind == agent_pb2.COMMAND_KIND_CONFIG and command.heartbeat_interval_s > 0:
             self.heartbeat_interval_s = command.heartbeat_interval_s
+        elif command.kind == agent_pb2.COMMAND_KIND_FENCE:
+            fenced = {f.replica_id: f.generation for f in command.fenced}
+            task = asyncio.get_running_loop().create_task(self._fence(fenced, max(0.0, command.drain_s)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         log.info("agent.command", node=self.identity.node_id, kind=kind, reason=command.reason)
+
+    async def _fence(self, fenced: dict[str, int], drain_s: float) -> None:
+        try:
+            stopped = await fence(self.identity.node_id, fenced, drain_s=min(drain_s, 60.0))
+        except OSError as exc:  # no /proc (not Linux): the executor's stop through Ray remains
+            log.warning("agent.fence_failed", node=self.identity.node_id, error=str(exc))
+            return
+        self.status.fenced_processes += len(stopped)
 
 
 def _describe(exc: BaseException) -> str:

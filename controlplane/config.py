@@ -14,7 +14,7 @@ class ControlPlaneConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     address: str = "127.0.0.1:50051"
-    etcd_endpoint: str = "127.0.0.1:2379"
+    etcd_endpoint: str = "127.0.0.1:2379"  # host:port, or the members of a cluster, comma-separated
     etcd_tls_ca: Path | None = None  # set: TLS to etcd, verified against this CA
     etcd_tls_cert: Path | None = None  # client certificate for etcd's --client-cert-auth
     etcd_tls_key: Path | None = None
@@ -65,9 +65,23 @@ class ControlPlaneConfig(BaseModel):
                 raise ValueError(f"executors.{cluster or '?'}: expected cluster=host:port, got {address!r}")
         return self
 
+    @model_validator(mode="after")
+    def _etcd(self) -> ControlPlaneConfig:
+        parse_endpoints(self.etcd_endpoint)
+        return self
+
     @property
-    def etcd_host_port(self) -> tuple[str, int]:
-        host, _, port = self.etcd_endpoint.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"etcd_endpoint: expected host:port, got {self.etcd_endpoint!r}")
-        return host, int(port)
+    def etcd_endpoints(self) -> list[tuple[str, int]]:
+        """The members of the etcd cluster, in the order the store tries them."""
+        return parse_endpoints(self.etcd_endpoint)
+
+
+def parse_endpoints(text: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port...]`` -> pairs; ValueError naming ``etcd_endpoint`` otherwise."""
+    pairs = []
+    for item in text.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"etcd_endpoint: expected host:port[,host:port...], got {text!r}")
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs

@@ -4,19 +4,28 @@ A Connect stream is bound to one node by its first heartbeat; every later heartb
 the same node. Errors end the stream with a status the agent understands: NOT_FOUND (register
 first), FAILED_PRECONDITION (declared lost: register again), INVALID_ARGUMENT (a bad field).
 Acks and commands share the stream; a per-stream lock keeps their writes from interleaving.
+
+After the first heartbeat the agent may send a ``LeaseNotice`` (its lease source announced an
+earlier end): it becomes a lease revocation, or a drain for an owned node, and an event. The
+instance pushes a FENCE command (replicas the node must no longer run) when the stream binds and
+whenever that set grows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
 from controlplane.api import convert
 from controlplane.api.status import HANDLED, code_for, message_for
+from controlplane.domain.events import EventRecord
 from controlplane.errors import InvalidArgument
+from controlplane.fleet.events import EventLog
+from controlplane.fleet.fencing import ReplicaFence
 from controlplane.fleet.registry import NodeCommand, NodeRegistry
 from tokenfab.logs import get_logger
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc
@@ -45,10 +54,18 @@ class _StreamSink:
             log.debug("stream.command_dropped", error=str(exc))
 
 
+FENCE_DRAIN_S = 5.0  # in-flight requests of a fenced replica get this long before SIGKILL
+MAX_NOTICE_REASON = 256
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, registry: NodeRegistry) -> None:
+    def __init__(
+        self, registry: NodeRegistry, *, events: EventLog | None = None, fence: ReplicaFence | None = None
+    ) -> None:
         self._registry = registry
         self._metrics = registry.metrics
+        self._events = events
+        self._fence = fence
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -80,6 +97,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         registry = self._registry
         histogram = self._metrics.heartbeat_seconds
         ok = self._metrics.heartbeats.labels("ok")
+        fence_sent = -1
         self._metrics.streams.inc()
         try:
             while True:
@@ -88,7 +106,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     return
                 started = time.perf_counter()
                 try:
-                    if message.WhichOneof("body") != "heartbeat":
+                    body = message.WhichOneof("body")
+                    if body == "lease_notice" and node_id is not None:
+                        await self._lease_notice(node_id, message.lease_notice)
+                        continue
+                    if body != "heartbeat":
                         raise InvalidArgument("body", "expected a heartbeat")
                     beat = message.heartbeat
                     if node_id is None:
@@ -111,8 +133,61 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     await context.write(ack)
                 histogram.observe(time.perf_counter() - started)
                 ok.inc()
+                if self._fence is not None and self._fence.version(node_id) != fence_sent:
+                    fence_sent = self._fence.version(node_id)
+                    await self._push_fence(node_id, lock, context)
         finally:
             self._metrics.streams.dec()
             if node_id is not None:
                 registry.detach(node_id, sink)
                 log.info("stream.closed", node=node_id)
+
+    async def _push_fence(
+        self, node_id: str, lock: asyncio.Lock, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        assert self._fence is not None
+        fenced = self._fence.fenced(node_id)
+        if not fenced:
+            return
+        command = agent_pb2.Command(
+            kind=agent_pb2.COMMAND_KIND_FENCE,
+            reason="replicas failed, replaced or stopped: no process may keep serving them",
+            drain_s=FENCE_DRAIN_S,
+            fenced=[agent_pb2.FencedReplica(replica_id=r, generation=g) for r, g in sorted(fenced.items())],
+        )
+        async with lock:
+            await context.write(agent_pb2.ControlMessage(command=command))
+        log.info("stream.fence", node=node_id, replicas=len(fenced))
+
+    async def _lease_notice(self, node_id: str, notice: agent_pb2.LeaseNotice) -> None:
+        """A provider's notice that the node goes away: an earlier lease end (never a later one)."""
+        if notice.node_id != node_id:
+            raise InvalidArgument("lease_notice.node_id", f"this stream is bound to node {node_id!r}")
+        if not notice.HasField("end_time"):
+            raise InvalidArgument("lease_notice.end_time", "required")
+        if len(notice.reason) > MAX_NOTICE_REASON or len(notice.source) > MAX_NOTICE_REASON:
+            raise InvalidArgument("lease_notice.reason", f"at most {MAX_NOTICE_REASON} characters")
+        try:
+            end = max(notice.end_time.ToDatetime(tzinfo=UTC), datetime.now(UTC))
+        except (ValueError, OverflowError):
+            raise InvalidArgument("lease_notice.end_time", "out of range") from None
+        view = self._registry.get(node_id)
+        why = f"{notice.reason or 'preemption notice'} (from {notice.source or 'the agent'})"
+        if view.record.registration.lease is None:
+            if view.record.draining:
+                return
+            await self._registry.drain(node_id, why)
+            await self._record(node_id, f"owned node goes away at {end.isoformat(timespec='seconds')}: {why}")
+            return
+        current = view.record.lease_end
+        if current is not None and current <= end:
+            return  # already known (the agent repeats its notice after a reconnect)
+        await self._registry.set_lease_end(node_id, end, why)
+        await self._record(node_id, f"lease ends {end.isoformat(timespec='seconds')}: {why}")
+
+    async def _record(self, node_id: str, message: str) -> None:
+        log.info("node.lease_notice", node=node_id, message=message)
+        if self._events is not None:
+            await self._events.append(
+                EventRecord(at=datetime.now(UTC), kind="preemption_notice", message=message, node_id=node_id)
+            )

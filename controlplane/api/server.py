@@ -31,6 +31,7 @@ from controlplane.catalog.types import load_catalog
 from controlplane.config import ControlPlaneConfig
 from controlplane.executor.service import RemoteExecutor
 from controlplane.fleet.events import EventLog
+from controlplane.fleet.fencing import ReplicaFence
 from controlplane.fleet.registry import FleetTiming, NodeRegistry
 from controlplane.ha.election import Election
 from controlplane.metrics import ControlPlaneMetrics
@@ -85,6 +86,7 @@ class ControlPlane:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self.port: int | None = None
+        self.fence: ReplicaFence | None = None
         self._metrics_server: tuple[Any, Any] | None = None
 
     @property
@@ -103,11 +105,10 @@ class ControlPlane:
     async def start(self) -> None:
         cfg = self.config
         if self._store is None:
-            host, port = cfg.etcd_host_port
             etcd_tls = (
                 ClientTLS(cfg.etcd_tls_ca, cfg.etcd_tls_cert, cfg.etcd_tls_key) if cfg.etcd_tls_ca else None
             )
-            etcd = EtcdStore(host, port, tls=etcd_tls)
+            etcd = EtcdStore(endpoints=cfg.etcd_endpoints, tls=etcd_tls)
             await etcd.connect()
             self._store = etcd
         timing = FleetTiming(
@@ -138,10 +139,13 @@ class ControlPlane:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.registry), server)
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(
-            FleetServicer(self.registry, EventLog(self._store)), server
+        self.fence = ReplicaFence(self._store)
+        await self.fence.start()
+        events = EventLog(self._store)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(self.registry, events=events, fence=self.fence), server
         )
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(self.registry, events), server)
         catalog = load_catalog(cfg.catalog_file)
         tenants = TenantDirectory.load(cfg.tenants_file) if cfg.tenants_file else None
         registry = self.registry
@@ -254,6 +258,9 @@ class ControlPlane:
             self.election = None
         if self.registry is not None:
             await self.registry.stop()
+        if self.fence is not None:
+            await self.fence.stop()
+            self.fence = None
         if self._metrics_server is not None:
             http_server, _thread = self._metrics_server
             http_server.shutdown()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -160,3 +161,33 @@ def events_command(
     for row in rows:
         table.add_row(row["at"][11:23], row["kind"], row["node_id"], row["replica_id"], row["message"])
     console().print(table)
+
+
+def preempt_command(
+    node: Annotated[str, typer.Argument(help="node id of the simulated fleet")],
+    notice: Annotated[str, typer.Option(help="the node goes away this long from now: 60s, 2m")] = "120s",
+    action: Annotated[str, typer.Option(help="terminate | stop | hibernate")] = "terminate",
+    state_dir: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_STATE_DIR", help="the state dir of `tokenfab up`")
+    ] = None,
+) -> None:
+    """Simulated fleets: publish a provider preemption notice on the node's metadata endpoint.
+
+    The node's agent finds it on its next poll (as on an EC2 spot instance) and tells the control
+    plane, which moves the node's replicas off before the notice runs out."""
+    from agents.lease import write_notice
+    from controlplane.embedded.up import default_state_dir, notice_file
+
+    if action not in ("terminate", "stop", "hibernate"):
+        raise typer.BadParameter(
+            f"expected terminate, stop or hibernate, got {action!r}", param_hint="--action"
+        )
+    state = state_dir or default_state_dir()
+    if not (state / "notices").is_dir():
+        typer.echo(
+            f"error: state_dir: {state} has no simulated fleet (is `tokenfab up` running there?)", err=True
+        )
+        raise typer.Exit(2)
+    end = datetime.now(UTC) + timedelta(seconds=parse_duration(notice))
+    write_notice(notice_file(state, node), end, action)
+    typer.echo(f"node/{node}: {action} notice published; it goes away at {end.isoformat(timespec='seconds')}")

@@ -36,6 +36,7 @@ app.add_typer(autoscaler_commands.app, name="autoscaler")
 app.add_typer(failover_commands.lease_app, name="lease")
 app.command("drain")(failover_commands.drain_command)
 app.command("events")(failover_commands.events_command)
+app.command("preempt")(failover_commands.preempt_command)
 app.command("replicas")(request_commands.replicas_command)
 app.command("simulate")(simulate_command)
 
@@ -196,7 +197,9 @@ def executor(
 @app.command()
 def controlplane(
     address: Annotated[str, typer.Option(help="listen host:port")] = DEFAULT_ADDRESS,
-    etcd: Annotated[str, typer.Option(envvar="TOKENFAB_ETCD", help="etcd host:port")] = "127.0.0.1:2379",
+    etcd: Annotated[
+        str, typer.Option(envvar="TOKENFAB_ETCD", help="etcd host:port[,host:port...]")
+    ] = "127.0.0.1:2379",
     etcd_ca: Annotated[
         Path | None, typer.Option(envvar="TOKENFAB_ETCD_CA", help="TLS to etcd: the CA of its certificate")
     ] = None,
@@ -321,6 +324,20 @@ def agent(
     lease_end: Annotated[str | None, typer.Option(help="leased node: end time, ISO 8601 with zone")] = None,
     lease_price: Annotated[float, typer.Option(help="leased node: price per accelerator-hour")] = 0.0,
     preemptible: Annotated[bool, typer.Option(help="leased node can be preempted")] = False,
+    lease_notice_url: Annotated[
+        str | None,
+        typer.Option(
+            help="poll this http(s):// or file:// URL for preemption notices (EC2 instance-action "
+            "JSON, or TRUE/FALSE), e.g. http://169.254.169.254/latest/meta-data/spot/instance-action"
+        ),
+    ] = None,
+    lease_notice_interval: Annotated[float, typer.Option(help="seconds between notice polls")] = 5.0,
+    lease_notice_flag_s: Annotated[
+        float, typer.Option(help="a TRUE flag means the node goes away this many seconds later")
+    ] = 30.0,
+    lease_notice_header: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE header on notice polls (repeatable)")
+    ] = None,
     ray_address: Annotated[
         str | None, typer.Option(envvar="TOKENFAB_RAY_ADDRESS", help="join this Ray cluster (GCS host:port)")
     ] = None,
@@ -351,6 +368,10 @@ def agent(
         lease_end=lease_end,
         lease_price=lease_price,
         preemptible=preemptible,
+        lease_notice_url=lease_notice_url,
+        lease_notice_interval_s=lease_notice_interval,
+        lease_notice_flag_s=lease_notice_flag_s,
+        lease_notice_headers=_pairs(lease_notice_header or [], "lease_notice_header"),
         address=address,
         tls=_tls(tls_ca, tls_cert, tls_key, tls_server_name),
         ray_address=ray_address,

@@ -58,6 +58,7 @@ class EtcdProcess:
         name: str = "tokenfab",
         log_file: Path | None = None,
         tls: ServerTLS | None = None,
+        initial_cluster: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -66,6 +67,7 @@ class EtcdProcess:
         self.name = name
         self.log_file = log_file or data_dir.parent / f"{name}-etcd.log"
         self.tls = tls  # client URLs on https; with a client CA, etcd requires client certificates
+        self.initial_cluster = initial_cluster  # name=peer-url,... of every member; None: alone
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +95,8 @@ class EtcdProcess:
             "--advertise-client-urls", client,
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{self.name}={peer}",
+            "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
+            "--initial-cluster-state", "new",
             "--log-level", "warn",
             "--logger", "zap",
         ]  # fmt: skip
@@ -161,3 +164,31 @@ class EtcdProcess:
     def wipe(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EtcdCluster:
+    """Several etcd members on loopback forming one cluster (failure tests, benchmarks)."""
+
+    def __init__(self, base_dir: Path, size: int = 3, *, host: str = "127.0.0.1") -> None:
+        peers = {f"m{i}": free_port(host) for i in range(size)}
+        initial = ",".join(f"{name}=http://{host}:{port}" for name, port in peers.items())
+        self.members = [
+            EtcdProcess(
+                base_dir / name, host=host, peer_port=port, name=name,
+                log_file=base_dir / f"{name}.log", initial_cluster=initial,
+            )
+            for name, port in peers.items()
+        ]  # fmt: skip
+
+    @property
+    def endpoint(self) -> str:
+        """Every member, comma-separated: what ``--etcd`` takes."""
+        return ",".join(m.endpoint for m in self.members)
+
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        # members answer /health only once a quorum has formed: start them together
+        await asyncio.gather(*(m.start(timeout_s=timeout_s) for m in self.members))
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()

@@ -105,6 +105,12 @@ def fleet_epoch(state_dir: Path) -> float:
     return now
 
 
+def notice_file(state_dir: Path, node_id: str) -> Path:
+    """The simulated metadata endpoint of a node: ``tokenfab preempt`` writes an EC2-style
+    instance-action document here, and the node's agent polls it every second."""
+    return state_dir / "notices" / f"{node_id}.json"
+
+
 def agent_command(
     node_id: str, *, address: str, fleet_file: Path | None, epoch: float, extra: list[str] | None = None
 ) -> list[str]:
@@ -269,9 +275,12 @@ async def run_up(
         await plane.start()
         epoch = fleet_epoch(state_dir)
         for node in nodes:
-            extra = []
+            notice = notice_file(state_dir, node.node_id)
+            notice.parent.mkdir(parents=True, exist_ok=True)
+            notice.unlink(missing_ok=True)  # a notice is for this run only
+            extra = ["--lease-notice-url", notice.resolve().as_uri(), "--lease-notice-interval", "1"]
             if node.cluster in heads:
-                extra = [
+                extra += [
                     "--ray-address",
                     heads[node.cluster].address,
                     "--ray-temp-dir",

@@ -111,4 +111,8 @@ class Election:
             except (StoreUnavailable, TimeoutError, OSError) as exc:
                 if self._lease and self.clock() >= self._valid_until:
                     self._step_down(f"etcd unreachable: {exc or type(exc).__name__}")
+            except Exception as exc:  # the loop must outlive anything the client raises
+                log.warning("election.error", identity=self.identity, error=repr(exc))
+                if self._lease and self.clock() >= self._valid_until:
+                    self._step_down(f"etcd error: {exc!r}")
             await asyncio.sleep(interval)

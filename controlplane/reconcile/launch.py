@@ -98,4 +98,12 @@ def build_launch(
             )
         )  # fmt: skip
     launch.env.update(env)
+    # Fencing: the agent finds the replica's processes (actor worker, engine) by these.
+    launch.env.update(
+        {
+            "TOKENFAB_NODE_ID": record.node_id,
+            "TOKENFAB_REPLICA_ID": record.id,
+            "TOKENFAB_GENERATION": str(record.generation),
+        }
+    )
     return launch

@@ -3,12 +3,21 @@
 Compare-and-swap is one etcd transaction: ``mod_revision(key) == expected`` then put, else
 nothing. ``expected == 0`` compares ``create_revision == 0`` instead, which etcd defines as "the
 key does not exist". Connection errors surface as :class:`StoreUnavailable` (retryable).
+
+Several endpoints (the members of one etcd cluster): the store talks to one at a time. A call that
+cannot reach it moves to the next member and is tried there once per member before it fails, so
+losing one member of three costs a reconnect, not an outage. A compare-and-swap retried this way
+is still safe: if the first attempt did land, the retry's compare fails and the caller re-reads,
+as after any lost race. Watches that break end with StoreUnavailable; their owners resume them
+from the last revision they saw, on the member the store has moved to.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aetcd
 import grpc
@@ -16,7 +25,12 @@ from aetcd import rpc, watcher
 from aetcd.rpc import Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest
 
 from controlplane.store.base import KeyValue, LeaseExpired, StoreUnavailable, WatchEvent, WatchEventKind
+from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS
+
+log = get_logger("store.etcd")
+T = TypeVar("T")
+_GONE = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -75,45 +89,106 @@ class EtcdStore:
         host: str = "127.0.0.1",
         port: int = 2379,
         *,
+        endpoints: Sequence[tuple[str, int]] = (),
         timeout_s: float = 5.0,
         tls: ClientTLS | None = None,
     ) -> None:
-        self._client = (
-            aetcd.Client(host=host, port=port, timeout=timeout_s)
-            if tls is None
-            else _TLSClient(host=host, port=port, timeout=timeout_s, tls=tls)
-        )
-        self.endpoint = f"{host}:{port}"
+        self._endpoints = list(endpoints) or [(host, port)]
+        self._tls = tls
         self._timeout_s = timeout_s
+        self._index = 0
+        self._client = self._make_client(0)
+        self.failovers = 0  # member switches, for tests and logs
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _make_client(self, index: int) -> Any:
+        host, port = self._endpoints[index]
+        if self._tls is None:
+            return aetcd.Client(host=host, port=port, timeout=self._timeout_s)
+        return _TLSClient(host=host, port=port, timeout=self._timeout_s, tls=self._tls)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._endpoints[self._index]
+        return f"{host}:{port}"
 
     async def connect(self) -> None:
-        try:
-            await self._client.connect()
-            await self._client.status()
-        except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
-            raise StoreUnavailable(f"etcd at {self.endpoint}: {exc}") from exc
+        """Connect to the first member that answers."""
+        errors = []
+        for _ in self._endpoints:
+            try:
+                await self._client.connect()
+                await self._client.status()
+                return
+            except _GONE as exc:
+                errors.append(f"{self.endpoint}: {exc}")
+                if len(self._endpoints) == 1:
+                    break
+                await self._failover(self._client)
+        raise StoreUnavailable(f"etcd unreachable ({'; '.join(errors)})")
 
-    async def _call(self, coro: Any) -> Any:
+    async def _failover(self, failed: Any) -> None:
+        """Move to the next member, unless another call already moved away from ``failed``."""
+        if self._client is not failed or len(self._endpoints) == 1:
+            return
+        before = self.endpoint
+        self._index = (self._index + 1) % len(self._endpoints)
+        self._client = self._make_client(self._index)
+        self.failovers += 1
+        log.warning("etcd.failover", unreachable=before, now=self.endpoint)
+        # Closing a channel cancels the calls still on it, and grpc.aio reports that to their
+        # callers as asyncio.CancelledError: leave them their deadline, then close.
+        self._closing.add(asyncio.create_task(self._close_later(failed)))
+
+    async def _close_later(self, client: Any) -> None:
         try:
-            return await coro
-        except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
-            raise StoreUnavailable(f"etcd at {self.endpoint}: {exc}") from exc
+            await asyncio.sleep(self._timeout_s + 1.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 1.0)
+        finally:
+            self._closing.discard(asyncio.current_task())
+
+    async def _call(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``op(client)``; on a member that cannot be reached, once more on each other member."""
+        detail = ""
+        for _ in self._endpoints:
+            client = self._client
+            try:
+                await client.connect()
+                return await op(client)
+            except _GONE as exc:
+                detail = f"etcd at {self.endpoint}: {exc}"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                detail = f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}"
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # our caller is being cancelled
+                # grpc.aio raises CancelledError for a call whose channel was closed under it
+                raise StoreUnavailable(f"etcd at {self.endpoint}: call cancelled by a reconnect") from None
+            await self._failover(client)
+        raise StoreUnavailable(detail)
 
     async def get(self, key: str) -> KeyValue | None:
-        result = await self._call(self._client.get(key.encode()))
+        result = await self._call(lambda c: c.get(key.encode()))
         return _kv(result) if result is not None else None
 
     async def list_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         raw_prefix = prefix.encode()
         result = await self._call(
-            self._client.get_range(raw_prefix, _prefix_end(raw_prefix), sort_target="key")
+            lambda c: c.get_range(raw_prefix, _prefix_end(raw_prefix), sort_target="key")
         )
         # GetRange is falsy when empty but still carries the header with the store revision.
         return [_kv(kv) for kv in result], int(result.header.revision)
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        result = await self._call(self._client.put(key.encode(), value, lease=lease or None))
+        result = await self._call(lambda c: c.put(key.encode(), value, lease=lease or None))
         return int(result.header.revision)
+
+    async def _txn(self, request: TxnRequest) -> Any:
+        return await self._call(lambda c: c.kvstub.Txn(request, timeout=self._timeout_s))
 
     async def _txn_if_revision(self, raw: bytes, expected_mod_revision: int, op: RequestOp) -> int | None:
         """Run ``op`` if the key is at ``expected_mod_revision`` (0: absent); the new revision or None."""
@@ -123,13 +198,7 @@ class EtcdStore:
             compare = Compare(
                 key=raw, target=Compare.MOD, result=Compare.EQUAL, mod_revision=expected_mod_revision
             )
-        await self._call(self._client.connect())
-        try:
-            response = await self._client.kvstub.Txn(
-                TxnRequest(compare=[compare], success=[op], failure=[]), timeout=self._timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise StoreUnavailable(f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}") from exc
+        response = await self._txn(TxnRequest(compare=[compare], success=[op], failure=[]))
         return int(response.header.revision) if response.succeeded else None
 
     async def compare_and_put(
@@ -145,13 +214,7 @@ class EtcdStore:
             for key, _ in items
         ]
         puts = [RequestOp(request_put=PutRequest(key=key.encode(), value=value)) for key, value in items]
-        await self._call(self._client.connect())
-        try:
-            response = await self._client.kvstub.Txn(
-                TxnRequest(compare=compares, success=puts, failure=[]), timeout=self._timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise StoreUnavailable(f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}") from exc
+        response = await self._txn(TxnRequest(compare=compares, success=puts, failure=[]))
         return int(response.header.revision) if response.succeeded else None
 
     async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool:
@@ -163,8 +226,9 @@ class EtcdStore:
 
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         raw = prefix.encode()
+        client = self._client
         watch = await self._call(
-            self._client.watch(raw, range_end=_prefix_end(raw), start_revision=start_revision or None)
+            lambda c: c.watch(raw, range_end=_prefix_end(raw), start_revision=start_revision or None)
         )
         try:
             async for event in watch:
@@ -172,20 +236,26 @@ class EtcdStore:
                 yield WatchEvent(
                     kind, event.kv.key.decode(), bytes(event.kv.value), int(event.kv.mod_revision)
                 )
+        except (*_GONE, grpc.aio.AioRpcError) as exc:
+            await self._failover(client)  # the member went away: the owner resumes on the next
+            raise StoreUnavailable(f"etcd watch broken: {exc}") from exc
         finally:
-            await watch.cancel()
+            with contextlib.suppress(Exception):
+                await watch.cancel()
 
     async def grant_lease(self, ttl_s: int) -> int:
-        lease = await self._call(self._client.lease(ttl_s))
+        lease = await self._call(lambda c: c.lease(ttl_s))
         return int(lease.id)
 
     async def refresh_lease(self, lease_id: int) -> None:
-        reply = await self._call(self._client.refresh_lease(lease_id))
+        reply = await self._call(lambda c: c.refresh_lease(lease_id))
         if reply is None or int(reply.TTL) <= 0:  # etcd answers an unknown lease with TTL 0
             raise LeaseExpired(f"lease {lease_id} not found")
 
     async def revoke_lease(self, lease_id: int) -> None:
-        await self._call(self._client.revoke_lease(lease_id))
+        await self._call(lambda c: c.revoke_lease(lease_id))
 
     async def close(self) -> None:
+        for task in list(self._closing):
+            task.cancel()
         await self._client.close()

@@ -216,7 +216,7 @@ def test_external_etcd_and_no_bundled_one() -> None:
     assert not by_kind(docs, "StatefulSet")
     (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "tf-tokenfab"]
     pod = deployment["spec"]["template"]["spec"]
-    assert "--etcd=etcd-0.db.svc:2379" in pod["containers"][0]["args"]
+    assert "--etcd=etcd-0.db.svc:2379,etcd-1.db.svc:2379" in pod["containers"][0]["args"]  # every member
     assert {"name": "etcd-tls", "secret": {"secretName": "etcd-client"}} in pod["volumes"]
     assert {"--etcd-ca=/etc/tokenfab/etcd-tls/ca.crt", "--etcd-cert=/etc/tokenfab/etcd-tls/tls.crt",
             "--etcd-key=/etc/tokenfab/etcd-tls/tls.key"} <= set(pod["containers"][0]["args"])  # fmt: skip

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tokenfab.v1 import types_pb2 as tokenfab_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenfab/v1/agent.proto\x12\x0btokenfab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tokenfab/v1/types.proto\"\xb6\x02\n\x0fRegisterRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12#\n\x06vendor\x18\x04 \x01(\x0e\x32\x13.tokenfab.v1.Vendor\x12$\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x13.tokenfab.v1.Device\x12&\n\x05lease\x18\x06 \x01(\x0b\x32\x17.tokenfab.v1.LeaseTerms\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.tokenfab.v1.RegisterRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x10RegisterResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.tokenfab.v1.NodeState\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"\x85\x01\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x1c.tokenfab.v1.DeviceTelemetry\"C\n\x0c\x41gentMessage\x12+\n\theartbeat\x18\x01 \x01(\x0b\x32\x16.tokenfab.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"9\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.tokenfab.v1.NodeState\"_\n\x07\x43ommand\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.tokenfab.v1.CommandKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"b\n\x0e\x43ontrolMessage\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x10.tokenfab.v1.AckH\x00\x12\'\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x14.tokenfab.v1.CommandH\x00\x42\x06\n\x04\x62ody*\x90\x01\n\x0b\x43ommandKind\x12\x1c\n\x18\x43OMMAND_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OMMAND_KIND_CORDON\x10\x01\x12\x19\n\x15\x43OMMAND_KIND_UNCORDON\x10\x02\x12\x16\n\x12\x43OMMAND_KIND_DRAIN\x10\x03\x12\x17\n\x13\x43OMMAND_KIND_CONFIG\x10\x04\x32\x9e\x01\n\x0c\x41gentService\x12G\n\x08Register\x12\x1c.tokenfab.v1.RegisterRequest\x1a\x1d.tokenfab.v1.RegisterResponse\x12\x45\n\x07\x43onnect\x12\x19.tokenfab.v1.AgentMessage\x1a\x1b.tokenfab.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenfab/v1/agent.proto\x12\x0btokenfab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tokenfab/v1/types.proto\"\xb6\x02\n\x0fRegisterRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12#\n\x06vendor\x18\x04 \x01(\x0e\x32\x13.tokenfab.v1.Vendor\x12$\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x13.tokenfab.v1.Device\x12&\n\x05lease\x18\x06 \x01(\x0b\x32\x17.tokenfab.v1.LeaseTerms\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.tokenfab.v1.RegisterRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x10RegisterResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.tokenfab.v1.NodeState\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"\x85\x01\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x1c.tokenfab.v1.DeviceTelemetry\"l\n\x0bLeaseNotice\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"u\n\x0c\x41gentMessage\x12+\n\theartbeat\x18\x01 \x01(\x0b\x32\x16.tokenfab.v1.HeartbeatH\x00\x12\x30\n\x0clease_notice\x18\x02 \x01(\x0b\x32\x18.tokenfab.v1.LeaseNoticeH\x00\x42\x06\n\x04\x62ody\"9\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.tokenfab.v1.NodeState\"7\n\rFencedReplica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\x9c\x01\n\x07\x43ommand\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.tokenfab.v1.CommandKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12*\n\x06\x66\x65nced\x18\x04 \x03(\x0b\x32\x1a.tokenfab.v1.FencedReplica\x12\x0f\n\x07\x64rain_s\x18\x05 \x01(\x01\"b\n\x0e\x43ontrolMessage\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x10.tokenfab.v1.AckH\x00\x12\'\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x14.tokenfab.v1.CommandH\x00\x42\x06\n\x04\x62ody*\xa8\x01\n\x0b\x43ommandKind\x12\x1c\n\x18\x43OMMAND_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OMMAND_KIND_CORDON\x10\x01\x12\x19\n\x15\x43OMMAND_KIND_UNCORDON\x10\x02\x12\x16\n\x12\x43OMMAND_KIND_DRAIN\x10\x03\x12\x17\n\x13\x43OMMAND_KIND_CONFIG\x10\x04\x12\x16\n\x12\x43OMMAND_KIND_FENCE\x10\x05\x32\x9e\x01\n\x0c\x41gentService\x12G\n\x08Register\x12\x1c.tokenfab.v1.RegisterRequest\x1a\x1d.tokenfab.v1.RegisterResponse\x12\x45\n\x07\x43onnect\x12\x19.tokenfab.v1.AgentMessage\x1a\x1b.tokenfab.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_COMMANDKIND']._serialized_start=979
-  _globals['_COMMANDKIND']._serialized_end=1123
+  _globals['_COMMANDKIND']._serialized_start=1258
+  _globals['_COMMANDKIND']._serialized_end=1426
   _globals['_REGISTERREQUEST']._serialized_start=99
   _globals['_REGISTERREQUEST']._serialized_end=409
   _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_start=364
@@ -45,14 +45,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_end=515
   _globals['_HEARTBEAT']._serialized_start=518
   _globals['_HEARTBEAT']._serialized_end=651
-  _globals['_AGENTMESSAGE']._serialized_start=653
-  _globals['_AGENTMESSAGE']._serialized_end=720
-  _globals['_ACK']._serialized_start=722
-  _globals['_ACK']._serialized_end=779
-  _globals['_COMMAND']._serialized_start=781
-  _globals['_COMMAND']._serialized_end=876
-  _globals['_CONTROLMESSAGE']._serialized_start=878
-  _globals['_CONTROLMESSAGE']._serialized_end=976
-  _globals['_AGENTSERVICE']._serialized_start=1126
-  _globals['_AGENTSERVICE']._serialized_end=1284
+  _globals['_LEASENOTICE']._serialized_start=653
+  _globals['_LEASENOTICE']._serialized_end=761
+  _globals['_AGENTMESSAGE']._serialized_start=763
+  _globals['_AGENTMESSAGE']._serialized_end=880
+  _globals['_ACK']._serialized_start=882
+  _globals['_ACK']._serialized_end=939
+  _globals['_FENCEDREPLICA']._serialized_start=941
+  _globals['_FENCEDREPLICA']._serialized_end=996
+  _globals['_COMMAND']._serialized_start=999
+  _globals['_COMMAND']._serialized_end=1155
+  _globals['_CONTROLMESSAGE']._serialized_start=1157
+  _globals['_CONTROLMESSAGE']._serialized_end=1255
+  _globals['_AGENTSERVICE']._serialized_start=1429
+  _globals['_AGENTSERVICE']._serialized_end=1587
 # @@protoc_insertion_point(module_scope)

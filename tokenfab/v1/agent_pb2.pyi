@@ -18,11 +18,13 @@ class CommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMMAND_KIND_UNCORDON: _ClassVar[CommandKind]
     COMMAND_KIND_DRAIN: _ClassVar[CommandKind]
     COMMAND_KIND_CONFIG: _ClassVar[CommandKind]
+    COMMAND_KIND_FENCE: _ClassVar[CommandKind]
 COMMAND_KIND_UNSPECIFIED: CommandKind
 COMMAND_KIND_CORDON: CommandKind
 COMMAND_KIND_UNCORDON: CommandKind
 COMMAND_KIND_DRAIN: CommandKind
 COMMAND_KIND_CONFIG: CommandKind
+COMMAND_KIND_FENCE: CommandKind
 
 class RegisterRequest(_message.Message):
     __slots__ = ("node_id", "cluster", "region", "vendor", "devices", "lease", "agent_version", "labels")
@@ -73,11 +75,25 @@ class Heartbeat(_message.Message):
     devices: _containers.RepeatedCompositeFieldContainer[_types_pb2.DeviceTelemetry]
     def __init__(self, node_id: _Optional[str] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_types_pb2.DeviceTelemetry, _Mapping]]] = ...) -> None: ...
 
+class LeaseNotice(_message.Message):
+    __slots__ = ("node_id", "end_time", "source", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    end_time: _timestamp_pb2.Timestamp
+    source: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("heartbeat",)
+    __slots__ = ("heartbeat", "lease_notice")
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_NOTICE_FIELD_NUMBER: _ClassVar[int]
     heartbeat: Heartbeat
-    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    lease_notice: LeaseNotice
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., lease_notice: _Optional[_Union[LeaseNotice, _Mapping]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("seq", "state")
@@ -87,15 +103,27 @@ class Ack(_message.Message):
     state: _types_pb2.NodeState
     def __init__(self, seq: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.NodeState, str]] = ...) -> None: ...
 
+class FencedReplica(_message.Message):
+    __slots__ = ("replica_id", "generation")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    generation: int
+    def __init__(self, replica_id: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
 class Command(_message.Message):
-    __slots__ = ("kind", "reason", "heartbeat_interval_s")
+    __slots__ = ("kind", "reason", "heartbeat_interval_s", "fenced", "drain_s")
     KIND_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_S_FIELD_NUMBER: _ClassVar[int]
     kind: CommandKind
     reason: str
     heartbeat_interval_s: float
-    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., reason: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    fenced: _containers.RepeatedCompositeFieldContainer[FencedReplica]
+    drain_s: float
+    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., reason: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., fenced: _Optional[_Iterable[_Union[FencedReplica, _Mapping]]] = ..., drain_s: _Optional[float] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
     __slots__ = ("ack", "command")

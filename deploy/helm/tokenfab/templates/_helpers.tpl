@@ -43,7 +43,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.etcd.bundled.enabled -}}
 {{- printf "%s-etcd:2379" (include "tokenfab.fullname" .) -}}
 {{- else -}}
-{{- first .Values.etcd.external.endpoints -}}
+{{- join "," .Values.etcd.external.endpoints -}}
 {{- end -}}
 {{- end -}}
 

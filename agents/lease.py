@@ -1,0 +1,165 @@
+"""Lease sources: where an agent learns that its node goes away before the lease says.
+
+The registration carries the lease terms the agent starts with (``--lease-end`` or the simulated
+fleet file). A *notice source* is polled while the agent runs and answers the end time a provider
+announced since, or None. The agent sends a new or earlier end to the control plane as a
+``LeaseNotice``; the control plane treats it like ``tokenfab lease revoke`` and moves the node's
+replicas off make-before-break.
+
+:class:`MetadataNotices` polls a URL, cloud-metadata style:
+
+- **EC2 spot**: ``http://169.254.169.254/latest/meta-data/spot/instance-action`` answers 404
+  until an interruption is scheduled, then ``{"action": "terminate" | "stop" | "hibernate",
+  "time": "2026-11-22T08:22:00Z"}``; AWS issues it two minutes ahead and recommends polling every
+  5 s (docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html).
+- **A plain flag** (Compute Engine's ``instance/preempted`` answers ``TRUE``/``FALSE``): ``TRUE``
+  means the node goes away ``flag_notice_s`` after the agent first saw it.
+- ``file://`` URLs read a local file in the same formats (a missing file is "no notice"); the
+  simulated fleet of ``tokenfab up`` uses one per node, written by ``tokenfab preempt``.
+
+A source that cannot be read is logged and retried: a metadata hiccup is never a notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from tokenfab.logs import get_logger
+
+log = get_logger("agent.lease")
+
+EC2_SPOT_URL = "http://169.254.169.254/latest/meta-data/spot/instance-action"
+MAX_BODY_BYTES = 64 * 1024
+
+
+class NoticeError(ValueError):
+    """A notice source answered something that is not a notice (named field, readable reason)."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    end: datetime
+    source: str
+    reason: str
+
+
+class NoticeSource(Protocol):
+    interval_s: float
+
+    async def poll(self) -> Notice | None: ...
+
+
+def parse_notice(body: str, *, source: str, now: datetime, flag_notice_s: float) -> Notice | None:
+    """A notice from a metadata answer; None for "no notice"; NoticeError for anything else."""
+    text = body.strip()
+    if not text or text.upper() == "FALSE":
+        return None
+    if text.upper() == "TRUE":
+        return Notice(now + timedelta(seconds=flag_notice_s), source, "preempted (metadata flag)")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        raise NoticeError(f"{source}: neither TRUE/FALSE nor a JSON document: {text[:80]!r}") from None
+    if not isinstance(doc, dict):
+        raise NoticeError(f"{source}: expected a JSON object, got {type(doc).__name__}")
+    action = doc.get("action")
+    if not isinstance(action, str) or not action:
+        raise NoticeError(f"{source}: action: missing or not a string")
+    raw_time = doc.get("time")
+    if not isinstance(raw_time, str):
+        raise NoticeError(f"{source}: time: missing or not a string")
+    try:
+        end = datetime.fromisoformat(raw_time)
+    except ValueError:
+        raise NoticeError(f"{source}: time: not an ISO 8601 time: {raw_time!r}") from None
+    if end.tzinfo is None:
+        raise NoticeError(f"{source}: time: carries no timezone: {raw_time!r}")
+    return Notice(end.astimezone(UTC), source, f"provider notice: {action} at {raw_time}")
+
+
+class MetadataNotices:
+    """Polls an ``http(s)://`` or ``file://`` URL every ``interval_s``. A flag notice keeps the
+    end time of its first sighting, so a source that keeps answering TRUE does not push it back."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        interval_s: float = 5.0,
+        flag_notice_s: float = 30.0,
+        timeout_s: float = 2.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https", "file"):
+            raise ValueError(f"lease_notice_url: expected an http(s):// or file:// URL, got {url!r}")
+        if not 0.1 <= interval_s <= 3600:
+            raise ValueError("lease_notice_interval: must be between 0.1 and 3600 seconds")
+        self.url = url
+        self.interval_s = interval_s
+        self.flag_notice_s = flag_notice_s
+        self.timeout_s = timeout_s
+        self.headers = headers or {}
+        self._flag_end: datetime | None = None
+        self.errors = 0
+
+    def _read(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme == "file":
+            path = Path(urllib.parse.unquote(parts.path))
+            try:
+                return path.read_text()[:MAX_BODY_BYTES]
+            except FileNotFoundError:
+                return ""
+        request = urllib.request.Request(self.url, headers=self.headers)  # scheme checked above
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                data: bytes = response.read(MAX_BODY_BYTES)
+                return data.decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # EC2: no interruption scheduled
+                return ""
+            raise
+
+    async def poll(self) -> Notice | None:
+        now = datetime.now(UTC)
+        try:
+            body = await asyncio.to_thread(self._read)
+            notice = parse_notice(body, source=self.url, now=now, flag_notice_s=self.flag_notice_s)
+        except (OSError, NoticeError) as exc:  # URLError is an OSError
+            self.errors += 1
+            log.warning("lease.notice_unreadable", url=self.url, error=str(exc))
+            return None
+        if notice is not None and notice.reason.endswith("(metadata flag)"):
+            if self._flag_end is None:
+                self._flag_end = notice.end
+            notice = Notice(self._flag_end, notice.source, notice.reason)
+        return notice
+
+
+def write_notice(path: Path, end: datetime, action: str = "terminate") -> None:
+    """Publish a notice in the EC2 instance-action format (the simulated metadata endpoint);
+    written to a temporary name and renamed, so a poll never reads half a document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"action": action, "time": end.astimezone(UTC).isoformat(timespec="seconds")}))
+    tmp.replace(path)
+
+
+__all__ = [
+    "EC2_SPOT_URL",
+    "MetadataNotices",
+    "Notice",
+    "NoticeError",
+    "NoticeSource",
+    "parse_notice",
+    "write_notice",
+]
