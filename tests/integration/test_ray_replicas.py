@@ -431,6 +431,62 @@ async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
         await asyncio.sleep(0.5)
 
 
+def replica_pids(replica_id: str) -> list[int]:
+    """Processes on this machine carrying the replica's identity (its actor worker, its engine)."""
+    from agents.fence import replica_processes
+
+    pids = []
+    for node in NODES:
+        pids += [p.pid for p in replica_processes(node) if p.replica_id == replica_id]
+    return pids
+
+
+async def test_a_partitioned_node_is_replaced_and_fenced(
+    ray_world: RayWorld, control_plane: ControlPlaneFactory
+) -> None:
+    """Freeze a node's agent (SIGSTOP: the control plane hears nothing, its raylet and actors run
+    on). The node goes Lost, its replicas fail and are replaced elsewhere, and the old ones stop:
+    none of them runs anywhere once the node is back, and the request has no duplicates."""
+    plane = await start_plane(ray_world, control_plane, lost_after_s=3)
+    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+        stub = capacity_pb2_grpc.CapacityServiceStub(channel)
+        created = await stub.Create(capacity_pb2.CreateCapacityRequest(spec=spec(5000)), metadata=TOKEN)
+        await wait_ready(stub, created.id)
+        before = await live_replicas(stub, created.id)
+        (node,) = {r.node_id for r in before}
+        old = {r.id for r in before}
+        assert all(replica_pids(r) for r in old), "every replica runs in a process of its own"
+
+        agent = ray_world.agents[node]
+        agent.signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                now_live = await live_replicas(stub, created.id)
+                fresh = [r for r in now_live if r.id not in old]
+                if fresh and all(r.state == "Ready" for r in fresh) and not old & {r.id for r in now_live}:
+                    break
+                assert time.monotonic() < deadline, [(r.id, r.node_id, r.state) for r in now_live]
+                await asyncio.sleep(0.2)
+            assert node not in {r.node_id for r in fresh}
+            # the partitioned replicas are fenced: their actors and processes are gone
+            deadline = time.monotonic() + 30
+            while old & set(await actors(ray_world)) or any(replica_pids(r) for r in old):
+                assert time.monotonic() < deadline, "a replaced replica still runs"
+                await asyncio.sleep(0.2)
+        finally:
+            agent.signal(signal.SIGCONT)
+        assert plane.registry is not None
+        registry = plane.registry
+        await wait_for(lambda: registry.get(node).state.value == "ready", timeout=30, what=f"{node} back")
+        await wait_ready(stub, created.id)
+        after = await live_replicas(stub, created.id)
+        assert not old & {r.id for r in after} and not any(replica_pids(r) for r in old)
+        tps = [r.predicted_output_tokens_per_second for r in after]
+        assert sum(tps) - min(tps) < 5000, f"a surplus (duplicate) replica survived: {tps}"
+        await cancel_and_wait_gone(stub, ray_world, created.id, {r.id for r in after})
+
+
 async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:
     async with grpc.aio.insecure_channel(ray_world.executors["test-a"].address) as channel:
         stub = executor_pb2_grpc.ExecutorServiceStub(channel)
