@@ -39,6 +39,7 @@ def spec_from_pb(spec: capacity_pb2.CapacitySpec, has_spec: bool) -> CapacitySpe
         "clusters": tuple(spec.clusters),
         "regions": tuple(spec.regions),
         "priority": spec.priority,
+        "max_unavailable_percent": spec.max_unavailable_percent,
     }
     if spec.HasField("max_price_per_million_output_tokens"):
         data["max_price_per_million_output_tokens"] = spec.max_price_per_million_output_tokens
@@ -81,6 +82,7 @@ def record_to_pb(record: CapacityRecord) -> capacity_pb2.CapacityRequest:
         mean_input_tokens=spec.mean_input_tokens,
         mean_output_tokens=spec.mean_output_tokens,
         tenant=record.tenant,
+        max_unavailable_percent=spec.max_unavailable_percent,
     )
     if spec.max_price_per_million_output_tokens is not None:
         pb_spec.max_price_per_million_output_tokens = spec.max_price_per_million_output_tokens

@@ -124,6 +124,10 @@ def create(
     ] = None,
     max_price: Annotated[float | None, typer.Option(help="max price per million output tokens")] = None,
     priority: Annotated[int, typer.Option()] = 0,
+    max_unavailable_percent: Annotated[
+        float,
+        typer.Option(help="share of the target planned moves may take down before replacements serve"),
+    ] = 0.0,
     idempotency_key: Annotated[str, typer.Option(help="same key: same request")] = "",
     autoscale: Annotated[bool, typer.Option(help="scale on demand above the target (the floor)")] = False,
     max_output_tokens_per_second: Annotated[
@@ -149,6 +153,7 @@ def create(
         allowed_vendors=vendor or [],
         allowed_accelerators=accelerator or [],
         priority=priority,
+        max_unavailable_percent=max_unavailable_percent,
     )
     if max_price is not None:
         spec.max_price_per_million_output_tokens = max_price

@@ -70,6 +70,8 @@ class CapacitySpec(_Model):
     mean_input_tokens: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] = 1024.0
     mean_output_tokens: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] = 256.0
     autoscaling: Autoscaling = Autoscaling()
+    # planned moves may take this share of the target out of service before replacements serve
+    max_unavailable_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
 
     @model_validator(mode="after")
     def _ceiling_above_floor(self) -> CapacitySpec:

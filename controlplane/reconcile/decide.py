@@ -422,19 +422,31 @@ def decide(
                 out.events.append(
                     Event("replacement_started", message, request.id, replica.id, replica.node_id)
                 )
+        target = world.target(request)
         staying = sum(
             r.predicted_output_tokens_per_second
             for r in by_request[request.id]
             if r.state is S.READY and r.id not in departing
         )
-        covered = staying >= world.target(request) - EPS or not request.active
-        for replica in leaving:
+        covered = staying >= target - EPS or not request.active
+        # the disruption budget: Ready capacity (departing replicas included, they still serve)
+        # may fall to this floor before replacements are Ready
+        floor = target * (1 - request.spec.max_unavailable_percent / 100)
+        serving = staying + sum(r.predicted_output_tokens_per_second for r in leaving if r.state is S.READY)
+        for replica in sorted(leaving, key=lambda r: r.predicted_output_tokens_per_second):
             slot = slots.get(replica.node_id)
             ended = slot is not None and slot.lease_end is not None and slot.lease_end <= now
-            if not (covered or ended):
+            tps = replica.predicted_output_tokens_per_second if replica.state is S.READY else 0.0
+            budget = request.spec.max_unavailable_percent > 0 and serving - tps >= floor - EPS
+            if not (covered or ended or budget):
                 continue
+            serving -= tps
             why = f"{departing[replica.id]}: " + (
-                "replaced" if covered else "lease ended before a replacement was Ready"
+                "replaced"
+                if covered
+                else "lease ended before a replacement was Ready"
+                if ended
+                else f"within the disruption budget ({request.spec.max_unavailable_percent:g}% of the target)"
             )
             moved = replica.moved(S.STOPPED if replica.state is S.PENDING else S.DRAINING, why, now)
             updates = {u.id: u for u in out.updates}

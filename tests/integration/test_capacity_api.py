@@ -138,6 +138,8 @@ BAD = [
     ("price cap zero", spec(max_price_per_million_output_tokens=0), "spec.max_price_per_million_output_tokens"),
     ("price cap negative", spec(max_price_per_million_output_tokens=-1), "spec.max_price_per_million_output_tokens"),
     ("no latency class", capacity_pb2.CapacitySpec(model="glm-4-9b", output_tokens_per_second=10), "spec.latency"),
+    ("budget over 100%", spec(max_unavailable_percent=150), "spec.max_unavailable_percent"),
+    ("budget NaN", spec(max_unavailable_percent=float("nan")), "spec.max_unavailable_percent"),
 ]  # fmt: skip
 
 
@@ -200,6 +202,7 @@ specs = st.builds(
     priority=st.integers(-(2**31), 2**31 - 1),
     mean_input_tokens=floats,
     mean_output_tokens=floats,
+    max_unavailable_percent=floats,
     autoscaling=st.one_of(
         st.none(),
         st.builds(

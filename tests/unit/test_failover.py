@@ -154,3 +154,24 @@ def test_flapping_nodes_are_quarantined_for_a_while() -> None:
     out = decide(world([old], slots), CATALOG, CFG, new_id=ids())
     assert out.creates and all(r.node_id == "br-0" for r in out.creates)
     assert "quarantined" in out.events[0].message
+
+
+def test_the_disruption_budget_lets_a_drain_proceed_without_room_down_to_its_floor() -> None:
+    both = [
+        replica("r1", S.READY, tps=1500, node="h100-0", devices=(0,), age_s=3600),
+        replica("r2", S.READY, tps=1500, node="h100-0", devices=(1,), age_s=3600),
+    ]
+    slots = with_node(fleet(), "h100-0", state="draining", schedulable=False, unschedulable_reason="draining")
+    slots = with_node(slots, "br-0", schedulable=False, unschedulable_reason="cordoned")  # no room anywhere
+
+    def retired(percent: float) -> list[str]:
+        w = replace(world(both, slots), requests=[request(3000, max_unavailable_percent=percent)])
+        out = decide(w, CATALOG, CFG, new_id=ids())
+        assert not out.creates  # nowhere to place replacements
+        gone = [u for u in out.updates if u.state is S.DRAINING]
+        assert all("disruption budget" in u.reason for u in gone)
+        return sorted(u.id for u in gone)
+
+    assert retired(0) == []  # make-before-break only: the drain waits for room
+    assert len(retired(50)) == 1  # 3000 -> 1500 tokens/s, the floor
+    assert retired(100) == ["r1", "r2"]

@@ -19,7 +19,7 @@ class LatencyClass(_message.Message):
     def __init__(self, ttft_p95_ms: _Optional[float] = ..., tpot_p95_ms: _Optional[float] = ...) -> None: ...
 
 class CapacitySpec(_message.Message):
-    __slots__ = ("model", "input_tokens_per_second", "output_tokens_per_second", "latency", "allowed_vendors", "denied_vendors", "allowed_accelerators", "denied_accelerators", "clusters", "regions", "max_price_per_million_output_tokens", "priority", "mean_input_tokens", "mean_output_tokens", "tenant", "autoscaling")
+    __slots__ = ("model", "input_tokens_per_second", "output_tokens_per_second", "latency", "allowed_vendors", "denied_vendors", "allowed_accelerators", "denied_accelerators", "clusters", "regions", "max_price_per_million_output_tokens", "priority", "mean_input_tokens", "mean_output_tokens", "tenant", "autoscaling", "max_unavailable_percent")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class CapacitySpec(_message.Message):
     MEAN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNAVAILABLE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     input_tokens_per_second: float
     output_tokens_per_second: float
@@ -52,7 +53,8 @@ class CapacitySpec(_message.Message):
     mean_output_tokens: float
     tenant: str
     autoscaling: AutoscalingSpec
-    def __init__(self, model: _Optional[str] = ..., input_tokens_per_second: _Optional[float] = ..., output_tokens_per_second: _Optional[float] = ..., latency: _Optional[_Union[LatencyClass, _Mapping]] = ..., allowed_vendors: _Optional[_Iterable[str]] = ..., denied_vendors: _Optional[_Iterable[str]] = ..., allowed_accelerators: _Optional[_Iterable[str]] = ..., denied_accelerators: _Optional[_Iterable[str]] = ..., clusters: _Optional[_Iterable[str]] = ..., regions: _Optional[_Iterable[str]] = ..., max_price_per_million_output_tokens: _Optional[float] = ..., priority: _Optional[int] = ..., mean_input_tokens: _Optional[float] = ..., mean_output_tokens: _Optional[float] = ..., tenant: _Optional[str] = ..., autoscaling: _Optional[_Union[AutoscalingSpec, _Mapping]] = ...) -> None: ...
+    max_unavailable_percent: float
+    def __init__(self, model: _Optional[str] = ..., input_tokens_per_second: _Optional[float] = ..., output_tokens_per_second: _Optional[float] = ..., latency: _Optional[_Union[LatencyClass, _Mapping]] = ..., allowed_vendors: _Optional[_Iterable[str]] = ..., denied_vendors: _Optional[_Iterable[str]] = ..., allowed_accelerators: _Optional[_Iterable[str]] = ..., denied_accelerators: _Optional[_Iterable[str]] = ..., clusters: _Optional[_Iterable[str]] = ..., regions: _Optional[_Iterable[str]] = ..., max_price_per_million_output_tokens: _Optional[float] = ..., priority: _Optional[int] = ..., mean_input_tokens: _Optional[float] = ..., mean_output_tokens: _Optional[float] = ..., tenant: _Optional[str] = ..., autoscaling: _Optional[_Union[AutoscalingSpec, _Mapping]] = ..., max_unavailable_percent: _Optional[float] = ...) -> None: ...
 
 class AutoscalingSpec(_message.Message):
     __slots__ = ("enabled", "max_output_tokens_per_second", "max_spend_per_hour", "scale_to_zero", "advisory")
