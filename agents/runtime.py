@@ -1,5 +1,8 @@
 """The node agent: discover devices, register, keep one Connect stream, follow commands.
 
+``address`` may list several control-plane instances (comma-separated): a session that ends
+without a single ack moves the agent on to the next one.
+
 Lifecycle of one session: Register (idempotent) -> open Connect -> every heartbeat interval send
 one Heartbeat carrying every device's telemetry -> read acks and commands concurrently. Any
 failure ends the session; the agent waits a jittered exponential backoff (reset after a session
@@ -104,7 +107,12 @@ class Agent:
     ) -> None:
         self.backend = backend
         self.identity = identity
-        self.address = address
+        # one address, or several control-plane instances (comma-separated): a session that got
+        # no ack moves on to the next one
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()]
+        if not self.addresses:
+            raise ValueError("address: expected host:port[,host:port...]")
+        self._at = 0
         self.tls = tls
         self.backoff = backoff or Backoff()
         self.rpc_timeout_s = rpc_timeout_s
@@ -116,6 +124,10 @@ class Agent:
         self._notice: Notice | None = None
         self._notice_sent: datetime | None = None  # the end this session's control plane was told
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._at]
 
     def registration(self) -> agent_pb2.RegisterRequest:
         ident = self.identity
@@ -235,6 +247,9 @@ class Agent:
                 log.warning("agent.session_ended", node=self.identity.node_id, error=self.status.last_error)
             if self.status.acks > acked_before:
                 self.backoff.reset()
+            elif len(self.addresses) > 1:
+                self._at = (self._at + 1) % len(self.addresses)
+                log.info("agent.next_address", node=self.identity.node_id, address=self.address)
             if stop.is_set():
                 break
             delay = self.backoff.next_delay()

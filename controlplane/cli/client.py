@@ -17,7 +17,12 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 __all__ = ["node_summary"]
 
 AddressOpt = Annotated[
-    str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")
+    str,
+    typer.Option(
+        "--address",
+        envvar="TOKENFAB_ADDRESS",
+        help="control plane host:port (agents: several, comma-separated)",
+    ),
 ]
 CaOpt = Annotated[
     Path | None, typer.Option("--tls-ca", envvar="TOKENFAB_TLS_CA", help="CA that signed the server")

@@ -89,3 +89,25 @@ async def test_control_plane_restart_keeps_the_fleet(
     assert {v.state.value for v in again.registry.nodes()} == {"ready"}
     assert {v.node_id: v.record.state_since for v in again.registry.nodes()} == transitions_before
     assert again.metrics.registrations.labels("updated")._value.get() >= 2
+
+
+async def test_an_agent_moves_to_another_instance_when_its_own_stops(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    first = await control_plane()
+    second = await control_plane()
+    agent = agents("t-nvidia-0", f"{first.config.address},{second.config.address}")
+    seen = lambda: f"agent log:\n{agent.output(12)}"  # noqa: E731
+    await wait_for(lambda: state_of(first, "t-nvidia-0") == "ready", what="Ready", detail=seen)
+    assert first.metrics.streams._value.get() == 1 and second.metrics.streams._value.get() == 0
+
+    await first.stop(grace_s=0.1)
+    # the stream breaks, the first address refuses, the agent goes on to the second instance
+    await wait_for(
+        lambda: second.metrics.streams._value.get() == 1, what="a stream to the second", detail=seen
+    )
+    assert "agent.next_address" in agent.output(40)
+    assert second.registry is not None
+    registry = second.registry
+    await wait_for(lambda: registry.get("t-nvidia-0").last_heartbeat is not None, what="beats", detail=seen)
+    assert state_of(second, "t-nvidia-0") == "ready"
