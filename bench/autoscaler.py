@@ -11,6 +11,9 @@ then is scored on the second pass.
 savings_vs_best_baseline = 1 - tokenfab accelerator-hours / the accelerator-hours of the cheapest
 baseline that also reaches >= 0.99 attainment (null when no baseline does; best_baseline then
 names the baseline with the highest attainment). Prints one JSON object; no assertions.
+
+``--tokenfab-config '{"target_utilisation": 0.9}'`` overrides fields of TokenfabConfig for a
+sensitivity run (the recorded figures use the defaults).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from controlplane.autoscale.policy import TokenfabConfig, TokenfabPolicy  # noqa: E402
 from controlplane.catalog import load_catalog  # noqa: E402
 from controlplane.simulate.run import POLICY_NAMES, Defaults, make_policy, scenario_for  # noqa: E402
 from controlplane.simulate.sim import Simulator  # noqa: E402
@@ -34,7 +38,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", required=True, type=Path)
     parser.add_argument("--policies", default=",".join(POLICY_NAMES))
+    parser.add_argument("--tokenfab-config", default="{}", help="JSON: TokenfabConfig fields to override")
     args = parser.parse_args()
+    try:
+        overrides = json.loads(args.tokenfab_config)
+        tokenfab_config = TokenfabConfig(**overrides)
+    except (ValueError, TypeError) as exc:
+        parser.error(f"--tokenfab-config: {exc}")
     d = Defaults()
     catalog = load_catalog()
     trace = load_trace(args.trace)
@@ -53,9 +63,10 @@ def main() -> None:
     started = time.perf_counter()
     simulated = 0.0
     for name in args.policies.split(","):
-        result = simulator.run(
-            replay, make_policy(name, simulator, trace), scored_from=trace.duration_s + 1.0
+        policy = (
+            TokenfabPolicy(tokenfab_config) if name == "tokenfab" else make_policy(name, simulator, trace)
         )
+        result = simulator.run(replay, policy, scored_from=trace.duration_s + 1.0)
         s = result.summary()
         simulated += replay.duration_s
         policies[name] = {
@@ -92,6 +103,7 @@ def main() -> None:
                     "cold_start_s": d.cold_start_s,
                     "warmup": "one unscored pass of the trace",
                     "replica": f"{simulator.declared.accelerator} x{simulator.declared.tp}",
+                    "tokenfab_config": overrides,
                 },
                 "policies": policies,
                 "best_baseline": best,

@@ -177,6 +177,14 @@ class Simulator:
         mean_in, mean_out = math.exp(key[0] * 0.05), math.exp(key[1] * 0.05)
         options = options_for(self._demand(mean_in, mean_out), self.catalog, self._types, self.scheduler)
         usable = [o for o in options if o.feasible]
+        declared = self._key(self.scenario.mean_input_tokens, self.scenario.mean_output_tokens)
+        if not usable and key != declared:
+            # a mix no accelerator serves within the SLO (a run of very long prompts): size on the
+            # declared mix, as the live autoscaler does, rather than stop
+            unit = self.capacity(self.scenario.mean_input_tokens, self.scenario.mean_output_tokens)
+            self._unit_cache[key] = unit
+            self._options_cache[key] = self._options_cache[declared]
+            return unit
         if not usable:
             reasons = "; ".join(f"{o.accelerator}: {o.reason}" for o in options)
             raise ValueError(

@@ -156,3 +156,11 @@ def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:
 def test_azure_trace_loads() -> None:
     trace = load_trace(TRACES / "azure_llm_2023_code.csv")
     assert len(trace.requests) == 8819 and 3000 < trace.duration_s < 4000
+
+
+def test_a_mix_no_accelerator_serves_is_sized_on_the_declared_mix() -> None:
+    trace = synthetic_trace(SyntheticDemand(base_rate=1.0, mean_input_tokens=800), 60, seed=3)
+    sim = Simulator(small_scenario(trace), CATALOG)
+    declared = sim.capacity(sim.scenario.mean_input_tokens, sim.scenario.mean_output_tokens)
+    # a smoothed mix of 2M-token prompts: nothing prefills that within the TTFT target
+    assert sim.capacity(2_000_000, 200) == declared
