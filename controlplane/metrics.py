@@ -83,9 +83,20 @@ class ControlPlaneMetrics:
         )  # fmt: skip
         self.failover_events = Counter(
             "tokenfab_failover_events_total",
-            "Failover steps: replica_lost, replica_failed, replacement_started, replica_retired",
+            "Failover steps: replica_lost, replica_failed, replacement_started, replica_retired, "
+            "node_quarantined, preemption_notice",
             ["kind"], registry=self.registry,
         )  # fmt: skip
+        self.fence_commands = Counter(
+            "tokenfab_fence_commands_total",
+            "FENCE commands pushed to agents (replicas a node must no longer run)",
+            registry=self.registry,
+        )
+        self.etcd_failovers = Counter(
+            "tokenfab_etcd_failovers_total",
+            "Moves of this instance's etcd client to another member (one was unreachable)",
+            registry=self.registry,
+        )
         per_request = ["request"]
         self.autoscaler_desired = Gauge(
             "tokenfab_autoscaler_desired_replicas", "Replicas the autoscaler wants per capacity request",

@@ -157,6 +157,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         async with lock:
             await context.write(agent_pb2.ControlMessage(command=command))
+        self._metrics.fence_commands.inc()
         log.info("stream.fence", node=node_id, replicas=len(fenced))
 
     async def _lease_notice(self, node_id: str, notice: agent_pb2.LeaseNotice) -> None:
@@ -187,6 +188,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def _record(self, node_id: str, message: str) -> None:
         log.info("node.lease_notice", node=node_id, message=message)
+        self._metrics.failover_events.labels(kind="preemption_notice").inc()
         if self._events is not None:
             await self._events.append(
                 EventRecord(at=datetime.now(UTC), kind="preemption_notice", message=message, node_id=node_id)

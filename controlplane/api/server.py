@@ -108,7 +108,9 @@ class ControlPlane:
             etcd_tls = (
                 ClientTLS(cfg.etcd_tls_ca, cfg.etcd_tls_cert, cfg.etcd_tls_key) if cfg.etcd_tls_ca else None
             )
-            etcd = EtcdStore(endpoints=cfg.etcd_endpoints, tls=etcd_tls)
+            etcd = EtcdStore(
+                endpoints=cfg.etcd_endpoints, tls=etcd_tls, on_failover=self.metrics.etcd_failovers.inc
+            )
             await etcd.connect()
             self._store = etcd
         timing = FleetTiming(

@@ -275,6 +275,7 @@ class Reconciler:
             if until is not None and until > now:
                 if slot.node_id not in self._quarantined:
                     self._quarantined.add(slot.node_id)
+                    self.metrics.failover_events.labels(kind="node_quarantined").inc()
                     await self.events.append(EventRecord(
                         at=now, kind="node_quarantined", node_id=slot.node_id,
                         message=f"came back from Lost {len(self._comebacks[slot.node_id])} times; "

@@ -92,8 +92,10 @@ class EtcdStore:
         endpoints: Sequence[tuple[str, int]] = (),
         timeout_s: float = 5.0,
         tls: ClientTLS | None = None,
+        on_failover: Callable[[], None] = lambda: None,
     ) -> None:
         self._endpoints = list(endpoints) or [(host, port)]
+        self._on_failover = on_failover
         self._tls = tls
         self._timeout_s = timeout_s
         self._index = 0
@@ -135,6 +137,7 @@ class EtcdStore:
         self._index = (self._index + 1) % len(self._endpoints)
         self._client = self._make_client(self._index)
         self.failovers += 1
+        self._on_failover()
         log.warning("etcd.failover", unreachable=before, now=self.endpoint)
         # Closing a channel cancels the calls still on it, and grpc.aio reports that to their
         # callers as asyncio.CancelledError: leave them their deadline, then close.

@@ -99,6 +99,7 @@ async def test_the_control_plane_keeps_leading_and_writing_with_one_member_down(
                     break
             assert node is not None and node.cordoned
         assert isinstance(plane.store, EtcdStore) and plane.store.failovers >= 1
+        assert plane.metrics.etcd_failovers._value.get() == plane.store.failovers
         assert plane.store.endpoint != cluster.members[0].endpoint
         survivor = EtcdStore(cluster.members[1].host, cluster.members[1].client_port)
         await survivor.connect()

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from controlplane.api.server import ControlPlane
 from controlplane.domain.nodes import Vendor
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.fleet.events import EventLog
@@ -63,18 +64,26 @@ def metadata() -> Iterator[_Metadata]:
     endpoint.close()
 
 
-async def test_a_preemption_notice_ends_the_lease_early(
+async def _leased_node_polling(
     control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess], metadata: _Metadata
-) -> None:
+) -> tuple[ControlPlane, AgentProcess, Callable[[], str]]:
+    """A control plane and the leased t-metax-0 (a 3-day lease from now), Ready, its agent
+    polling the metadata endpoint every 0.2 s."""
     plane = await control_plane()
-    assert plane.registry is not None
-    now = time.time()
     agent = agents(
         "t-metax-0", plane.config.address,
-        ["--sim-epoch", f"{now:.3f}", "--lease-notice-url", metadata.url, "--lease-notice-interval", "0.2"],
+        ["--sim-epoch", f"{time.time():.3f}", "--lease-notice-url", metadata.url, "--lease-notice-interval", "0.2"],
     )  # fmt: skip
     seen = lambda: f"agent log:\n{agent.output()}"  # noqa: E731
     await wait_for(lambda: state_of(plane, "t-metax-0") == "ready", what="Ready", detail=seen)
+    return plane, agent, seen
+
+
+async def test_a_preemption_notice_ends_the_lease_early(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess], metadata: _Metadata
+) -> None:
+    plane, _agent, seen = await _leased_node_polling(control_plane, agents, metadata)
+    assert plane.registry is not None
     await wait_for(lambda: metadata.polls >= 3, what="the agent polling the endpoint", detail=seen)
     before = plane.registry.get("t-metax-0").record.lease_end
     assert before is not None and before > datetime.now(UTC) + timedelta(days=2)  # the 3-day lease
@@ -93,6 +102,7 @@ async def test_a_preemption_notice_ends_the_lease_early(
     notices = [e for e in events if e.kind == "preemption_notice"]
     assert len(notices) == 1, events
     assert "terminate" in notices[0].message and metadata.url in notices[0].message
+    assert plane.metrics.failover_events.labels(kind="preemption_notice")._value.get() == 1
 
     # the agent keeps polling and sees the same notice: nothing new is recorded
     polls = metadata.polls
@@ -105,14 +115,8 @@ async def test_a_preemption_notice_ends_the_lease_early(
 async def test_a_garbled_notice_is_not_a_notice(
     control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess], metadata: _Metadata
 ) -> None:
-    plane = await control_plane()
+    plane, agent, seen = await _leased_node_polling(control_plane, agents, metadata)
     assert plane.registry is not None
-    agent = agents(
-        "t-metax-0", plane.config.address,
-        ["--sim-epoch", f"{time.time():.3f}", "--lease-notice-url", metadata.url, "--lease-notice-interval", "0.2"],
-    )  # fmt: skip
-    seen = lambda: f"agent log:\n{agent.output()}"  # noqa: E731
-    await wait_for(lambda: state_of(plane, "t-metax-0") == "ready", what="Ready", detail=seen)
     before = plane.registry.get("t-metax-0").record.lease_end
     metadata.body = b'{"action": "terminate", "time": "soon"}'
     polls = metadata.polls
@@ -181,6 +185,7 @@ async def test_the_agent_stops_processes_of_fenced_replicas(
         await store.put(keys.replica(gone.id), gone.model_dump_json().encode())
         await wait_for(lambda: procs["serving"].poll() is not None, what="the second fence", detail=seen)
         assert procs["other-node"].poll() is None
+        assert plane.metrics.fence_commands._value.get() >= 2
     finally:
         for proc in procs.values():
             if proc.poll() is None:
