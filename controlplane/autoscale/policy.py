@@ -148,6 +148,38 @@ class TokenfabPolicy:
     def initial(self) -> TokenfabState:
         return TokenfabState()
 
+    def encode(self, state: TokenfabState) -> dict[str, Any]:
+        """The state as plain JSON data (NaN and infinities included), for etcd: a new leader
+        resumes the smoother and the windows instead of starting blind."""
+        return {
+            "holt": [state.holt.level, state.holt.trend, state.holt.at],
+            "short": [list(p) for p in state.short],
+            "arrivals": [list(p) for p in state.arrivals],
+            "needs": [list(p) for p in state.needs],
+            "last_demand_at": state.last_demand_at,
+            "last_down_at": state.last_down_at,
+            "mean_input": state.mean_input,
+            "mean_output": state.mean_output,
+        }
+
+    def decode(self, data: dict[str, Any]) -> TokenfabState:
+        """The inverse of :meth:`encode`; KeyError/TypeError/ValueError on anything else."""
+
+        def pairs(name: str) -> tuple[tuple[float, float], ...]:
+            return tuple((float(t), float(v)) for t, v in data[name])
+
+        level, trend, at = (float(x) for x in data["holt"])
+        return TokenfabState(
+            holt=Holt(level, trend, at),
+            short=pairs("short"),
+            arrivals=pairs("arrivals"),
+            needs=pairs("needs"),
+            last_demand_at=float(data["last_demand_at"]),
+            last_down_at=float(data["last_down_at"]),
+            mean_input=float(data["mean_input"]),
+            mean_output=float(data["mean_output"]),
+        )
+
     def decide(
         self, ctx: ScalingContext, state: TokenfabState, now: float
     ) -> tuple[ScalingDecision, TokenfabState]:

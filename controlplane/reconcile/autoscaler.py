@@ -29,6 +29,7 @@ where they were: stopping the autoscaler never shrinks capacity by itself. A req
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -238,6 +239,10 @@ class LiveAutoscaler:
         targets = await self.targets()
         if now_s - self._last_tick < self.settings.interval_s - EPS:
             return targets
+        if now_s - self._last_tick > 3 * self.settings.interval_s:
+            # not leading for a while (or just started): another leader may have moved the
+            # policies' memory on since; read it again from etcd
+            self._states.clear()
         self._last_tick = now_s
         mode = await self.read_mode()
         active = {r.id: r for r in tick.requests if r.active and r.spec.autoscaling.enabled}
@@ -262,6 +267,27 @@ class LiveAutoscaler:
         self._targets = {k: v for k, v in targets.items() if k in active}
         return dict(self._targets)
 
+    async def _load_state(self, request_id: str) -> Any:
+        """The policy's memory as the previous leader left it, or a fresh one."""
+        decode = getattr(self.policy, "decode", None)
+        if decode is None:
+            return self.policy.initial()
+        kv = await self._store.get(keys.autoscaler_state(request_id))
+        if kv is None:
+            return self.policy.initial()
+        try:
+            state = decode(json.loads(kv.value))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("autoscaler.state_unreadable", request=request_id, error=str(exc))
+            return self.policy.initial()
+        log.info("autoscaler.state_resumed", request=request_id)
+        return state
+
+    async def _save_state(self, request_id: str, state: Any) -> None:
+        encode = getattr(self.policy, "encode", None)
+        if encode is not None:
+            await self._store.put(keys.autoscaler_state(request_id), json.dumps(encode(state)).encode())
+
     async def _forget_targets(self, tick: Tick, active: set[str]) -> None:
         """Targets and history of requests that are gone or no longer autoscaled."""
         known = {r.id for r in tick.requests}
@@ -269,6 +295,10 @@ class LiveAutoscaler:
         for kv in kvs:
             request_id = kv.key[len(keys.AUTOSCALER_TARGETS) :]
             if request_id not in active:
+                await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
+        states, _ = await self._store.list_prefix(keys.AUTOSCALER_STATE)
+        for kv in states:
+            if kv.key[len(keys.AUTOSCALER_STATE) :] not in active:
                 await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
         history, _ = await self._store.list_prefix(keys.AUTOSCALER_HISTORY)
         for kv in history:
@@ -388,10 +418,13 @@ class LiveAutoscaler:
             mean_output_tokens=spec.mean_output_tokens,
             scale_to_zero=auto.scale_to_zero,
         )
-        state = self._states.setdefault(request.id, _RequestState(self.policy.initial()))
+        state = self._states.get(request.id)
+        if state is None:
+            state = self._states[request.id] = _RequestState(await self._load_state(request.id))
         started = time.perf_counter()
         decision, state.policy_state = self.policy.decide(ctx, state.policy_state, now_s)
         self.metrics.autoscaler_decide_seconds.observe(time.perf_counter() - started)
+        await self._save_state(request.id, state.policy_state)
         if decision.desired >= ctx.ceiling and "capped at" in decision.reason:
             decision = replace(decision, reason=f"{decision.reason}; the ceiling is {ceiling.why}")
         advisory = mode is Mode.ADVISORY or auto.advisory

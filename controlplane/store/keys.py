@@ -72,6 +72,7 @@ def replica(replica_id: str) -> str:
 AUTOSCALER_MODE = ROOT + "autoscaler/mode"
 AUTOSCALER_TARGETS = ROOT + "autoscaler/targets/"
 AUTOSCALER_HISTORY = ROOT + "autoscaler/history/"
+AUTOSCALER_STATE = ROOT + "autoscaler/state/"  # the policy's memory per request (smoother, windows)
 
 
 def autoscaler_target(request_id: str) -> str:
@@ -93,3 +94,7 @@ def event(at_ns: int, seq: int) -> str:
 
 def presence(node_id: str) -> str:
     return PRESENCE + node_id
+
+
+def autoscaler_state(request_id: str) -> str:
+    return AUTOSCALER_STATE + request_id

@@ -337,3 +337,28 @@ def test_a_hold_whose_figures_drift_is_not_news() -> None:
     b = "expected 7254 out tok/s in 4s needs 6.58 replicas at 1103 tok/s each (80% of 1378 at the SLO)"
     assert _gist(a) == _gist(b)
     assert _gist("holding: need 2.68 (peak 7.00)") != _gist(a)
+
+
+async def test_a_new_leader_resumes_the_policy_memory_from_etcd() -> None:
+    store = MemoryStore()
+    settings = AutoscalerSettings(interval_s=1.0)
+    rec = request(3000, **auto())
+    ready = [replica("a", S.READY, tps=3000).model_copy(update={"created_at": NOW - timedelta(seconds=40)})]
+    old = LiveAutoscaler(store, CATALOG, settings=settings)
+    for step in range(5):
+        at = NOW + timedelta(seconds=step * 2)
+        await old.tick(Tick(at, [rec], ready, {"a": busy("a", 1500)}, fleet()))
+    remembered = old._states[rec.id].policy_state
+    assert remembered.needs and not math.isnan(remembered.holt.level)
+    kv = await store.get(keys.autoscaler_state(rec.id))
+    assert kv is not None
+
+    new = LiveAutoscaler(store, CATALOG, settings=settings)  # another instance takes over
+    assert await new._load_state(rec.id) == remembered  # the same smoother, windows and mix
+    await store.put(keys.autoscaler_state(rec.id), b'{"holt": "garbled"}')
+    assert await new._load_state(rec.id) == new.policy.initial()  # unreadable: start fresh, not fail
+
+    # a cancelled request's memory goes with it
+    gone = rec.model_copy(update={"status": rec.status.model_copy(update={"phase": Phase.CANCELLED})})
+    await new.tick(Tick(NOW + timedelta(seconds=30), [gone], [], {}, fleet()))
+    assert await store.get(keys.autoscaler_state(rec.id)) is None
