@@ -7,8 +7,9 @@ its own node, sends SIGTERM to those of a fenced replica (same or older generati
 drain window, then sends SIGKILL to what is left.
 
 It sees what its PID namespace shows: every replica process when the agent started the node's
-raylet itself (bare metal, ``tokenfab up``), or with ``hostPID`` in Kubernetes. Elsewhere the
-executor's stop through Ray remains the only fence.
+raylet itself (bare metal, ``tokenfab up``, the Helm chart's agent pods), or with ``hostPID``
+when something else starts the raylets. Elsewhere the executor's stop through Ray remains the
+only fence.
 """
 
 from __future__ import annotations
