@@ -26,7 +26,8 @@ from controlplane.domain.events import EventRecord
 from controlplane.errors import InvalidArgument
 from controlplane.fleet.events import EventLog
 from controlplane.fleet.fencing import ReplicaFence
-from controlplane.fleet.registry import NodeCommand, NodeRegistry
+from controlplane.fleet.registry import NodeRegistry
+from controlplane.fleet.types import NodeCommand
 from tokenfab.logs import get_logger
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc
 

@@ -23,7 +23,7 @@ from controlplane.domain.nodes import (
     validation_message,
 )
 from controlplane.errors import InvalidArgument
-from controlplane.fleet.registry import CommandKind, NodeCommand, NodeView
+from controlplane.fleet.types import CommandKind, NodeCommand, NodeView
 from tokenfab.v1 import agent_pb2, types_pb2
 
 VENDOR_TO_PB = {

@@ -13,7 +13,8 @@ from controlplane.api.status import HANDLED, code_for, message_for
 from controlplane.domain.events import EventRecord
 from controlplane.errors import FailedPrecondition, InvalidArgument
 from controlplane.fleet.events import EventLog
-from controlplane.fleet.registry import ChangeKind, NodeRegistry
+from controlplane.fleet.registry import NodeRegistry
+from controlplane.fleet.types import ChangeKind
 from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc, types_pb2
 
 MAX_REASON = 256

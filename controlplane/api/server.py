@@ -32,7 +32,8 @@ from controlplane.config import ControlPlaneConfig
 from controlplane.executor.service import RemoteExecutor
 from controlplane.fleet.events import EventLog
 from controlplane.fleet.fencing import ReplicaFence
-from controlplane.fleet.registry import FleetTiming, NodeRegistry
+from controlplane.fleet.registry import NodeRegistry
+from controlplane.fleet.types import FleetTiming
 from controlplane.ha.election import Election
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controlplane.domain.nodes import DeviceHealth, NodeState
-from controlplane.fleet.registry import NodeView
+from controlplane.fleet.types import NodeView
 from controlplane.scheduler.types import NodeSlot
 
 

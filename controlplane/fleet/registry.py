@@ -30,13 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
 from controlplane.domain.nodes import (
-    DeviceHealth,
     DeviceTelemetry,
     NodeRecord,
     NodeRegistration,
@@ -44,7 +42,22 @@ from controlplane.domain.nodes import (
     validation_message,
 )
 from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
-from controlplane.fleet.states import beating_state, check_transition, is_beating
+from controlplane.fleet.states import (
+    beating_state,
+    check_transition,
+    health_changes,
+    is_beating,
+    liveness_target,
+)
+from controlplane.fleet.types import (
+    ChangeKind,
+    CommandKind,
+    CommandSink,
+    FleetTiming,
+    NodeCommand,
+    NodeView,
+    Subscription,
+)
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.store import keys
 from controlplane.store.base import LeaseExpired, Store, WatchEvent, WatchEventKind
@@ -57,97 +70,6 @@ _CAS_ATTEMPTS = 3
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetTiming:
-    """Heartbeat timing. Defaults: beat every 1 s, Suspect after 3 missed beats, Lost after 10 s."""
-
-    heartbeat_interval_s: float = 1.0
-    suspect_after_missed: int = 3
-    lost_after_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 0.01 <= self.heartbeat_interval_s <= 3600:
-            raise InvalidArgument("heartbeat_interval_s", "must be between 0.01 and 3600 seconds")
-        if self.suspect_after_missed < 1:
-            raise InvalidArgument("suspect_after_missed", "must be at least 1")
-        if self.lost_after_s <= self.suspect_after_s:
-            raise InvalidArgument(
-                "lost_after_s",
-                f"must be longer than the suspect timeout ({self.suspect_after_s:g} s = "
-                f"{self.suspect_after_missed} missed beats of {self.heartbeat_interval_s:g} s)",
-            )
-
-    @property
-    def suspect_after_s(self) -> float:
-        return self.heartbeat_interval_s * self.suspect_after_missed
-
-    @property
-    def check_interval_s(self) -> float:
-        return min(self.heartbeat_interval_s / 4, 0.5)
-
-
-class CommandKind(StrEnum):
-    CORDON = "cordon"
-    UNCORDON = "uncordon"
-    DRAIN = "drain"
-    CONFIG = "config"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeCommand:
-    kind: CommandKind
-    reason: str = ""
-    heartbeat_interval_s: float = 0.0
-
-
-class CommandSink(Protocol):
-    """Where commands for one node go: the node's open Connect stream."""
-
-    def push(self, command: NodeCommand) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    """Read model of one node: the persisted record plus in-memory liveness."""
-
-    record: NodeRecord
-    last_heartbeat: datetime | None
-    telemetry: tuple[DeviceTelemetry, ...]
-
-    @property
-    def node_id(self) -> str:
-        return self.record.node_id
-
-    @property
-    def state(self) -> NodeState:
-        return self.record.state
-
-
-class ChangeKind(StrEnum):
-    UPSERT = "upsert"
-    DELETE = "delete"
-
-
-class Subscription:
-    """A registered change feed; iterate it, and ``close()`` it when done."""
-
-    def __init__(self, subscribers: set[asyncio.Queue[tuple[ChangeKind, NodeView]]]) -> None:
-        self._subscribers = subscribers
-        self._queue: asyncio.Queue[tuple[ChangeKind, NodeView]] = asyncio.Queue(maxsize=10_000)
-        subscribers.add(self._queue)
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> tuple[ChangeKind, NodeView]:
-        if self._queue not in self._subscribers:
-            raise StopAsyncIteration  # dropped (too slow) or closed
-        return await self._queue.get()
-
-    def close(self) -> None:
-        self._subscribers.discard(self._queue)
 
 
 @dataclass
@@ -538,7 +460,7 @@ class NodeRegistry:
         entry.last_seen = self._clock()
         entry.last_wall = self._wall()
         entry.telemetry = tuple(telemetry)
-        health = _health_changes(record, telemetry)
+        health = health_changes(record, telemetry)
         target = beating_state(cordoned=record.cordoned, draining=record.draining)
         if health or (record.state is not target and not is_beating(record.state)):
 
@@ -625,16 +547,10 @@ class NodeRegistry:
                     silence = now - self._absent_since.setdefault(node_id, now)
                 else:
                     self._absent_since.pop(node_id, None)
-            target: NodeState | None = None
-            if state is NodeState.DRAINING and self._workloads(node_id) == 0:
-                target = NodeState.CORDONED
-            if silence is not None:
-                if is_beating(state) and silence > self.timing.suspect_after_s:
-                    target = NodeState.SUSPECT
-                elif (
-                    state in (NodeState.SUSPECT, NodeState.REGISTERING) and silence > self.timing.lost_after_s
-                ):
-                    target = NodeState.LOST
+            target = liveness_target(
+                state, silence, self.timing.suspect_after_s, self.timing.lost_after_s,
+                drained=state is NodeState.DRAINING and self._workloads(node_id) == 0,
+            )  # fmt: skip
             if target is None:
                 continue
             silent = silence is not None and target in (NodeState.SUSPECT, NodeState.LOST)
@@ -673,17 +589,3 @@ class NodeRegistry:
         for device in record.registration.devices:
             health = record.device_health.get(device.index, (device.health, ""))[0]
             self.metrics.devices.labels(vendor, health.value).inc(sign)
-
-
-def _health_changes(
-    record: NodeRecord, telemetry: Sequence[DeviceTelemetry]
-) -> dict[int, tuple[DeviceHealth, str]]:
-    """Devices whose reported health differs from what the record says."""
-    registered = {d.index: (d.health, d.health_reason) for d in record.registration.devices}
-    changes: dict[int, tuple[DeviceHealth, str]] = {}
-    for sample in telemetry:
-        current = record.device_health.get(sample.index, registered.get(sample.index))
-        reported = (sample.health, sample.health_reason)
-        if current is None or current[0] is not reported[0]:
-            changes[sample.index] = reported
-    return changes

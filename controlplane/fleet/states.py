@@ -1,4 +1,5 @@
-"""Node state machine: an explicit table of legal edges, one comment each.
+"""Node state machine: an explicit table of legal edges, one comment each, and the pure rules
+that drive it (where silence moves a node, which devices changed health).
 
 Purely computational, no side-effects. The registry asks :func:`check_transition` before every
 change and records each one (log event, metric, persisted ``state_reason``).
@@ -10,6 +11,9 @@ the state a beating node should be in from those flags.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from controlplane.domain.nodes import DeviceHealth, DeviceTelemetry, NodeRecord
 from controlplane.domain.nodes import NodeState as S
 
 
@@ -78,3 +82,32 @@ def beating_state(*, cordoned: bool, draining: bool) -> S:
 def is_beating(state: S) -> bool:
     """States in which the node is considered live (heartbeats on time)."""
     return state in (S.READY, S.CORDONED, S.DRAINING)
+
+
+def liveness_target(
+    state: S, silence_s: float | None, suspect_after_s: float, lost_after_s: float, *, drained: bool
+) -> S | None:
+    """Where the liveness monitor moves a node, or None: Suspect after ``suspect_after_s`` of
+    silence, Lost after ``lost_after_s`` (from Suspect, or Registering without a first beat), and
+    Cordoned once a Draining node has nothing left on it. ``silence_s`` None: not judged here."""
+    target: S | None = S.CORDONED if drained else None
+    if silence_s is not None:
+        if is_beating(state) and silence_s > suspect_after_s:
+            target = S.SUSPECT
+        elif state in (S.SUSPECT, S.REGISTERING) and silence_s > lost_after_s:
+            target = S.LOST
+    return target
+
+
+def health_changes(
+    record: NodeRecord, telemetry: Sequence[DeviceTelemetry]
+) -> dict[int, tuple[DeviceHealth, str]]:
+    """Devices whose reported health differs from what the record says."""
+    registered = {d.index: (d.health, d.health_reason) for d in record.registration.devices}
+    changes: dict[int, tuple[DeviceHealth, str]] = {}
+    for sample in telemetry:
+        current = record.device_health.get(sample.index, registered.get(sample.index))
+        reported = (sample.health, sample.health_reason)
+        if current is None or current[0] is not reported[0]:
+            changes[sample.index] = reported
+    return changes

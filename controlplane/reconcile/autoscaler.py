@@ -55,6 +55,7 @@ from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode,
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.replicas import LIVE, ReplicaRecord, ReplicaState
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.reconcile.status import EPS
 from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, options_for, schedule
 from controlplane.scheduler.types import Demand, Option
 from controlplane.store import keys
@@ -64,7 +65,6 @@ from tokenfab.v1 import executor_pb2
 
 log = get_logger("autoscaler")
 S = ReplicaState
-EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True)

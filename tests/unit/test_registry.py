@@ -8,7 +8,8 @@ import pytest
 
 from controlplane.domain.nodes import DeviceHealth, DeviceTelemetry, GiB, NodeRegistration, NodeState
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound
-from controlplane.fleet.registry import CommandKind, FleetTiming, NodeCommand, NodeRegistry
+from controlplane.fleet.registry import NodeRegistry
+from controlplane.fleet.types import CommandKind, FleetTiming, NodeCommand
 from controlplane.store import keys
 from controlplane.store.memory import MemoryStore
 from tests.unit.conftest import FakeClock
