@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from controlplane.domain.replicas import TERMINAL, ReplicaRecord
 from controlplane.store import keys
 from controlplane.store.base import Store, WatchEventKind
+from controlplane.store.follow import follow
 from tokenfab.logs import get_logger
 
 log = get_logger("fleet.fencing")
@@ -42,7 +43,14 @@ class ReplicaFence:
 
     async def start(self) -> None:
         revision = await self._load()
-        self._task = asyncio.create_task(self._follow(revision + 1), name="replica-fence")
+        self._task = asyncio.create_task(
+            follow(
+                self._store, keys.REPLICAS,
+                lambda e: self._apply(e.key, e.value if e.kind is WatchEventKind.PUT else None),
+                start_revision=revision + 1, resync=self._load, what="replicas (fencing)",
+            ),  # a failure may be a compaction past us: list again
+            name="replica-fence",
+        )  # fmt: skip
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -78,17 +86,3 @@ class ReplicaFence:
                 self._versions[record.node_id] = self._versions.get(record.node_id, 0) + 1
         else:
             fenced.pop(replica_id, None)
-
-    async def _follow(self, start_revision: int) -> None:
-        while True:
-            try:
-                async for event in self._store.watch_prefix(keys.REPLICAS, start_revision=start_revision):
-                    start_revision = event.mod_revision + 1
-                    self._apply(event.key, event.value if event.kind is WatchEventKind.PUT else None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store went away (or compacted past us): list again
-                log.warning("fence.follow_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    start_revision = await self._load() + 1

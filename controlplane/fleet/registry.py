@@ -61,6 +61,7 @@ from controlplane.fleet.types import (
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.store import keys
 from controlplane.store.base import LeaseExpired, Store, WatchEvent, WatchEventKind
+from controlplane.store.follow import follow
 from tokenfab.logs import get_logger
 
 log = get_logger("fleet")
@@ -148,8 +149,16 @@ class NodeRegistry:
             self._presence_lease = await self._store.grant_lease(self._presence_ttl_s)
             self._monitor = asyncio.create_task(self._run_monitor(), name="fleet-monitor")
             self._tasks = [
-                asyncio.create_task(self._follow_nodes(revision + 1), name="fleet-follow"),
-                asyncio.create_task(self._follow_presence(), name="fleet-presence"),
+                asyncio.create_task(
+                    follow(
+                        self._store, keys.NODES, self._apply_remote, start_revision=revision + 1, what="nodes"
+                    ),
+                    name="fleet-follow",
+                ),
+                asyncio.create_task(
+                    follow(self._store, keys.PRESENCE, self._apply_presence, what="presence"),
+                    name="fleet-presence",
+                ),
             ]
 
     async def stop(self) -> None:
@@ -170,18 +179,6 @@ class NodeRegistry:
     # etcd lease. Every instance follows the node records the others write. A node that no live
     # instance announces (its agent's instance died, or its stream closed) is judged by the
     # leader: Suspect and Lost after the same timeouts, counted from when its presence vanished.
-
-    async def _follow_nodes(self, start_revision: int) -> None:
-        while True:
-            try:
-                async for event in self._store.watch_prefix(keys.NODES, start_revision=start_revision):
-                    start_revision = event.mod_revision + 1
-                    self._apply_remote(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store went away: resume from the last revision seen
-                log.warning("fleet.follow_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1.0)
 
     def _apply_remote(self, event: WatchEvent) -> None:
         node_id = keys.node_id_of(event.key)
@@ -207,25 +204,16 @@ class NodeRegistry:
         self._count(record, +1)
         self._publish(ChangeKind.UPSERT, entry.view())
 
-    async def _follow_presence(self) -> None:
-        while True:
-            try:
-                _, revision = await self._store.list_prefix(keys.PRESENCE)
-                async for event in self._store.watch_prefix(keys.PRESENCE, start_revision=revision + 1):
-                    node_id = event.key[len(keys.PRESENCE) :]
-                    if event.kind is WatchEventKind.DELETE:
-                        self._remote_present.discard(node_id)
-                    elif event.value.decode() != self.identity:
-                        self._remote_present.add(node_id)
-                        self._absent_since.pop(node_id, None)
-                        entry = self._entries.get(node_id)
-                        if entry is not None and node_id not in self._local:
-                            entry.last_seen = None  # another instance has the stream: it judges
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("fleet.presence_follow_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1.0)
+    def _apply_presence(self, event: WatchEvent) -> None:
+        node_id = event.key[len(keys.PRESENCE) :]
+        if event.kind is WatchEventKind.DELETE:
+            self._remote_present.discard(node_id)
+        elif event.value.decode() != self.identity:
+            self._remote_present.add(node_id)
+            self._absent_since.pop(node_id, None)
+            entry = self._entries.get(node_id)
+            if entry is not None and node_id not in self._local:
+                entry.last_seen = None  # another instance has the stream: it judges
 
     async def _announce(self, node_id: str, present: bool) -> None:
         if not self._presence_lease:

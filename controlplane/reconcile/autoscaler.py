@@ -206,6 +206,7 @@ class LiveAutoscaler:
         self._samples: dict[str, ReplicaSample] = {}  # replica id -> freshest metrics
         self._targets: dict[str, float] = {}
         self._last_tick = -math.inf
+        self._forgotten_for: tuple[frozenset[str], frozenset[str]] | None = None
         self.mode = Mode.ACTIVE
 
     async def targets(self) -> dict[str, float]:
@@ -236,13 +237,17 @@ class LiveAutoscaler:
                 self._samples[replica_id] = sample_of(
                     replica_id, observation.stats, now_s, self.settings.stats_window_s
                 )
-        targets = await self.targets()
+        if now_s - self._last_tick > 3 * self.settings.interval_s:
+            # just started, or not leading for a while: another leader may have moved the targets
+            # and the policies' memory on since; read them again from etcd (this instance is the
+            # only writer while it leads, so between decisions its own copy is current)
+            targets = await self.targets()
+            self._states.clear()
+            self._forgotten_for = None
+        else:
+            targets = dict(self._targets)
         if now_s - self._last_tick < self.settings.interval_s - EPS:
             return targets
-        if now_s - self._last_tick > 3 * self.settings.interval_s:
-            # not leading for a while (or just started): another leader may have moved the
-            # policies' memory on since; read it again from etcd
-            self._states.clear()
         self._last_tick = now_s
         mode = await self.read_mode()
         active = {r.id: r for r in tick.requests if r.active and r.spec.autoscaling.enabled}
@@ -252,7 +257,10 @@ class LiveAutoscaler:
         live_ids = {r.id for r in tick.replicas if r.state in LIVE}
         for replica_id in set(self._samples) - live_ids:
             self._samples.pop(replica_id)
-        await self._forget_targets(tick, set(active))
+        requests_seen = (frozenset(r.id for r in tick.requests), frozenset(active))
+        if requests_seen != self._forgotten_for:  # only when a request came, went or changed mode
+            await self._forget_targets(tick, set(active))
+            self._forgotten_for = requests_seen
         if mode is Mode.OFF:
             return {k: v for k, v in targets.items() if k in active}
         for request in active.values():

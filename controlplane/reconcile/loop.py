@@ -59,6 +59,7 @@ from controlplane.reconcile.launch import EngineSettings, build_launch, engine_f
 from controlplane.scheduler import NodeSlot
 from controlplane.store import keys
 from controlplane.store.base import Store
+from controlplane.store.follow import follow
 from tokenfab.logs import get_logger
 from tokenfab.v1 import executor_pb2
 
@@ -122,7 +123,10 @@ class Reconciler:
         await self.load_calibration()
         self._tasks = [
             asyncio.create_task(self._run(), name="reconcile"),
-            asyncio.create_task(self._watch_requests(), name="reconcile-watch"),
+            asyncio.create_task(
+                follow(self._store, keys.CAPACITY_REQUESTS, lambda _e: self._wake.set(), what="requests"),
+                name="reconcile-watch",
+            ),
             asyncio.create_task(self._watch_nodes(), name="reconcile-nodes"),
         ]
 
@@ -145,20 +149,6 @@ class Reconciler:
 
     def wake(self) -> None:
         self._wake.set()
-
-    async def _watch_requests(self) -> None:
-        while True:
-            try:
-                _, revision = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
-                async for _event in self._store.watch_prefix(
-                    keys.CAPACITY_REQUESTS, start_revision=revision + 1
-                ):
-                    self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store went away: retry, the periodic pass still runs
-                log.warning("reconcile.watch_failed", error=str(exc))
-                await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
         while True:
@@ -223,11 +213,10 @@ class Reconciler:
             for actor in actors:
                 self.observed[actor.replica_id] = actor
                 this_pass[actor.replica_id] = actor
-        fleet = await self._quarantine(node_slots(self._registry.nodes()), now)
+        fleet = await self._judge_nodes(node_slots(self._registry.nodes()), now)
         world = World(now, requests, records, fleet, seen, ray_nodes)
         await self._calibrate(world)
         factors = dict(self.calibration.factors)
-        await self._note_node_changes(fleet, now)
         if self.autoscaler is not None:
             world = replace(
                 world, targets=await self._autoscale(Tick(now, requests, records, this_pass, fleet, factors))
@@ -263,20 +252,29 @@ class Reconciler:
         self.passes += 1
         return decision
 
-    async def _quarantine(self, fleet: list[NodeSlot], now: datetime) -> list[NodeSlot]:
-        """Flapping nodes (back from Lost ``quarantine_after`` times in the window) take no new
-        replicas for ``quarantine_s``, and their replicas move off, make-before-break."""
-        out = []
+    async def _judge_nodes(self, fleet: list[NodeSlot], now: datetime) -> list[NodeSlot]:
+        """One look at every node against the last pass: an event per state change the leader
+        sees (lost, back, draining, ...); and flapping nodes (back from Lost ``quarantine_after``
+        times in the window) take no new replicas for ``quarantine_s``, their replicas moving
+        off make-before-break. Returns the fleet with quarantined nodes unschedulable."""
+        events, out = [], []
         for slot in fleet:
             before = self._node_states.get(slot.node_id)
-            if before == "lost" and slot.state != "lost":
-                self._comebacks[slot.node_id].append(now)
+            if before is not None and before != slot.state:
+                events.append(
+                    EventRecord(
+                        at=now, kind="node_state", message=f"{before} -> {slot.state}", node_id=slot.node_id
+                    )
+                )
+                if before == "lost":
+                    self._comebacks[slot.node_id].append(now)
+            self._node_states[slot.node_id] = slot.state
             until = quarantined_until(self._comebacks.get(slot.node_id, []), now, self.config)
             if until is not None and until > now:
                 if slot.node_id not in self._quarantined:
                     self._quarantined.add(slot.node_id)
                     self.metrics.failover_events.labels(kind="node_quarantined").inc()
-                    await self.events.append(EventRecord(
+                    events.append(EventRecord(
                         at=now, kind="node_quarantined", node_id=slot.node_id,
                         message=f"came back from Lost {len(self._comebacks[slot.node_id])} times; "
                         f"no new replicas until {until.isoformat(timespec='seconds')}",
@@ -286,22 +284,9 @@ class Reconciler:
             else:
                 self._quarantined.discard(slot.node_id)
             out.append(slot)
+        if events:
+            await self.events.append(*events)
         return out
-
-    async def _note_node_changes(self, fleet: list[NodeSlot], now: datetime) -> None:
-        """An event per node state change the leader sees (lost, back, draining, ...)."""
-        changed = []
-        for slot in fleet:
-            before = self._node_states.get(slot.node_id)
-            if before is not None and before != slot.state:
-                changed.append(
-                    EventRecord(
-                        at=now, kind="node_state", message=f"{before} -> {slot.state}", node_id=slot.node_id
-                    )
-                )
-            self._node_states[slot.node_id] = slot.state
-        if changed:
-            await self.events.append(*changed)
 
     async def _autoscale(self, tick: Tick) -> dict[str, float]:
         assert self.autoscaler is not None
