@@ -27,7 +27,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +49,7 @@ class Notice:
     end: datetime
     source: str
     reason: str
+    flag: bool = False  # from a TRUE/FALSE flag: the end is the agent's own estimate
 
 
 class NoticeSource(Protocol):
@@ -63,7 +64,7 @@ def parse_notice(body: str, *, source: str, now: datetime, flag_notice_s: float)
     if not text or text.upper() == "FALSE":
         return None
     if text.upper() == "TRUE":
-        return Notice(now + timedelta(seconds=flag_notice_s), source, "preempted (metadata flag)")
+        return Notice(now + timedelta(seconds=flag_notice_s), source, "preempted (metadata flag)", flag=True)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
@@ -138,10 +139,10 @@ class MetadataNotices:
             self.errors += 1
             log.warning("lease.notice_unreadable", url=self.url, error=str(exc))
             return None
-        if notice is not None and notice.reason.endswith("(metadata flag)"):
+        if notice is not None and notice.flag:
             if self._flag_end is None:
                 self._flag_end = notice.end
-            notice = Notice(self._flag_end, notice.source, notice.reason)
+            notice = replace(notice, end=self._flag_end)
         return notice
 
 

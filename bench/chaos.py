@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 
 from bench.procs import ControlPlaneProc as Plane  # noqa: E402
+from bench.procs import stop_agents  # noqa: E402
 from controlplane.domain.capacity import CapacityRecord  # noqa: E402
 from controlplane.domain.replicas import LIVE, ReplicaRecord  # noqa: E402
 from controlplane.embedded.etcd import EtcdProcess  # noqa: E402
@@ -215,14 +216,7 @@ async def main() -> None:
             requests_acknowledged=len(expected),
         )
     finally:
-        for proc in agents:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in agents:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_agents(agents)
         for plane in planes.values():
             plane.kill()
         if store is not None:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 
-from bench.procs import ControlPlaneProc  # noqa: E402
+from bench.procs import ControlPlaneProc, stop_agents  # noqa: E402
 from controlplane.embedded.etcd import EtcdProcess  # noqa: E402
 from controlplane.embedded.ray import ExecutorProcess, RayHead  # noqa: E402
 from controlplane.executor.service import RemoteExecutor  # noqa: E402
@@ -225,15 +225,7 @@ async def main() -> None:
             await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=rid), metadata=TOKEN)
         await client.close()
     finally:
-        for proc in agents.values():
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.terminate()
-        for proc in agents.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_agents(agents.values())
         for plane in planes:
             plane.kill()
         if store is not None:

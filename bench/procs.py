@@ -1,5 +1,5 @@
 """Child processes the failover and chaos benchmarks start: ``tokenfab controlplane`` instances
-that can be killed with -9 and started again."""
+that can be killed with -9 and started again; and stopping agent processes at the end."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from controlplane.embedded.etcd import free_port
@@ -39,3 +40,18 @@ class ControlPlaneProc:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def stop_agents(agents: Iterable[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    """SIGCONT (a frozen one cannot stop), SIGTERM, then SIGKILL after ``grace_s``."""
+    agents = list(agents)
+    for proc in agents:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.terminate()
+    for proc in agents:
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

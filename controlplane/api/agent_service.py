@@ -22,7 +22,6 @@ import grpc
 
 from controlplane.api import convert
 from controlplane.api.status import HANDLED, code_for, message_for
-from controlplane.domain.events import EventRecord
 from controlplane.errors import InvalidArgument
 from controlplane.fleet.events import EventLog
 from controlplane.fleet.fencing import ReplicaFence
@@ -191,6 +190,4 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         log.info("node.lease_notice", node=node_id, message=message)
         self._metrics.failover_events.labels(kind="preemption_notice").inc()
         if self._events is not None:
-            await self._events.append(
-                EventRecord(at=datetime.now(UTC), kind="preemption_notice", message=message, node_id=node_id)
-            )
+            await self._events.record("preemption_notice", message, node_id=node_id)

@@ -10,7 +10,6 @@ import grpc
 
 from controlplane.api import convert
 from controlplane.api.status import HANDLED, code_for, message_for
-from controlplane.domain.events import EventRecord
 from controlplane.errors import FailedPrecondition, InvalidArgument
 from controlplane.fleet.events import EventLog
 from controlplane.fleet.registry import NodeRegistry
@@ -31,9 +30,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     async def _record(self, kind: str, node_id: str, message: str) -> None:
         if self._events is not None:
-            await self._events.append(
-                EventRecord(at=datetime.now(UTC), kind=kind, message=message, node_id=node_id)
-            )
+            await self._events.record(kind, message, node_id=node_id)
 
     async def ListNodes(  # noqa: N802
         self, request: fleet_pb2.ListNodesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 
 from controlplane.domain.events import EventRecord
 from controlplane.store import keys
@@ -25,6 +26,10 @@ class EventLog:
             self._appended += 1
         if events and self._appended % 20 < len(events):  # trim now and then, not on every append
             await self.trim()
+
+    async def record(self, kind: str, message: str, *, node_id: str = "") -> None:
+        """Append one event about a node, stamped now (the API's and the agents' steps)."""
+        await self.append(EventRecord(at=datetime.now(UTC), kind=kind, message=message, node_id=node_id))
 
     async def trim(self) -> None:
         kvs, _ = await self._store.list_prefix(keys.EVENTS)

@@ -108,11 +108,9 @@ class Election:
                 raise
             except LeaseExpired:
                 self._step_down("lease expired")
-            except (StoreUnavailable, TimeoutError, OSError) as exc:
+            except Exception as exc:  # etcd unreachable, or anything else: the loop outlives it
+                if not isinstance(exc, StoreUnavailable | TimeoutError | OSError):
+                    log.warning("election.error", identity=self.identity, error=repr(exc))
                 if self._lease and self.clock() >= self._valid_until:
                     self._step_down(f"etcd unreachable: {exc or type(exc).__name__}")
-            except Exception as exc:  # the loop must outlive anything the client raises
-                log.warning("election.error", identity=self.identity, error=repr(exc))
-                if self._lease and self.clock() >= self._valid_until:
-                    self._step_down(f"etcd error: {exc!r}")
             await asyncio.sleep(interval)
