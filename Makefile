@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint protos protos-check lock bench clean
+.PHONY: demo test test-unit test-all lint protos protos-check lock bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 ## make demo: embedded control plane, real etcd child process, one simulated agent per fleet node
 demo: $(STAMP)
 	$(BIN)/tokenfab up
+
+## make test-unit: the pure tests only (no processes, no network; under a minute): use it while you work
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 ## make test: unit + integration tests (real etcd, gRPC and agent processes on loopback)
 test: $(STAMP)

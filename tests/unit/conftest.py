@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _matplotlib_font_cache() -> None:
+    """Let matplotlib build its font cache before any guard is in place.
+
+    On first use (a fresh machine or an empty HOME/MPLCONFIGDIR) matplotlib discovers fonts by running
+    ``fc-list``. That process belongs to the test environment, not to the code under test, so it runs
+    here, once per session, before ``_no_processes`` (function scope) refuses every process.
+    """
+    with contextlib.suppress(ImportError):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.font_manager  # the import builds (or loads) the cache
 
 
 @pytest.fixture(autouse=True)
