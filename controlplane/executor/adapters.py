@@ -3,10 +3,12 @@ OpenAI-compatible HTTP server with ``/health`` and a vLLM-named ``/metrics`` pag
 load generators and the metrics scraper never care which one they talk to.
 
 * :class:`SimulatedEngineServer` runs :class:`~controlplane.executor.simengine.SimEngine` in real
-  time (a 20 ms tick advances the engine to the wall clock) behind ``POST /v1/completions``.
+  time (a 20 ms tick advances the engine to the wall clock) behind ``POST /v1/completions`` and
+  ``POST /v1/chat/completions``, plain or streamed (``"stream": true``: one server-sent event per
+  tick that produced tokens, then a ``usage`` event when ``stream_options.include_usage``).
   Prompts are counted, not read: a list of token ids counts one per id (the OpenAI API accepts
-  token arrays), a string about four characters per token. The reply's ``usage`` is real; its text
-  is empty.
+  token arrays), a string (or a chat message's content) about four characters per token. The
+  reply's ``usage`` is real; its text is empty.
 * :class:`ProcessEngine` starts the real server (``vllm serve`` and friends) from the
   :class:`~tokenfab.v1.executor_pb2.ProcessEngine` command the control plane built, in its own
   process group, waits for ``/health`` and stops it with SIGTERM, then SIGKILL after the drain.
@@ -21,6 +23,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import fields
 from typing import Protocol
 
@@ -55,6 +58,18 @@ def _count_prompt(prompt: object) -> int:
     raise ValueError("prompt: a string or a list of token ids")
 
 
+def _count_messages(messages: object) -> int:
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages: a non-empty list of {role, content}")
+    chars = 0
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content: a string")
+        chars += len(content) + 4  # the role and the template's separators
+    return max(1, math.ceil(chars / 4))
+
+
 class SimulatedEngineServer:
     def __init__(self, model: str, config: executor_pb2.SimulatedEngine) -> None:
         known = {f.name for f in fields(EngineProfile)}
@@ -73,7 +88,7 @@ class SimulatedEngineServer:
         self._exporter = EngineExporter(model)
         self._scraper = Scraper()
         self._futures: dict[str, asyncio.Future[SimRequest]] = {}
-        self._server: asyncio.Server | None = None
+        self._server: httpio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._seq = 0
@@ -86,8 +101,7 @@ class SimulatedEngineServer:
         await asyncio.sleep(self.config.start_delay_s)  # weight loading, as the profile says
         self._t0 = time.monotonic()
         self._server = await httpio.serve(self._handle)
-        port = self._server.sockets[0].getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{port}"
+        self.endpoint = f"http://127.0.0.1:{self._server.port}"
         self._ticker = asyncio.create_task(self._run())
         self.accepting = True
 
@@ -115,24 +129,32 @@ class SimulatedEngineServer:
         x.generated.labels(**labels).inc(generated - self._counted[1])
         self._counted = (prompt, generated)
 
-    async def _handle(self, request: httpio.Request) -> httpio.Response:
+    async def _handle(self, request: httpio.Request) -> httpio.Response | httpio.Stream:
         if request.method == "GET" and request.path == "/health":
             return httpio.Response.json(200 if self.accepting else 503, {"ready": self.accepting})
         if request.method == "GET" and request.path == "/metrics":
             return httpio.Response(200, self._exporter.page(), "text/plain; version=0.0.4")
         if request.method == "POST" and request.path == "/v1/completions":
-            return await self._complete(request.body)
+            return await self._complete(request.body, chat=False)
+        if request.method == "POST" and request.path == "/v1/chat/completions":
+            return await self._complete(request.body, chat=True)
         return httpio.Response.json(404, {"error": {"message": f"no route {request.method} {request.path}"}})
 
-    async def _complete(self, body: bytes) -> httpio.Response:
+    async def _complete(self, body: bytes, *, chat: bool) -> httpio.Response | httpio.Stream:
         if not self.accepting:
             return httpio.Response.json(503, {"error": {"message": "replica is draining"}})
         try:
             payload = json.loads(body or b"{}")
-            prompt_tokens = _count_prompt(payload.get("prompt"))
-            max_tokens = int(payload.get("max_tokens", 16))
+            if chat:
+                prompt_tokens = _count_messages(payload.get("messages"))
+                max_tokens = int(payload.get("max_completion_tokens") or payload.get("max_tokens") or 16)
+            else:
+                prompt_tokens = _count_prompt(payload.get("prompt"))
+                max_tokens = int(payload.get("max_tokens", 16))
             if max_tokens < 1:
                 raise ValueError("max_tokens: must be at least 1")
+            stream = payload.get("stream") is True
+            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         except (ValueError, TypeError, AttributeError) as exc:
             return httpio.Response.json(400, {"error": {"message": str(exc)}})
         self._seq += 1
@@ -143,26 +165,66 @@ class SimulatedEngineServer:
             return httpio.Response.json(400, {"error": {"message": str(exc)}})
         future: asyncio.Future[SimRequest] = asyncio.get_running_loop().create_future()
         self._futures[request.request_id] = future
-        done = await future
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max_tokens,
+            "total_tokens": prompt_tokens + max_tokens,
+        }
+        if stream:
+            return httpio.Stream(self._stream(request, future, usage, chat=chat, include_usage=include_usage))
+        self._observe(await future)
+        choice: dict[str, object] = {"index": 0, "finish_reason": "length"}
+        choice.update({"message": {"role": "assistant", "content": ""}} if chat else {"text": ""})
+        return httpio.Response.json(
+            200,
+            {
+                "id": request.request_id,
+                "object": "chat.completion" if chat else "text_completion",
+                "model": self.model,
+                "choices": [choice],
+                "usage": usage,
+            },
+        )
+
+    def _observe(self, done: SimRequest) -> None:
         labels = {"model_name": self.model}
         if done.ttft_s is not None:
             self._exporter.ttft.labels(**labels).observe(done.ttft_s)
         if done.tpot_s is not None:
             self._exporter.tpot.labels(**labels).observe(done.tpot_s)
-        return httpio.Response.json(
-            200,
-            {
-                "id": done.request_id,
-                "object": "text_completion",
-                "model": self.model,
-                "choices": [{"index": 0, "text": "", "finish_reason": "length"}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": max_tokens,
-                    "total_tokens": prompt_tokens + max_tokens,
-                },
-            },
-        )
+
+    async def _stream(
+        self,
+        request: SimRequest,
+        future: asyncio.Future[SimRequest],
+        usage: dict[str, int],
+        *,
+        chat: bool,
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        """One event per tick that produced tokens (their count in the engine, their text empty),
+        the last one with ``finish_reason``; then usage (when asked) and ``[DONE]``."""
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        head = {"id": request.request_id, "object": kind, "model": self.model}
+        sent = 0
+        while sent < request.output_tokens:
+            if request.generated > sent:
+                sent = min(request.generated, request.output_tokens)
+                last = sent >= request.output_tokens
+                if chat:
+                    choice: dict[str, object] = {"index": 0, "delta": {"content": ""}}
+                else:
+                    choice = {"index": 0, "text": ""}
+                choice["finish_reason"] = "length" if last else None
+                yield httpio.sse({**head, "choices": [choice]})
+                continue
+            await asyncio.wait([future], timeout=TICK_S)
+            if future.cancelled():
+                return  # stopped before the end: the client sees the stream cut
+        self._observe(await future)
+        if include_usage:
+            yield httpio.sse({**head, "choices": [], "usage": usage})
+        yield httpio.sse("[DONE]")
 
     async def stats(self) -> Stats:
         return self._scraper.update(self._exporter.page().decode(), time.monotonic())
@@ -178,7 +240,7 @@ class SimulatedEngineServer:
         if self._ticker is not None:
             self._ticker.cancel()
         if self._server is not None:
-            self._server.close()
+            await self._server.close()
 
 
 class ProcessEngine:

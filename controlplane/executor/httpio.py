@@ -1,21 +1,28 @@
-"""A small HTTP/1.1 server and client on asyncio streams, enough for an engine's OpenAI-compatible
-surface (``POST /v1/completions``, ``GET /health``, ``GET /metrics``) on loopback.
+"""HTTP for engines and the gateway, on aiohttp (server and client): the replicas' OpenAI-compatible
+surface (``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /health``, ``GET /metrics``),
+plain or streamed as server-sent events.
 
-Why not a web framework: the simulated engine runs inside every replica actor, and pulling a web
-stack into each Ray worker for three routes costs more memory and start time than it saves. One
-request per connection (``Connection: close``), bodies sized by ``Content-Length``.
+Why aiohttp: one established asyncio library gives both the server (HTTP/1.1 keep-alive, chunked
+streaming, its C parser) and the client the gateway and the load generators use; nothing here
+parses HTTP by hand. A handler is a plain coroutine ``Request -> Response | Stream`` so engines
+stay testable without a server, and the framework is named in this module only.
+
+Errors: :func:`request` raises ``OSError`` (refused, reset) or ``TimeoutError``; a reply with any
+status is returned, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
 MAX_BODY = 4 * 1024 * 1024
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 503: "Unavailable"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +30,23 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, status: int, payload: Any) -> Response:
-        return cls(status, json.dumps(payload).encode())
+    def json(cls, status: int, payload: Any, *, headers: dict[str, str] | None = None) -> Response:
+        return cls(status, json.dumps(payload).encode(), headers=headers or {})
 
     def decode(self) -> Any:
         return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A streamed reply: each chunk is written (and flushed) as the iterator yields it."""
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+    content_type: str = "text/event-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,80 +57,91 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Response | Stream]]
 
 
-class HttpError(Exception):
-    pass
+def sse(payload: Any) -> bytes:
+    """One server-sent event carrying ``payload`` as JSON (``data: [DONE]`` for the end marker)."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    return lines[0], headers
+class Server:
+    """A running server; :meth:`close` stops it (handlers still running get a second to finish:
+    drain before closing)."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self._runner = runner
+        self.port = port
+
+    async def close(self) -> None:
+        await self._runner.shutdown()
+        await self._runner.cleanup()
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    length = int(headers.get("content-length", "0") or 0)
-    if length < 0 or length > MAX_BODY:
-        raise HttpError(f"content-length {length} outside 0..{MAX_BODY}")
-    return await reader.readexactly(length) if length else b""
-
-
-def _encode(body: bytes, content_type: str, first_line: str, extra: str = "") -> bytes:
-    head = (
-        f"{first_line}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+async def _reply(result: Response | Stream, http: web.Request) -> web.StreamResponse:
+    if isinstance(result, Response):
+        return web.Response(
+            status=result.status, body=result.body, content_type=None,
+            headers={"Content-Type": result.content_type, **result.headers},
+        )  # fmt: skip
+    out = web.StreamResponse(
+        status=result.status, headers={"Content-Type": result.content_type, "Cache-Control": "no-cache"}
     )
-    return head.encode("latin-1") + body
+    await out.prepare(http)
+    try:
+        async for chunk in result.chunks:
+            await out.write(chunk)
+    except (ConnectionError, asyncio.CancelledError):
+        aclose = getattr(result.chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # the client went away: let the producer clean up
+        raise
+    await out.write_eof()
+    return out
 
 
-async def serve(handler: Handler, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def serve(handler: Handler, host: str = "127.0.0.1", port: int = 0) -> Server:
+    async def entry(http: web.Request) -> web.StreamResponse:
         try:
-            request_line, headers = await _read_head(reader)
-            method, path, _version = request_line.split(" ", 2)
-            try:
-                body = await _read_body(reader, headers)
-            except HttpError as exc:
-                response = Response.json(413, {"error": {"message": str(exc)}})
-            else:
-                response = await handler(Request(method, path, body, headers))
-            first = f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}"
-            writer.write(_encode(response.body, response.content_type, first))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass  # a client that went away or spoke something else: nothing to answer
-        finally:
-            writer.close()
+            body = await http.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            return web.json_response({"error": {"message": exc.text}}, status=413)
+        request = Request(http.method, http.path, body, {k.lower(): v for k, v in http.headers.items()})
+        return await _reply(await handler(request), http)
 
-    return await asyncio.start_server(on_connection, host, port)
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_route("*", "/{tail:.*}", entry)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    return Server(runner, int(bound))
 
 
-async def request(method: str, url: str, payload: Any = None, *, timeout_s: float = 30.0) -> Response:
+async def request(
+    method: str,
+    url: str,
+    payload: Any = None,
+    *,
+    timeout_s: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """One HTTP request to ``http://host:port/path``; raises OSError/TimeoutError when unreachable."""
-    if not url.startswith("http://"):
-        raise ValueError(f"url: only http:// is supported, got {url!r}")
-    hostport, _, path = url[len("http://") :].partition("/")
-    host, _, port = hostport.rpartition(":")
-    body = b"" if payload is None else json.dumps(payload).encode()
-
-    async def go() -> Response:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            writer.write(
-                _encode(body, "application/json", f"{method} /{path} HTTP/1.1", f"Host: {hostport}\r\n")
-            )
-            await writer.drain()
-            status_line, headers = await _read_head(reader)
-            data = await _read_body(reader, headers)
-            return Response(int(status_line.split(" ")[1]), data, headers.get("content-type", ""))
-        finally:
-            writer.close()
-
-    return await asyncio.wait_for(go(), timeout_s)
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"url: only http(s):// is supported, got {url!r}")
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, url, json=payload, headers=headers) as reply,
+        ):
+            body = await reply.read()
+            return Response(reply.status, body, reply.headers.get("Content-Type", ""), dict(reply.headers))
+    except TimeoutError:
+        raise
+    except aiohttp.ClientConnectionError as exc:
+        raise ConnectionError(str(exc) or type(exc).__name__) from None
+    except aiohttp.ClientError as exc:
+        raise OSError(str(exc) or type(exc).__name__) from None
