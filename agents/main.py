@@ -46,6 +46,7 @@ class AgentOptions:
     tls: ClientTLS | None = None
     ray_address: str | None = None  # join this Ray cluster (GCS host:port) as a raylet
     ray_temp_dir: Path | None = None
+    ray_node_ip: str = "127.0.0.1"  # the raylet's address for other Ray nodes (Kubernetes: the pod's IP)
 
 
 def _static_lease(options: AgentOptions) -> LeaseSpec | None:
@@ -144,6 +145,7 @@ def run_agent(options: AgentOptions) -> tuple[int, str]:
                 devices=len(found),
                 temp_dir=options.ray_temp_dir
                 or Path(tempfile.gettempdir()) / f"tokenfab-ray-{identity.node_id}",
+                node_ip=options.ray_node_ip,
             )
             raylet_task = asyncio.create_task(Raylet(spec).run(stop))
         agent = Agent(

@@ -342,6 +342,13 @@ def agent(
         str | None, typer.Option(envvar="TOKENFAB_RAY_ADDRESS", help="join this Ray cluster (GCS host:port)")
     ] = None,
     ray_temp_dir: Annotated[Path | None, typer.Option(help="the raylet's --temp-dir")] = None,
+    ray_node_ip: Annotated[
+        str,
+        typer.Option(
+            envvar="TOKENFAB_RAY_NODE_IP",
+            help="the raylet's --node-ip-address: where other Ray nodes reach it (Kubernetes: the pod IP)",
+        ),
+    ] = "127.0.0.1",
     address: AddressOpt = DEFAULT_ADDRESS,
     tls_ca: CaOpt = None,
     tls_cert: CertOpt = None,
@@ -376,6 +383,7 @@ def agent(
         tls=_tls(tls_ca, tls_cert, tls_key, tls_server_name),
         ray_address=ray_address,
         ray_temp_dir=ray_temp_dir,
+        ray_node_ip=ray_node_ip,
     )
     code, message = run_agent(options)
     if code:
