@@ -26,6 +26,7 @@ from pathlib import Path
 from agents.backoff import Backoff
 from tokenfab.accelerators import ACCELERATOR_LABEL, CLUSTER_LABEL, NODE_LABEL, RAY_RESOURCE, VENDOR_LABEL
 from tokenfab.logs import get_logger
+from tokenfab.parent import die_with_parent
 
 log = get_logger("agent.raylet")
 
@@ -84,7 +85,12 @@ class Raylet:
         while not stop.is_set():
             with open(self.log_path, "ab") as out:  # noqa: ASYNC230 - once per raylet start
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.spec.argv(), stdout=out, stderr=out, env=env, start_new_session=True
+                    *self.spec.argv(),
+                    stdout=out,
+                    stderr=out,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(),  # the raylet ends with its agent, even on kill -9
                 )
             self.starts += 1
             log.info("raylet.started", node=self.spec.node_id, ray=self.spec.address, pid=self._proc.pid)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from controlplane.embedded.etcd import free_port
+from tokenfab.parent import die_with_parent
 
 
 class ControlPlaneProc:
@@ -33,7 +34,11 @@ class ControlPlaneProc:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # a killed benchmark leaves no control plane behind
             )
 
     def kill(self) -> None:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import signal
+import sys
+from collections.abc import Callable
 
 ENV = "TOKENFAB_PARENT_PID"
 
@@ -26,3 +30,45 @@ async def exit_with_parent(stop: asyncio.Event, *, interval_s: float = 1.0) -> N
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
+
+
+# -- the kernel's half: PR_SET_PDEATHSIG -------------------------------------------------------
+# The watchdog above needs the child to run Python and poll; etcd and ``ray start`` do not. Linux
+# can instead send a signal to a process when its parent dies (prctl(2), PR_SET_PDEATHSIG), set in
+# the child between fork and exec. Caveats from prctl(2): the "parent" is the *thread* that forked
+# the child (``up`` starts children from its event loop's thread or the default executor's worker
+# threads, which live as long as it runs); the setting survives exec of a non-setuid binary; a
+# parent that died before the prctl is caught by comparing getppid() with the pid seen before fork.
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()  # looked up before any fork: after fork only the call itself runs
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when the forking thread ends, however
+    it ends (kill -9 included). None where the kernel has no such feature (not Linux)."""
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:  # nothing sensible to log after fork
+            return
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os.kill(os.getpid(), sig)
+
+    return preexec

@@ -2,7 +2,9 @@
 
 Used by ``tokenfab up`` (data kept in the state directory across runs), by the integration tests
 and the benchmarks (throwaway data directories). Listens on loopback only. The process is started
-in its own process group and stopped with SIGTERM, then SIGKILL after a grace period.
+in its own process group and stopped with SIGTERM, then SIGKILL after a grace period; it gets
+SIGTERM from the kernel when its parent dies (:func:`tokenfab.parent.die_with_parent`), so a
+killed ``tokenfab up`` or test run leaves no etcd behind.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 from tokenfab.logs import get_logger
+from tokenfab.parent import die_with_parent
 from tokenfab.tls import ServerTLS
 
 log = get_logger("etcd")
@@ -107,7 +110,11 @@ class EtcdProcess:
         with self.log_file.open("ab") as log_out:
             # Popen returns as soon as the child is forked; waiting for readiness is async below.
             self._proc = subprocess.Popen(  # noqa: ASYNC220
-                self.command(), stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(),
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # etcd ends with its parent, even after kill -9
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

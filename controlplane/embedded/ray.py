@@ -3,7 +3,9 @@
 :class:`RayHead` runs ``ray start --head --block`` (no CPUs, no accelerators: the agents' raylets
 bring those) on a free loopback port with its own temp dir. :class:`ExecutorProcess` runs
 ``tokenfab executor`` for one cluster and waits until its gRPC health check says SERVING.
-Both are children in their own process group, stopped with SIGTERM and then SIGKILL.
+Both are children in their own process group, stopped with SIGTERM and then SIGKILL, and sent
+SIGTERM by the kernel when their parent dies however it dies (``ray start --block`` then stops
+the Ray processes it started; the executor stops its engines).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from controlplane.embedded.etcd import free_port
 from tokenfab.logs import get_logger
 from tokenfab.parent import ENV as PARENT_ENV
+from tokenfab.parent import die_with_parent
 
 log = get_logger("embedded.ray")
 
@@ -79,7 +82,7 @@ class _Child:
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent(),  # SIGTERM when the parent dies
             )  # fmt: skip
 
     def stop(self, grace_s: float = 10.0) -> None:

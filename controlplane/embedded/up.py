@@ -43,6 +43,7 @@ from controlplane.embedded.loadgen import LoadGenerator
 from controlplane.embedded.ray import ExecutorProcess, RayHead, reap_stale_children, remember_children
 from tokenfab.logs import get_logger
 from tokenfab.parent import ENV as PARENT_ENV
+from tokenfab.parent import die_with_parent
 
 log = get_logger("up")
 
@@ -141,6 +142,7 @@ class AgentProcesses:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # SIGTERM from the kernel if `up` dies
             )
 
     def exited(self) -> dict[str, int]:

@@ -1,12 +1,19 @@
-"""`tokenfab up` cleans up after a predecessor that was killed outright (kill -9)."""
+"""Children of `tokenfab up` never outlive it: the kernel ends them when `up` dies (kill -9
+included), and a later `up` cleans up after a predecessor that was killed outright."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from controlplane.embedded.etcd import free_port
 from controlplane.embedded.ray import reap_stale_children, remember_children
+from controlplane.embedded.up import ray_temp_root
 
 
 def sleeper(marker: str) -> subprocess.Popen[bytes]:
@@ -30,3 +37,119 @@ def test_stale_children_are_killed_only_when_their_marker_matches(tmp_path: Path
         for proc in (stale, innocent):
             proc.kill()
             proc.wait()
+
+
+# -- kill -9 of `tokenfab up` itself ---------------------------------------------------------
+
+ONE_NODE_FLEET = """\
+nodes:
+  - id: pdeath-h100-01
+    cluster: pdeath
+    region: test
+    vendor: nvidia
+    model: H100
+    devices: 2
+    memory_gib: 80
+"""
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command in parentheses
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie has ended; only its exit status waits for a reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every process below ``root`` (by parent links), with its command line."""
+    parents = {int(p.name): _ppid(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found[child] = _cmdline(child)
+                frontier.append(child)
+    return found
+
+
+def with_marker(*markers: str) -> dict[int, str]:
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            cmd = _cmdline(int(p.name))
+            if any(m in cmd for m in markers) and _alive(int(p.name)):
+                out[int(p.name)] = cmd
+    return out
+
+
+def test_kill_9_of_up_ends_every_child(tmp_path: Path) -> None:
+    """Real `tokenfab up` (etcd, a Ray head, an executor, an agent with its raylet), then kill -9:
+    nothing may survive it, without a later `up` to reap them (PR_SET_PDEATHSIG)."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(ONE_NODE_FLEET)
+    state = tmp_path / "state"
+    ray_root = str(ray_temp_root(state))
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli.main", "up", "--headless", "--no-sample",
+         "--address", f"127.0.0.1:{free_port()}", "--state-dir", str(state), "--fleet", str(fleet),
+         "--metrics-address", f"127.0.0.1:{free_port()}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    tree: dict[int, str] = {}
+    try:
+        wanted = {
+            "etcd": lambda c: "etcd" in c and str(state / "etcd") in c,
+            "executor": lambda c: " executor " in c,
+            "agent": lambda c: " agent " in c,
+            "ray head": lambda c: "gcs_server" in c,
+            "raylet": lambda c: "raylet" in c and "pdeath-h100-01" in c,
+        }
+        deadline = time.monotonic() + 300
+        missing = set(wanted)
+        while time.monotonic() < deadline:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            tree = descendants(up.pid)
+            missing = {name for name, match in wanted.items() if not any(match(c) for c in tree.values())}
+            if not missing:
+                break
+            time.sleep(1.0)
+        assert not missing, f"never started: {missing}; tree: {sorted(tree.values())}"
+        up.kill()  # kill -9: no finally block, no signal handler runs in `up`
+        up.wait()
+        deadline = time.monotonic() + 60
+        left: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            left = {pid: cmd for pid, cmd in tree.items() if _alive(pid)}
+            left |= with_marker(str(state), ray_root)
+            if not left:
+                break
+            time.sleep(0.5)
+        assert not left, f"outlived `up`: {left}"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in [*tree, *with_marker(str(state), ray_root)]:  # never leak into other tests
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
