@@ -1,8 +1,10 @@
-"""``tokenfab simulate``: replay a trace against a policy on a simulated fleet."""
+"""``tokenfab simulate``: replay a trace against autoscaling policies and the oracle, on a simulated
+fleet (the same runs as ``bench/autoscaler.py``, :mod:`controlplane.simulate.compare`)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -20,104 +22,116 @@ def simulate_command(
             "--trace", help="Azure LLM inference 2023 CSV (TIMESTAMP, ContextTokens, GeneratedTokens)."
         ),
     ],
-    policy: Annotated[str, typer.Option("--policy", help=f"One of: {', '.join(POLICY_NAMES)}.")] = "tokenfab",
+    policy: Annotated[
+        str, typer.Option("--policy", help=f"Comma-separated, or all: {', '.join(POLICY_NAMES)}.")
+    ] = "tokenfab",
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
-    plot_file: Annotated[
-        Path | None, typer.Option("--plot", help="Write a PNG of demand, capacity and replicas.")
+    plot_dir: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Directory: one PNG per policy (demand, replicas, attainment)."),
     ] = None,
+    warmup_until: Annotated[
+        str | None,
+        typer.Option(
+            "--warmup-until",
+            help="Score only from this time (86400, 24h, 1d); without it the trace plays twice, "
+            "the second pass scored.",
+        ),
+    ] = None,
+    oracle: Annotated[
+        bool, typer.Option(help="Also run the clairvoyant oracle and report vs_oracle.")
+    ] = True,
     model: Annotated[str, typer.Option(help="Catalog model served.")] = _D.model,
-    fleet: Annotated[str, typer.Option(help="TYPE:NODESxDEVICES[,...], e.g. 910C:8x8.")] = _D.fleet,
+    fleet: Annotated[
+        str, typer.Option(help="TYPE:NODESxDEVICES[,...]; TYPE:autoxDEVICES sizes from the trace.")
+    ] = _D.fleet,
     ttft: Annotated[float, typer.Option("--ttft", help="TTFT target per request, seconds.")] = _D.ttft_s,
+    ttft_prompt_rate: Annotated[
+        float,
+        typer.Option(help="Length-aware TTFT: the target is --ttft + prompt tokens / this rate (0: off)."),
+    ] = 0.0,
     tpot: Annotated[float, typer.Option("--tpot", help="TPOT target per request, seconds.")] = _D.tpot_s,
     cold_start: Annotated[
         float, typer.Option(help="Seconds from asking for a replica to Ready.")
     ] = _D.cold_start_s,
-    time_scale: Annotated[float, typer.Option(help="Stretch time: 0.5 replays twice as fast.")] = 1.0,
-    loops: Annotated[int, typer.Option(help="Replay the trace this many times back to back.")] = 1,
-    warmup: Annotated[
-        bool, typer.Option(help="Replay once unscored first, so every policy starts warm.")
-    ] = True,
 ) -> None:
-    """Replay a request trace against an autoscaling policy (discrete-event, simulated clock)."""
+    """Replay a request trace against autoscaling policies (discrete-event, simulated clock)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from controlplane.catalog import load_catalog
-    from controlplane.simulate.run import make_policy, scenario_for
-    from controlplane.simulate.sim import Simulator
+    from controlplane.simulate.compare import Setup, compare, parse_duration
     from controlplane.simulate.trace import TraceError, load_trace
 
     err = Console(stderr=True)
     if output not in ("table", "json"):
         err.print(f"[red]error:[/red] --output must be table or json, got {output!r}")
         raise typer.Exit(2)
-    catalog = load_catalog()
-    try:
-        base = load_trace(trace)
-        replay = base.replay(time_scale=time_scale, loops=loops)
-        scenario = scenario_for(
-            replay, catalog, model=model, fleet=fleet, ttft_s=ttft, tpot_s=tpot, cold_start_s=cold_start
+    names = list(POLICY_NAMES) if policy == "all" else [p for p in policy.split(",") if p]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        err.print(
+            f"[red]error:[/red] unknown policy {', '.join(repr(n) for n in unknown) or repr(policy)} "
+            f"(known: {', '.join(POLICY_NAMES)}, or all)"
         )
-        simulator = Simulator(scenario, catalog)
-        chosen = make_policy(policy, simulator, replay)
+        raise typer.Exit(2)
+    setup = Setup(
+        model=model,
+        fleet=fleet,
+        ttft_s=ttft,
+        tpot_s=tpot,
+        cold_start_s=cold_start,
+        ttft_prompt_tokens_per_s=ttft_prompt_rate,
+    )
+    try:
+        if warmup_until is not None:
+            setup = replace(setup, warmup_until_s=parse_duration(warmup_until))
+        base = load_trace(trace)
+        with Progress(
+            TextColumn("simulating {task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            tasks: dict[str, object] = {}
+
+            def advance(name: str, now: float, end: float) -> None:
+                if name not in tasks:
+                    tasks[name] = progress.add_task(f"{name} on {base.name}", total=end)
+                progress.update(tasks[name], completed=min(now, end))  # type: ignore[arg-type]
+
+            result = compare(
+                base, load_catalog(), names, setup, plot_dir=plot_dir, progress=advance, oracle=oracle
+            )
     except (TraceError, ValueError, KeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    scored_from = 0.0
-    if warmup:
-        scored_from = replay.duration_s + 1.0
-        replay = replay.replay(loops=2)
-    with Progress(
-        TextColumn("simulating {task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
-        task = progress.add_task(f"{policy} on {base.name}", total=replay.duration_s)
-        result = simulator.run(
-            replay,
-            chosen,
-            progress=lambda now, end: progress.update(task, completed=min(now, end)),
-            scored_from=scored_from,
-        )
-    summary = result.summary()
-    summary["trace"] = str(trace)
-    summary["slo"] = {
-        "ttft_s": ttft,
-        "tpot_s": tpot,
-        "model": model,
-        "fleet": fleet,
-        "cold_start_s": cold_start,
-    }
-    if plot_file is not None:
-        from controlplane.simulate.plot import plot
-
-        plot(
-            result,
-            plot_file,
-            slo=f"{model} on {fleet}; SLO per request TTFT <= {ttft:g}s and TPOT <= {tpot * 1000:g}ms",
-        )
-        summary["plot"] = str(plot_file)
+    report = result.report()
+    report["trace"] = str(trace)
+    if plot_dir is not None:
+        report["plots"] = str(plot_dir)
     if output == "json":
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{policy} on {base.name}", show_header=False)
-    for key in (
-        "requests",
+    columns = (
         "slo_attainment",
-        "ttft_attainment",
-        "tpot_attainment",
+        "infeasible",
         "accelerator_hours",
-        "cost",
+        "vs_oracle",
+        "fleet_capped_s",
         "scaling_actions",
         "max_replicas",
-        "simulated_s_per_wall_s",
-    ):
-        table.add_row(key, str(summary[key]))
+    )
+    table = Table(title=f"{base.name}: {report['requests']} scored requests")
+    table.add_column("policy")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in report["policies"].items():
+        table.add_row(name, *(str(row[c]) for c in columns))
     Console().print(table)
-    if plot_file is not None:
-        Console().print(f"plot written to {plot_file}")
+    if plot_dir is not None:
+        Console().print(f"plots written to {plot_dir}")

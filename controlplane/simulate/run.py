@@ -1,23 +1,32 @@
-"""What ``tokenfab simulate`` and ``bench/autoscaler.py`` share: fleets, policy names, the run."""
+"""What ``tokenfab simulate`` and ``bench/autoscaler.py`` share: fleets, policy names, the run.
+
+The fleet is sized from the trace (``TYPE:autoxDEVICES``) so that no policy's comparison is
+capped by it: enough replicas for four times the busiest 10 s of demand at full predicted
+capacity, and for one replica per request in flight at the busiest minute (what a request-count
+policy such as Ray Serve's can ask for). Every result still reports ``fleet_capped_s``.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controlplane.autoscale.baselines import AibrixApaPolicy, KpaPolicy, RayServePolicy, StaticPolicy
-from controlplane.autoscale.policy import Policy, TokenfabPolicy
+from controlplane.autoscale.oracle import OraclePolicy
+from controlplane.autoscale.policy import Policy, TokenfabPolicy, UnitCapacity
 from controlplane.catalog import Catalog
 from controlplane.domain.nodes import Vendor
 from controlplane.scheduler import NodeSlot
-from controlplane.simulate.sim import Scenario, Simulator, peak_replicas
+from controlplane.simulate.sim import Scenario, Simulator, needs, peak_replicas
 from controlplane.simulate.trace import Trace
 
-POLICY_NAMES = ("tokenfab", "ray_serve", "aibrix_apa", "kpa", "static_peak")
+POLICY_NAMES = ("tokenfab", "ray_serve", "aibrix_apa", "kpa", "static_peak", "oracle")
 
 
-def make_fleet(catalog: Catalog, spec: str) -> tuple[NodeSlot, ...]:
-    """``"910B4:8x8,H100:2x8"``: accelerator type, then nodes x devices per node."""
+def make_fleet(catalog: Catalog, spec: str, *, auto_nodes: int = 0) -> tuple[NodeSlot, ...]:
+    """``"910B4:8x8,H100:2x8"``: accelerator type, then nodes x devices per node; ``auto`` as the
+    node count takes ``auto_nodes``."""
     nodes: list[NodeSlot] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, shape = part.partition(":")
@@ -25,6 +34,8 @@ def make_fleet(catalog: Catalog, spec: str) -> tuple[NodeSlot, ...]:
         if name not in catalog.accelerators:
             known = ", ".join(sorted(catalog.accelerators))
             raise ValueError(f"fleet: unknown accelerator type {name!r} (known: {known})")
+        if count == "auto":
+            count = str(max(1, auto_nodes))
         try:
             n, d = int(count), int(devices)
         except ValueError:
@@ -42,12 +53,22 @@ def make_fleet(catalog: Catalog, spec: str) -> tuple[NodeSlot, ...]:
 
 
 def make_policy(name: str, simulator: Simulator, trace: Trace) -> Policy:
+    """A policy by name; ``oracle`` plans its schedule on ``trace`` (the trace it will replay)."""
+
+    def oracle() -> Policy:
+        from controlplane.simulate.oracle import plan_oracle
+
+        plan = plan_oracle(simulator, trace)
+        s = simulator.scenario
+        return OraclePolicy(plan.window_s, plan.replicas, lead_s=s.cold_start_s + s.tick_s)
+
     factories: dict[str, Callable[[], Policy]] = {
         "tokenfab": TokenfabPolicy,
         "ray_serve": RayServePolicy,
         "aibrix_apa": AibrixApaPolicy,
         "kpa": KpaPolicy,
         "static_peak": lambda: StaticPolicy(peak_replicas(trace, simulator.declared)),
+        "oracle": oracle,
     }
     if name not in factories:
         raise ValueError(f"policy: unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
@@ -59,7 +80,7 @@ class Defaults:
     """The benchmark's fixed setup (one configuration for every trace and policy)."""
 
     model: str = "qwen2.5-72b-instruct"
-    fleet: str = "910C:8x8"
+    fleet: str = "910C:autox8"  # nodes sized from the trace (fleet_replicas)
     ttft_s: float = 3.0
     tpot_s: float = 0.1
     cold_start_s: float = 60.0
@@ -76,16 +97,40 @@ def scenario_for(
     cold_start_s: float,
     tick_s: float = 5.0,
     min_replicas: int = 1,
+    ttft_prompt_tokens_per_s: float = 0.0,
+    mix_from: Trace | None = None,
 ) -> Scenario:
-    n = max(1, len(trace.requests))
-    return Scenario(
+    """The scenario for ``trace``; the declared mix from ``mix_from`` (the warm-up part) when given."""
+    mix = mix_from if mix_from is not None and mix_from.requests else trace
+    n = max(1, len(mix.requests))
+    scenario = Scenario(
         model=model,
-        nodes=make_fleet(catalog, fleet),
+        nodes=make_fleet(catalog, fleet, auto_nodes=1),
         ttft_target_s=ttft_s,
         tpot_target_s=tpot_s,
         cold_start_s=cold_start_s,
         tick_s=tick_s,
         min_replicas=min_replicas,
-        mean_input_tokens=max(1.0, sum(r.input_tokens for r in trace.requests) / n),
-        mean_output_tokens=max(1.0, sum(r.output_tokens for r in trace.requests) / n),
+        mean_input_tokens=max(1.0, sum(r.input_tokens for r in mix.requests) / n),
+        mean_output_tokens=max(1.0, sum(r.output_tokens for r in mix.requests) / n),
+        ttft_prompt_tokens_per_s=ttft_prompt_tokens_per_s,
     )
+    if "auto" not in fleet:
+        return scenario
+    unit = Simulator(scenario, catalog).declared
+    per_node = min(len(node.devices) for node in scenario.nodes if node.accelerator == unit.accelerator)
+    replicas = fleet_replicas(trace, unit, ttft_s=ttft_s, tpot_s=tpot_s)
+    nodes = math.ceil(replicas / max(1, per_node // unit.tp))
+    return replace(scenario, nodes=make_fleet(catalog, fleet, auto_nodes=nodes))
+
+
+def fleet_replicas(trace: Trace, unit: UnitCapacity, *, ttft_s: float, tpot_s: float) -> int:
+    """Replicas a fleet sized for ``trace`` holds: four times the busiest 10 s at full predicted
+    capacity, and one per request in flight at the busiest minute (arrivals x (TTFT + output x
+    TPOT)), plus four."""
+    peak = max(needs(trace, unit, 10.0), default=1.0)
+    in_flight: dict[int, float] = {}
+    for r in trace.requests:
+        minute = int(r.arrival_s // 60)
+        in_flight[minute] = in_flight.get(minute, 0.0) + (ttft_s + r.output_tokens * tpot_s) / 60
+    return math.ceil(max(4 * peak, max(in_flight.values(), default=1.0))) + 4

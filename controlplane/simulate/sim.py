@@ -11,8 +11,13 @@ scheduler, surplus ones drained (no new requests; stopped once empty).
 
 Accounting: a replica costs from the moment it is asked for (cold start included) until it has
 drained; ``accelerator_hours`` = devices x those hours. A request meets the SLO when its TTFT
-(queueing included) and its TPOT are both within the targets. Requests whose prompt and output
-cannot fit any replica's KV cache, and requests still unfinished at the end, count as misses.
+(queueing included) and its TPOT are both within the targets (the TTFT target may grow with the
+prompt: :class:`~controlplane.autoscale.feasibility.TtftTarget`). Requests that no allowed replica
+shape could serve within the SLO (beyond the model's context or every KV cache, or a prompt no
+shape prefills within its TTFT target) are *infeasible*: never routed, counted apart with their
+reason, and left out of the attainment. Feasible requests that do not fit the serving replicas'
+KV cache, and requests still unfinished at the end, count as misses. ``fleet_capped_s`` is the
+time a policy asked for more replicas than the fleet could place.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from controlplane.autoscale.feasibility import Feasibility, TtftTarget, feasibility_for
 from controlplane.autoscale.policy import Policy, ScalingContext, ScalingDecision, UnitCapacity
 from controlplane.autoscale.signals import ReplicaSample, aggregate
 from controlplane.catalog import Catalog, Dtype, Workload
@@ -54,6 +60,13 @@ class Scenario:
     dtype: Dtype = Dtype.BF16
     scale_to_zero: bool = False
     initial_replicas: int = 0  # 0: sized for the trace's first minute (warm start)
+    ttft_prompt_tokens_per_s: float = 0.0  # > 0: length-aware TTFT target, base + prompt / rate
+
+
+def outstanding_tokens(engine: SimEngine) -> int:
+    """Tokens still to process on an engine (the router's load measure)."""
+    pending = sum(r.input_tokens - r.prefilled + r.output_tokens - r.generated for r in engine.running)
+    return pending + sum(r.input_tokens + r.output_tokens for r in engine.waiting)
 
 
 @dataclass
@@ -71,9 +84,7 @@ class _Replica:
     stopped_at: float | None = None
 
     def outstanding(self) -> int:
-        engine = self.engine
-        pending = sum(r.input_tokens - r.prefilled + r.output_tokens - r.generated for r in engine.running)
-        return pending + sum(r.input_tokens + r.output_tokens for r in engine.waiting)
+        return outstanding_tokens(self.engine)
 
     def idle(self) -> bool:
         return not self.engine.running and not self.engine.waiting
@@ -90,6 +101,7 @@ class Point:
     demand_replicas: float = (
         0.0  # replicas at full predicted capacity the arrivals need (binding of prefill/decode)
     )
+    arrived: int = 0  # feasible requests that arrived during the tick
 
 
 @dataclass
@@ -111,10 +123,18 @@ class SimResult:
     timeline: list[Point] = field(default_factory=list)
     decisions: list[ScalingDecision] = field(default_factory=list)
     missed_at: list[float] = field(default_factory=list)  # arrival times of requests that missed the SLO
+    infeasible: int = 0  # no allowed shape serves them within the SLO: not scored
+    infeasible_reasons: dict[str, int] = field(default_factory=dict)  # kind -> count
+    fleet_capped_s: float = 0.0  # time the policy wanted more replicas than the fleet placed
+
+    @property
+    def feasible(self) -> int:
+        return self.requests - self.infeasible
 
     @property
     def slo_attainment(self) -> float:
-        return self.met / self.requests if self.requests else 1.0
+        """Share of the *feasible* requests that met the SLO."""
+        return self.met / self.feasible if self.feasible else 1.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -122,10 +142,13 @@ class SimResult:
             "trace": self.trace,
             "requests": self.requests,
             "slo_attainment": round(self.slo_attainment, 5),
-            "ttft_attainment": round(self.ttft_met / self.requests, 5) if self.requests else 1.0,
-            "tpot_attainment": round(self.tpot_met / self.requests, 5) if self.requests else 1.0,
+            "ttft_attainment": round(self.ttft_met / self.feasible, 5) if self.feasible else 1.0,
+            "tpot_attainment": round(self.tpot_met / self.feasible, 5) if self.feasible else 1.0,
+            "infeasible": self.infeasible,
+            "infeasible_reasons": dict(self.infeasible_reasons),
             "unfinished": self.unfinished,
             "rejected": self.rejected,
+            "fleet_capped_s": round(self.fleet_capped_s, 1),
             "accelerator_hours": round(self.accelerator_hours, 4),
             "cost": round(self.cost, 4),
             "scaling_actions": self.scaling_actions,
@@ -152,6 +175,43 @@ class Simulator:
         self._declared_options = self._options_cache[
             self._key(scenario.mean_input_tokens, scenario.mean_output_tokens)
         ]
+        self._feasibility: Feasibility | None = None
+
+    @property
+    def ttft(self) -> TtftTarget:
+        s = self.scenario
+        return TtftTarget(s.ttft_target_s, s.ttft_prompt_tokens_per_s)
+
+    @property
+    def feasibility(self) -> Feasibility:
+        """What the fleet's shapes can serve at all (computed once, on first use)."""
+        if self._feasibility is None:
+            s = self.scenario
+            self._feasibility = feasibility_for(
+                self.catalog, s.model, self._types, self.ttft, dtype=s.dtype,
+                assumptions=self.scheduler.assumptions,
+            )  # fmt: skip
+        return self._feasibility
+
+    def new_engine(self, accelerator: str, tp: int, now: float) -> SimEngine:
+        """An engine of this shape, with the prefill chunk the live launch would give it."""
+        s = self.scenario
+        profile = EngineProfile.of(
+            self.catalog.model(s.model),
+            self.catalog.accelerator(accelerator),
+            tp,
+            s.dtype,
+            self.scheduler.assumptions,
+        )
+        return SimEngine(profile, chunk_tokens=self._chunk_tokens(accelerator, tp), now=now)
+
+    def misses(self, request: SimRequest) -> bool:
+        """Whether a finished (or given-up) request missed its TTFT or TPOT target."""
+        ttft = request.ttft_s
+        if ttft is None or ttft > self.ttft.for_prompt(request.input_tokens):
+            return True
+        tpot = request.tpot_s
+        return tpot is not None and tpot > self.scenario.tpot_target_s
 
     # -- performance model, as the live autoscaler sees it -------------------------------
     def _demand(self, mean_in: float, mean_out: float, target: float = 1.0) -> Demand:
@@ -227,8 +287,11 @@ class Simulator:
         counter = 0
         max_seen = 0
         end = trace.duration_s
-        tick_in = tick_out = 0
+        tick_in = tick_out = tick_arrived = 0
+        capped_s = 0.0
         kv_cap = self._kv_capacity()
+        feasibility = self.feasibility
+        infeasible: dict[str, int] = {}
 
         def launch(count: int, now: float, mean_in: float, mean_out: float) -> int:
             nonlocal counter
@@ -253,9 +316,11 @@ class Simulator:
             )
             unit = self._unit_cache[key]
             target = have + count * unit.output_tokens_per_s - 1e-6
-            if len(live) + count > s.max_replicas:
+            capped = len(live) + count > s.max_replicas
+            if capped:
                 count = max(0, s.max_replicas - len(live))
             if count <= 0:
+                flag_capped(now)
                 return 0
             plan = schedule(
                 s.nodes,
@@ -268,17 +333,7 @@ class Simulator:
             placed = 0
             for placement in plan.placements[:count]:
                 counter += 1
-                accelerator = self.catalog.accelerator(placement.accelerator)
-                profile = EngineProfile.of(
-                    self.catalog.model(s.model),
-                    accelerator,
-                    placement.tp,
-                    s.dtype,
-                    self.scheduler.assumptions,
-                )
-                engine = SimEngine(
-                    profile, chunk_tokens=self._chunk_tokens(placement.accelerator, placement.tp), now=now
-                )
+                engine = self.new_engine(placement.accelerator, placement.tp, now)
                 replicas.append(
                     _Replica(
                         f"r{counter}",
@@ -293,7 +348,14 @@ class Simulator:
                     )
                 )
                 placed += 1
+            if capped or placed < count:
+                flag_capped(now)
             return placed
+
+        def flag_capped(now: float) -> None:
+            nonlocal capped_s
+            if now >= scored_from:
+                capped_s += s.tick_s
 
         def drain(count: int, now: float) -> int:
             # cold starts first (nothing to lose), then the Ready replicas with the least work
@@ -352,8 +414,17 @@ class Simulator:
                 )
                 tick_in += sim.input_tokens
                 tick_out += sim.output_tokens
+                why = feasibility.check(sim.input_tokens, sim.output_tokens)
+                if why is not None:
+                    if arrival >= scored_from:
+                        kind = why.partition(":")[0]
+                        infeasible[kind] = infeasible.get(kind, 0) + 1
+                    continue
+                if arrival >= scored_from:
+                    tick_arrived += 1
                 if sim.input_tokens + sim.output_tokens > kv_cap:
-                    rejected += 1
+                    if arrival >= scored_from:
+                        rejected += 1
                     continue
                 advance(arrival)
                 route(sim, arrival)
@@ -424,9 +495,10 @@ class Simulator:
                         tick_out / s.tick_s / self.declared.output_tokens_per_s,
                         tick_in / s.tick_s / self.declared.input_tokens_per_s,
                     ),
+                    tick_arrived,
                 )
             )
-            tick_in = tick_out = 0
+            tick_in = tick_out = tick_arrived = 0
             if progress is not None:
                 progress(now, end)
         # finish the work in flight (no new arrivals), then stop everything
@@ -454,21 +526,12 @@ class Simulator:
         cost = sum(r.price_per_hour * hours(r) for r in stopped)
         results = [r for r in results if r.arrival_s >= scored_from]
         scored = sum(1 for r in requests if r.arrival_s >= scored_from)
-        rejected = sum(
-            1
-            for r in requests
-            if r.arrival_s >= scored_from and max(1, r.input_tokens) + max(1, r.output_tokens) > kv_cap
-        )
-        unfinished = scored - len(results) - rejected
-        ttft_ok = [r for r in results if r.ttft_s is not None and r.ttft_s <= s.ttft_target_s]
+        ttft = self.ttft
+        n_infeasible = sum(infeasible.values())
+        unfinished = scored - n_infeasible - len(results) - rejected
+        ttft_ok = [r for r in results if r.ttft_s is not None and r.ttft_s <= ttft.for_prompt(r.input_tokens)]
         tpot_ok = [r for r in results if r.tpot_s is None or r.tpot_s <= s.tpot_target_s]
-        missed_at = [
-            r.arrival_s
-            for r in results
-            if r.ttft_s is None
-            or r.ttft_s > s.ttft_target_s
-            or (r.tpot_s is not None and r.tpot_s > s.tpot_target_s)
-        ]
+        missed_at = [r.arrival_s for r in results if self.misses(r)]
         met = len(results) - len(missed_at)
         return SimResult(
             policy=policy.name,
@@ -488,6 +551,9 @@ class Simulator:
             timeline=[p for p in timeline if p.t >= scored_from],
             decisions=[d for d in decisions if d.at >= scored_from],
             missed_at=sorted(missed_at),
+            infeasible=n_infeasible,
+            infeasible_reasons=infeasible,
+            fleet_capped_s=capped_s,
         )
 
     @functools.cache  # noqa: B019 - one simulator per run; a handful of (type, tp) keys
@@ -515,7 +581,7 @@ class Simulator:
         return self._declared_options.get(replica.accelerator, (0.0, 0.0))[0]
 
 
-def _needs(trace: Trace, unit: UnitCapacity, window_s: float) -> list[float]:
+def needs(trace: Trace, unit: UnitCapacity, window_s: float) -> list[float]:
     """Replicas at full predicted capacity needed by each ``window_s`` window, in order."""
     buckets: dict[int, list[int]] = {}
     for r in trace.requests:
@@ -536,8 +602,8 @@ def _needs(trace: Trace, unit: UnitCapacity, window_s: float) -> list[float]:
 def warm_replicas(
     trace: Trace, unit: UnitCapacity, *, window_s: float = 60.0, utilisation: float = 0.8
 ) -> int:
-    needs = _needs(trace, unit, window_s)
-    return max(1, math.ceil(needs[0] / utilisation)) if needs else 1
+    first = needs(trace, unit, window_s)
+    return max(1, math.ceil(first[0] / utilisation)) if first else 1
 
 
 def peak_replicas(
@@ -548,6 +614,6 @@ def peak_replicas(
     if not trace.requests:
         return 1
     worst = 0.0
-    for need in _needs(trace, unit, window_s):
+    for need in needs(trace, unit, window_s):
         worst = max(worst, need)
     return max(1, math.ceil(worst / utilisation))

@@ -123,7 +123,7 @@ def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:
         for r in trace.requests
     ]
     path.write_text("\n".join(lines) + "\n")
-    png = tmp_path / "sim.png"
+    plots = tmp_path / "plots"
     result = CliRunner().invoke(
         app,
         [
@@ -135,7 +135,7 @@ def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:
             "-o",
             "json",
             "--plot",
-            str(png),
+            str(plots),
             "--model",
             "qwen2.5-7b-instruct",
             "--fleet",
@@ -143,9 +143,22 @@ def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
-    assert {"requests", "slo_attainment", "accelerator_hours", "cost", "scaling_actions"} <= summary.keys()
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(result.output)
+    assert set(report["policies"]) == {"kpa", "oracle"}
+    kpa = report["policies"]["kpa"]
+    assert {"slo_attainment", "infeasible", "accelerator_hours", "vs_oracle", "fleet_capped_s"} <= kpa.keys()
+    assert report["oracle"]["vs_oracle"] == 1.0
+    for name in ("kpa", "oracle"):
+        assert (plots / f"synthetic-{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    warm = CliRunner().invoke(
+        app,
+        ["simulate", "--trace", str(path), "--policy", "static_peak", "--no-oracle", "-o", "json",
+         "--model", "qwen2.5-7b-instruct", "--fleet", "L20:autox8", "--warmup-until", "2m"],
+    )  # fmt: skip
+    assert warm.exit_code == 0, warm.output
+    assert json.loads(warm.output)["setup"]["scored_from_s"] == 120.0
+    outside = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--warmup-until", "1d"])
+    assert outside.exit_code == 2 and "not inside the trace" in outside.output
     bad = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--policy", "nope"])
     assert bad.exit_code == 2 and "unknown policy 'nope'" in bad.output
 

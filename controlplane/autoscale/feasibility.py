@@ -1,0 +1,119 @@
+"""Which requests no replica can serve within the SLO, whatever the autoscaler does.
+
+A request is *infeasible* when
+
+* its prompt plus output exceed the model's context length (no engine accepts it), or
+* they exceed the KV cache of every allowed replica shape (type x tensor-parallel degree), or
+* its prompt cannot be prefilled within its TTFT target on any allowed shape, even alone and in
+  one engine step (the most lenient physical bound: the step's compute-bound time
+  ``2 x active parameters x prompt tokens / FLOPS``, times the TP communication factor, plus the
+  step overhead; chunked prefill can only be slower).
+
+Such a request would miss whatever the replica count, so the simulator reports it apart and never
+scores it as an autoscaler miss; the live path can answer it with :meth:`Feasibility.check`'s
+reason. Because the bound is the most lenient one, a request counted infeasible here is one that
+no schedule could serve: the count never excuses a miss that more or other replicas would fix.
+
+:class:`TtftTarget` also offers the length-aware TTFT target production SLOs are often written
+with (``base + prompt_tokens / rate``), so long prompts get the time their prefill needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.catalog import Catalog, Dtype
+from controlplane.catalog.perf import EngineProfile, PerfAssumptions
+
+
+@dataclass(frozen=True, slots=True)
+class TtftTarget:
+    """``base_s``, plus ``prompt_tokens / prompt_tokens_per_s`` when that rate is set (> 0)."""
+
+    base_s: float
+    prompt_tokens_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.base_s > 0:
+            raise ValueError(f"ttft base_s must be positive, got {self.base_s}")
+        if self.prompt_tokens_per_s < 0:
+            raise ValueError(f"ttft prompt_tokens_per_s must not be negative, got {self.prompt_tokens_per_s}")
+
+    def for_prompt(self, prompt_tokens: int) -> float:
+        if self.prompt_tokens_per_s > 0:
+            return self.base_s + prompt_tokens / self.prompt_tokens_per_s
+        return self.base_s
+
+    def describe(self) -> str:
+        if self.prompt_tokens_per_s > 0:
+            return f"{self.base_s:g}s + prompt tokens / {self.prompt_tokens_per_s:g}"
+        return f"{self.base_s:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    name: str  # "910C x2"
+    kv_capacity_tokens: int
+    profile: EngineProfile
+
+
+@dataclass(frozen=True, slots=True)
+class Feasibility:
+    """The limits of the allowed replica shapes for one model and SLO."""
+
+    model: str
+    context_tokens: int
+    ttft: TtftTarget
+    shapes: tuple[_Shape, ...]
+
+    @property
+    def max_kv_tokens(self) -> int:
+        return max((s.kv_capacity_tokens for s in self.shapes), default=0)
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        """The fastest any allowed shape prefills ``prompt_tokens`` (alone, in one step)."""
+        return min(
+            (s.profile.step_time(0, 0.0, float(prompt_tokens)) for s in self.shapes),
+            default=float("inf"),
+        )
+
+    def check(self, input_tokens: int, output_tokens: int) -> str | None:
+        """``None`` when some allowed shape can serve the request within the SLO; otherwise the
+        reason, as a short kind and the figures (``"context: ..."``, ``"kv: ..."``, ``"ttft: ..."``)."""
+        total = input_tokens + output_tokens
+        if total > self.context_tokens:
+            return f"context: {total} tokens exceed {self.model}'s context of {self.context_tokens}"
+        if total > self.max_kv_tokens:
+            return f"kv: {total} tokens exceed every allowed shape's KV cache (at most {self.max_kv_tokens})"
+        target = self.ttft.for_prompt(input_tokens)
+        fastest = self.prefill_s(input_tokens)
+        if fastest > target:
+            return (
+                f"ttft: a {input_tokens}-token prompt takes at least {fastest:.2f}s to prefill on any "
+                f"allowed shape, over the {target:.2f}s TTFT target"
+            )
+        return None
+
+
+def feasibility_for(
+    catalog: Catalog,
+    model: str,
+    types: dict[str, int],
+    ttft: TtftTarget,
+    *,
+    dtype: Dtype = Dtype.BF16,
+    assumptions: PerfAssumptions | None = None,
+) -> Feasibility:
+    """The shapes of ``types`` (accelerator type -> devices per node, the TP limit) that hold the
+    model's weights with room for a KV cache."""
+    spec = catalog.model(model)
+    shapes: list[_Shape] = []
+    for name in sorted(types):
+        accelerator = catalog.accelerators.get(name)
+        if accelerator is None or not catalog.engines_for(spec, accelerator.vendor):
+            continue
+        for tp in spec.tp_sizes(types[name]):
+            profile = EngineProfile.of(spec, accelerator, tp, dtype, assumptions)
+            if profile.kv_capacity_tokens > 0:
+                shapes.append(_Shape(f"{name} x{tp}", profile.kv_capacity_tokens, profile))
+    return Feasibility(spec.name, spec.context_length, ttft, tuple(shapes))
