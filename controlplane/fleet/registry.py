@@ -151,7 +151,12 @@ class NodeRegistry:
             self._tasks = [
                 asyncio.create_task(
                     follow(
-                        self._store, keys.NODES, self._apply_remote, start_revision=revision + 1, what="nodes"
+                        self._store,
+                        keys.NODES,
+                        self._apply_remote,
+                        start_revision=revision + 1,
+                        resync=self._resync_nodes,
+                        what="nodes",
                     ),
                     name="fleet-follow",
                 ),
@@ -203,6 +208,19 @@ class NodeRegistry:
             entry.record, entry.mod_revision = record, event.mod_revision
         self._count(record, +1)
         self._publish(ChangeKind.UPSERT, entry.view())
+
+    async def _resync_nodes(self) -> int:
+        """After a compaction: every node record as it is now, as the changes missed would have
+        left it (newer records applied, nodes deleted meanwhile dropped); the revision read at."""
+        kvs, revision = await self._store.list_prefix(keys.NODES)
+        listed = set()
+        for kv in kvs:
+            listed.add(keys.node_id_of(kv.key))
+            self._apply_remote(WatchEvent(WatchEventKind.PUT, kv.key, kv.value, kv.mod_revision))
+        for node_id, entry in list(self._entries.items()):
+            if node_id not in listed and entry.mod_revision <= revision and not entry.lock.locked():
+                self._apply_remote(WatchEvent(WatchEventKind.DELETE, keys.node(node_id), b"", revision))
+        return revision
 
     def _apply_presence(self, event: WatchEvent) -> None:
         node_id = event.key[len(keys.PRESENCE) :]

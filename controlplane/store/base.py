@@ -11,6 +11,15 @@ etcd writes per second, each a raft round and an fsync. Liveness is instead kept
 leader (:mod:`controlplane.fleet.registry`), and only *state changes* (Ready -> Suspect, a device
 turning unhealthy, a cordon) are written. After a restart the registry reloads the persisted
 states and rebuilds liveness from the agents' reconnecting streams.
+
+Two guarantees for writers and watchers that outlive a fault:
+
+- **Fenced writes.** Every write takes an optional :class:`Fence`: a key (the leader key) and the
+  create revision the writer saw it at. The write and the fence's comparison are one transaction,
+  so a writer that lost what entitled it to write (a leader paused past its lease while another
+  was elected) changes nothing, however late it wakes up; it gets :class:`Fenced`, not a lost race.
+- **Compaction.** A watch from a revision the store has compacted away raises
+  :class:`RevisionCompacted`; the watcher must list again (:func:`controlplane.store.follow.follow`).
 """
 
 from __future__ import annotations
@@ -27,8 +36,32 @@ class StoreUnavailable(Exception):
     retryable = True
 
 
+class Fenced(Exception):
+    """A fenced write found the fence gone: the writer no longer holds what entitled it to write
+    (leadership). Not retryable by the same writer; nothing was written."""
+
+    retryable = False
+
+
+class RevisionCompacted(Exception):
+    """A watch asked for history the store has compacted; list again, then watch from there."""
+
+    def __init__(self, compacted_revision: int) -> None:
+        super().__init__(f"revision compacted: history before {compacted_revision} is gone")
+        self.compacted_revision = compacted_revision
+
+
 class LeaseExpired(Exception):
     """A lease to refresh no longer exists (it expired or was revoked): what it held is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A write under this fence lands only while ``key`` exists with ``create_revision``: a key on
+    a lease (the leader key) that expired and was created again by someone else has another one."""
+
+    key: str
+    create_revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +94,21 @@ class Store(Protocol):
         """All keys under ``prefix`` (sorted) and the store revision they were read at."""
         ...
 
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        """Unconditional write; returns the new revision. Prefer :meth:`compare_and_put`."""
+    async def put(self, key: str, value: bytes, *, lease: int = 0, fence: Fence | None = None) -> int:
+        """Unconditional write; returns the new revision. Prefer :meth:`compare_and_put`.
+
+        Every write raises :class:`Fenced` (writing nothing) when ``fence`` no longer holds.
+        """
         ...
 
     async def compare_and_put(
-        self, key: str, value: bytes, *, expected_mod_revision: int, lease: int = 0
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: int = 0,
+        fence: Fence | None = None,
     ) -> int | None:
         """Write only if the key's mod_revision equals ``expected_mod_revision`` (0: absent).
 
@@ -74,14 +116,23 @@ class Store(Protocol):
         """
         ...
 
-    async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool: ...
+    async def compare_and_delete(
+        self, key: str, *, expected_mod_revision: int, fence: Fence | None = None
+    ) -> bool: ...
 
-    async def create_all(self, items: list[tuple[str, bytes]]) -> int | None:
+    async def create_all(self, items: list[tuple[str, bytes]], *, fence: Fence | None = None) -> int | None:
         """Create every key atomically, only if none exists; the new revision, or None."""
         ...
 
+    async def compact(self, revision: int) -> None:
+        """Forget the history before ``revision`` (etcd's compaction; what an operator's or the
+        chart's periodic compaction does). Watches from before it raise RevisionCompacted."""
+        ...
+
     def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
-        """Changes under ``prefix`` from ``start_revision`` (inclusive), until cancelled."""
+        """Changes under ``prefix`` from ``start_revision`` (inclusive), until cancelled.
+
+        Raises :class:`RevisionCompacted` when ``start_revision`` is older than the history kept."""
         ...
 
     async def grant_lease(self, ttl_s: int) -> int: ...

@@ -10,6 +10,11 @@ losing one member of three costs a reconnect, not an outage. A compare-and-swap 
 is still safe: if the first attempt did land, the retry's compare fails and the caller re-reads,
 as after any lost race. Watches that break end with StoreUnavailable; their owners resume them
 from the last revision they saw, on the member the store has moved to.
+
+Fenced writes add one comparison to the transaction (the fence key's ``create_revision``) and
+read the fence key in the failure branch, so one round trip tells a lost race (None) from a
+lost fence (:class:`Fenced`). Compaction: aetcd's ``RevisionCompactedError`` becomes
+:class:`RevisionCompacted`.
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ from typing import Any, TypeVar
 import aetcd
 import grpc
 from aetcd import rpc, watcher
-from aetcd.rpc import Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest
+from aetcd.exceptions import RevisionCompactedError
+from aetcd.rpc import Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest
 
-from controlplane.store.base import KeyValue, LeaseExpired, StoreUnavailable, WatchEvent, WatchEventKind
+from controlplane.store.base import (
+    Fence,
+    Fenced,
+    KeyValue,
+    LeaseExpired,
+    RevisionCompacted,
+    StoreUnavailable,
+    WatchEvent,
+    WatchEventKind,
+)
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS
 
@@ -186,59 +201,98 @@ class EtcdStore:
         # GetRange is falsy when empty but still carries the header with the store revision.
         return [_kv(kv) for kv in result], int(result.header.revision)
 
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+    async def put(self, key: str, value: bytes, *, lease: int = 0, fence: Fence | None = None) -> int:
+        if fence is not None:
+            op = RequestOp(request_put=PutRequest(key=key.encode(), value=value, lease=lease))
+            revision = await self._txn_fenced([], [op], fence)
+            assert revision is not None  # no comparison but the fence's, which raises
+            return revision
         result = await self._call(lambda c: c.put(key.encode(), value, lease=lease or None))
         return int(result.header.revision)
 
     async def _txn(self, request: TxnRequest) -> Any:
         return await self._call(lambda c: c.kvstub.Txn(request, timeout=self._timeout_s))
 
-    async def _txn_if_revision(self, raw: bytes, expected_mod_revision: int, op: RequestOp) -> int | None:
-        """Run ``op`` if the key is at ``expected_mod_revision`` (0: absent); the new revision or None."""
+    async def _txn_fenced(self, compares: list[Any], ops: list[Any], fence: Fence | None) -> int | None:
+        """Run ``ops`` if every comparison (and the fence) holds: the new revision, or None when a
+        comparison failed; Fenced when the fence did."""
+        failure: list[Any] = []
+        if fence is not None:
+            raw = fence.key.encode()
+            compares = [
+                *compares,
+                Compare(
+                    key=raw,
+                    target=Compare.CREATE,
+                    result=Compare.EQUAL,
+                    create_revision=fence.create_revision,
+                ),
+            ]
+            failure = [RequestOp(request_range=RangeRequest(key=raw))]
+        response = await self._txn(TxnRequest(compare=compares, success=ops, failure=failure))
+        if response.succeeded:
+            return int(response.header.revision)
+        if fence is not None:
+            found = response.responses[0].response_range.kvs
+            if not found or int(found[0].create_revision) != fence.create_revision:
+                raise Fenced(f"{fence.key} is no longer at create revision {fence.create_revision}")
+        return None
+
+    @staticmethod
+    def _at_revision(raw: bytes, expected_mod_revision: int) -> Any:
         if expected_mod_revision == 0:
-            compare = Compare(key=raw, target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
-        else:
-            compare = Compare(
-                key=raw, target=Compare.MOD, result=Compare.EQUAL, mod_revision=expected_mod_revision
-            )
-        response = await self._txn(TxnRequest(compare=[compare], success=[op], failure=[]))
-        return int(response.header.revision) if response.succeeded else None
+            return Compare(key=raw, target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
+        return Compare(key=raw, target=Compare.MOD, result=Compare.EQUAL, mod_revision=expected_mod_revision)
 
     async def compare_and_put(
-        self, key: str, value: bytes, *, expected_mod_revision: int, lease: int = 0
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: int = 0,
+        fence: Fence | None = None,
     ) -> int | None:
         raw = key.encode()
         op = RequestOp(request_put=PutRequest(key=raw, value=value, lease=lease))
-        return await self._txn_if_revision(raw, expected_mod_revision, op)
+        return await self._txn_fenced([self._at_revision(raw, expected_mod_revision)], [op], fence)
 
-    async def create_all(self, items: list[tuple[str, bytes]]) -> int | None:
-        compares = [
-            Compare(key=key.encode(), target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
-            for key, _ in items
-        ]
+    async def create_all(self, items: list[tuple[str, bytes]], *, fence: Fence | None = None) -> int | None:
+        compares = [self._at_revision(key.encode(), 0) for key, _ in items]
         puts = [RequestOp(request_put=PutRequest(key=key.encode(), value=value)) for key, value in items]
-        response = await self._txn(TxnRequest(compare=compares, success=puts, failure=[]))
-        return int(response.header.revision) if response.succeeded else None
+        return await self._txn_fenced(compares, puts, fence)
 
-    async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool:
+    async def compare_and_delete(
+        self, key: str, *, expected_mod_revision: int, fence: Fence | None = None
+    ) -> bool:
         if expected_mod_revision == 0:
             return False
         raw = key.encode()
         op = RequestOp(request_delete_range=DeleteRangeRequest(key=raw))
-        return await self._txn_if_revision(raw, expected_mod_revision, op) is not None
+        return (
+            await self._txn_fenced([self._at_revision(raw, expected_mod_revision)], [op], fence) is not None
+        )
+
+    async def compact(self, revision: int) -> None:
+        await self._call(lambda c: c.compact(revision, physical=True))
 
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         raw = prefix.encode()
         client = self._client
-        watch = await self._call(
-            lambda c: c.watch(raw, range_end=_prefix_end(raw), start_revision=start_revision or None)
-        )
+        try:
+            watch = await self._call(
+                lambda c: c.watch(raw, range_end=_prefix_end(raw), start_revision=start_revision or None)
+            )
+        except RevisionCompactedError as exc:
+            raise RevisionCompacted(int(exc.compacted_revision)) from exc
         try:
             async for event in watch:
                 kind = WatchEventKind.PUT if event.kind == "PUT" else WatchEventKind.DELETE
                 yield WatchEvent(
                     kind, event.kv.key.decode(), bytes(event.kv.value), int(event.kv.mod_revision)
                 )
+        except RevisionCompactedError as exc:  # compacted while this watch lagged behind
+            raise RevisionCompacted(int(exc.compacted_revision)) from exc
         except (*_GONE, grpc.aio.AioRpcError) as exc:
             await self._failover(client)  # the member went away: the owner resumes on the next
             raise StoreUnavailable(f"etcd watch broken: {exc}") from exc

@@ -2,9 +2,15 @@
 
 Every long-lived watcher in the control plane (nodes, presence keys, replica records for fencing,
 capacity requests for the reconciler) is the same loop: watch from a revision, apply each event,
-and when the store goes away (a dead etcd member, a broken stream, a compaction past the
-revision) wait a second and watch again, from the last revision seen or, with ``resync``, from
-a fresh listing.
+and when the store goes away (a dead etcd member, a broken stream) wait a second and watch again
+from the last revision seen.
+
+Compaction is the one failure that resuming cannot survive: etcd has forgotten the history the
+follower needs (the Helm chart's etcd compacts every hour, so a follower that was cut off for a
+while comes back to a compacted revision). Retrying the same revision would fail forever; the
+follower instead re-lists (``resync`` rebuilds its state from a fresh listing and returns the
+revision it read at) and resumes from there. A follower that resumes from a revision therefore
+must say how to re-list: ``start_revision`` without ``resync`` is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from controlplane.store.base import Store, WatchEvent
+from controlplane.store.base import RevisionCompacted, Store, WatchEvent
 from tokenfab.logs import get_logger
 
 log = get_logger("store.follow")
@@ -27,17 +33,29 @@ async def follow(
     start_revision: int | None = None,
     resync: Callable[[], Awaitable[int]] | None = None,
     what: str,
+    on_resync: Callable[[], None] = lambda: None,
 ) -> None:
     """Apply every change under ``prefix`` until cancelled.
 
     ``start_revision``: resume from there, then from the last event seen. None: every (re)start
     begins at the store's current revision (for followers that only react to what happens next).
-    ``resync``: after a failure, rebuild the follower's state and return the revision it read at.
+    ``resync``: rebuild the follower's state from a listing and return the revision it read at;
+    called when the revision to resume from was compacted (required with ``start_revision``).
+    ``on_resync``: told after every successful re-listing (metrics, tests).
     """
+    if start_revision is not None and resync is None:
+        raise ValueError(f"follow {what}: a follower resuming from a revision needs resync for compactions")
     revision = start_revision
+    needs_resync = False
     while True:
         try:
-            if start_revision is None:
+            if needs_resync:
+                assert resync is not None
+                revision = await resync() + 1
+                needs_resync = False
+                on_resync()
+                log.info("follow.resynced", what=what, prefix=prefix, revision=revision)
+            elif start_revision is None:
                 _, current = await store.list_prefix(prefix)
                 revision = current + 1
             assert revision is not None
@@ -46,11 +64,17 @@ async def follow(
                 apply(event)
         except asyncio.CancelledError:
             raise
+        except RevisionCompacted as exc:
+            # the history from `revision` is gone: list again (no wait: etcd is there and answering)
+            log.warning(
+                "follow.compacted",
+                what=what,
+                prefix=prefix,
+                revision=revision,
+                compacted=exc.compacted_revision,
+            )
+            needs_resync = resync is not None
+            continue
         except Exception as exc:
             log.warning("follow.failed", what=what, prefix=prefix, error=str(exc) or type(exc).__name__)
             await asyncio.sleep(RETRY_S)
-            if resync is not None:
-                try:
-                    revision = await resync() + 1
-                except Exception as again:  # still down: the next round tries again
-                    log.warning("follow.resync_failed", what=what, error=str(again) or type(again).__name__)

@@ -2,6 +2,9 @@
 
 Revisions are a single counter incremented by every write, as in etcd. Leases expire only when
 :meth:`MemoryStore.expire_leases` is called with a time past their deadline (tests drive time).
+Fences and compaction behave as in etcd: a fenced write checks the fence key's create revision
+first and writes nothing when it moved; :meth:`MemoryStore.compact` drops the history before a
+revision, and a watch from before it raises RevisionCompacted.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from controlplane.store.base import KeyValue, LeaseExpired, WatchEvent, WatchEventKind
+from controlplane.store.base import (
+    Fence,
+    Fenced,
+    KeyValue,
+    LeaseExpired,
+    RevisionCompacted,
+    WatchEvent,
+    WatchEventKind,
+)
 
 
 @dataclass
@@ -26,6 +37,7 @@ class MemoryStore:
         self._data: dict[str, KeyValue] = {}
         self._revision = 0
         self._history: list[WatchEvent] = []
+        self._compacted = 0  # history before this revision is gone
         self._watchers: list[tuple[str, asyncio.Queue[WatchEvent]]] = []
         self._leases: dict[int, _Lease] = {}
         self._next_lease = 1
@@ -65,18 +77,34 @@ class MemoryStore:
         del self._data[key]
         self._emit(WatchEvent(WatchEventKind.DELETE, key, b"", self._revision))
 
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+    def _check(self, fence: Fence | None) -> None:
+        if fence is None:
+            return
+        holder = self._data.get(fence.key)
+        if holder is None or holder.create_revision != fence.create_revision:
+            raise Fenced(f"{fence.key} is no longer at create revision {fence.create_revision}")
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0, fence: Fence | None = None) -> int:
+        self._check(fence)
         return self._write(key, value, lease)
 
     async def compare_and_put(
-        self, key: str, value: bytes, *, expected_mod_revision: int, lease: int = 0
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: int = 0,
+        fence: Fence | None = None,
     ) -> int | None:
+        self._check(fence)
         current = self._data.get(key)
         if (current.mod_revision if current else 0) != expected_mod_revision:
             return None
         return self._write(key, value, lease)
 
-    async def create_all(self, items: list[tuple[str, bytes]]) -> int | None:
+    async def create_all(self, items: list[tuple[str, bytes]], *, fence: Fence | None = None) -> int | None:
+        self._check(fence)
         if any(key in self._data for key, _ in items):
             return None
         # one revision for the whole transaction, as etcd does
@@ -86,14 +114,23 @@ class MemoryStore:
             self._emit(WatchEvent(WatchEventKind.PUT, key, value, self._revision))
         return self._revision
 
-    async def compare_and_delete(self, key: str, *, expected_mod_revision: int) -> bool:
+    async def compare_and_delete(
+        self, key: str, *, expected_mod_revision: int, fence: Fence | None = None
+    ) -> bool:
+        self._check(fence)
         current = self._data.get(key)
         if current is None or current.mod_revision != expected_mod_revision:
             return False
         self._delete(key)
         return True
 
+    async def compact(self, revision: int) -> None:
+        self._compacted = max(self._compacted, min(revision, self._revision))
+        self._history = [e for e in self._history if e.mod_revision >= self._compacted]
+
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+        if start_revision < self._compacted:
+            raise RevisionCompacted(self._compacted)
         queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
         for event in self._history:
             if event.mod_revision >= start_revision and event.key.startswith(prefix):

@@ -114,3 +114,57 @@ async def test_the_control_plane_keeps_leading_and_writing_with_one_member_down(
         assert agent.proc is not None and agent.proc.poll() is None
     finally:
         await plane.stop(grace_s=0.1)
+
+
+async def test_a_follower_cut_off_past_a_compaction_lists_again_and_resumes(cluster: EtcdCluster) -> None:
+    """Instance B follows the fleet through one member only; that member dies, the fleet changes
+    (a node cordoned, one deleted, one added) and etcd compacts its history, then the member comes
+    back. B's resume revision is gone: it must re-list (seeing every change) and keep following."""
+    from controlplane.domain.nodes import GiB, NodeRegistration
+    from controlplane.fleet.registry import NodeRegistry
+    from controlplane.fleet.types import FleetTiming
+    from controlplane.store import keys
+
+    def registration(node_id: str) -> NodeRegistration:
+        return NodeRegistration.model_validate(
+            {"node_id": node_id, "cluster": "c1", "vendor": "ascend",
+             "devices": [{"uuid": f"{node_id}-0", "index": 0, "model": "910B3", "memory_bytes": 64 * GiB}]}
+        )  # fmt: skip
+
+    m0, m1, m2 = cluster.members
+    writer_store = EtcdStore(endpoints=[(m.host, m.client_port) for m in (m1, m2)], timeout_s=2.0)
+    follower_store = EtcdStore(m0.host, m0.client_port, timeout_s=2.0)
+    await writer_store.connect()
+    await follower_store.connect()
+    timing = FleetTiming(heartbeat_interval_s=1.0, suspect_after_missed=3, lost_after_s=600.0)
+    a = NodeRegistry(writer_store, timing=timing, identity="a")
+    b = NodeRegistry(follower_store, timing=timing, identity="b", is_leader=lambda: False)
+    await a.start(monitor=False)
+    await b.start()  # follows nodes and presence
+    try:
+        for node in ("n1", "n2"):
+            await a.register(registration(node))
+        await wait_for(lambda: {v.node_id for v in b.nodes()} == {"n1", "n2"}, what="B sees the fleet")
+
+        m0.kill()
+        await a.cordon("n1", "maintenance")
+        n2 = await writer_store.get(keys.node("n2"))
+        assert n2 is not None
+        assert await writer_store.compare_and_delete(keys.node("n2"), expected_mod_revision=n2.mod_revision)
+        await a.register(registration("n3"))
+        _, revision = await writer_store.list_prefix(keys.NODES)
+        await writer_store.compact(revision)
+        await m0.start()  # rejoins, catches up (compaction included) through raft
+
+        def caught_up() -> bool:
+            views = {v.node_id: v for v in b.nodes()}
+            return set(views) == {"n1", "n3"} and views["n1"].record.cordoned
+
+        await wait_for(caught_up, timeout=60, what="B re-listed after the compaction")
+        await a.register(registration("n4"))  # and B follows again from the fresh listing
+        await wait_for(lambda: "n4" in {v.node_id for v in b.nodes()}, what="B follows after re-listing")
+    finally:
+        await b.stop()
+        await a.stop()
+        await follower_store.close()
+        await writer_store.close()

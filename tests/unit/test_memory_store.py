@@ -20,3 +20,53 @@ async def test_memory_store_lease_expiry() -> None:
     now[0] = 6.0
     assert await store.expire_leases() == [lease]
     assert await store.get("/k") is None
+
+
+async def test_a_follower_whose_revision_was_compacted_lists_again_and_resumes() -> None:
+    import asyncio
+
+    from controlplane.store.base import WatchEvent
+    from controlplane.store.follow import follow
+
+    store = MemoryStore()
+    seen: dict[str, bytes] = {}
+
+    async def resync() -> int:
+        kvs, revision = await store.list_prefix("/f/")
+        seen.clear()
+        seen.update({kv.key: kv.value for kv in kvs})
+        return revision
+
+    def apply(event: WatchEvent) -> None:
+        seen[event.key] = event.value
+
+    stale = await store.put("/f/a", b"1")  # the follower last saw this revision
+    await store.put("/f/a", b"2")
+    await store.put("/f/b", b"3")
+    await store.compact(store.revision)
+    resyncs: list[int] = []
+    task = asyncio.create_task(
+        follow(store, "/f/", apply, start_revision=stale, resync=resync, what="t",
+               on_resync=lambda: resyncs.append(store.revision))
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert resyncs, "the compaction made the follower list again"
+        assert seen == {"/f/a": b"2", "/f/b": b"3"}
+        await store.put("/f/c", b"4")  # and it follows from the listing on
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert seen["/f/c"] == b"4"
+        assert len(resyncs) == 1
+    finally:
+        task.cancel()
+
+
+async def test_resuming_from_a_revision_without_a_way_to_list_again_is_refused() -> None:
+    import pytest
+
+    from controlplane.store.follow import follow
+
+    with pytest.raises(ValueError, match="needs resync"):
+        await follow(MemoryStore(), "/f/", lambda e: None, start_revision=5, what="t")
