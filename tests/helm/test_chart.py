@@ -23,7 +23,7 @@ CHART = ROOT / "deploy" / "helm" / "tokenfab"
 EXAMPLES = sorted((ROOT / "examples").glob("capacityrequest*.yaml"))
 KUBE_VERSIONS = ("1.37.0", "1.36.0", "1.35.0")
 # kinds from other projects' CRDs: no schema in kubernetes-validate (checked by shape below)
-FOREIGN_KINDS = {"ServiceMonitor", "Certificate", "RayCluster"}
+FOREIGN_KINDS = {"ServiceMonitor", "Certificate", "Issuer", "RayCluster"}
 TOKEN_DIGEST = hashlib.sha256(b"search-token").hexdigest()
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -40,27 +40,51 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "kuberay": {
         "cluster": {"name": "bj-a", "region": "cn-north"},
         "ray": {"kuberay": {"enabled": True}},
-        "agents": {"nvidia": {"enabled": True}},
+        "agents": {"nvidia": {"enabled": True, "nodes": ["gpu-a-1", "gpu-a-2"]}},
     },
     "mtls-cert-manager": {
-        "tls": {
-            "enabled": True,
-            "mutual": True,
-            "certManager": {"enabled": True, "issuerRef": {"name": "ca"}},
+        "tls": {"source": "certManager"},
+        "agents": {
+            "biren": {"enabled": True, "nodes": ["br-1"]},
+            "metax": {"enabled": True, "nodes": ["mx-1", "mx-2"]},
         },
-        "agents": {"biren": {"enabled": True}, "metax": {"enabled": True}},
+        "ray": {"clusters": [{"name": "default", "address": "ray-head.ray.svc:6379"}]},
         "serviceMonitor": {"enabled": True},
     },
+    "cert-manager-own-issuer-kuberay": {
+        "tls": {"source": "certManager", "certManager": {"issuerRef": {"name": "corp-ca"}}},
+        "ray": {"kuberay": {"enabled": True}},
+        "agents": {"nvidia": {"enabled": True, "nodes": ["gpu-a-1"], "devicePlugin": {"count": 8}}},
+        "networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+    },
     "single-vendor-ascend": {
-        "agents": {"ascend": {"enabled": True}},
+        "agents": {"ascend": {"enabled": True, "nodes": ["npu-1"]}},
         "ray": {"clusters": [{"name": "default", "address": "ray-head.ray.svc:6379"}]},
         "controlPlane": {
-            "tenants": {"entries": [{"name": "search", "token_sha256": TOKEN_DIGEST, "max_accelerators": 64}]}
+            "tenants": {
+                "entries": [{"name": "search", "token_sha256": TOKEN_DIGEST, "max_accelerators": 64}]
+            },
+            "operators": {"entries": [{"name": "alice", "role": "admin", "token_sha256": TOKEN_DIGEST}]},
         },
     },
-    "existing-secrets-no-operator": {
-        "tls": {"enabled": True, "existingSecret": "tokenfab-tls"},
-        "controlPlane": {"tenants": {"existingSecret": "tenants"}, "operator": {"enabled": False}},
+    "hostpath-identity-host-network": {
+        "agents": {
+            "identity": {"source": "hostPath"},
+            "ray": {"hostNetwork": True},
+            "ascend": {"enabled": True, "devicePlugin": {"count": 8}},
+            "nvidia": {"enabled": True},
+        },
+        "ray": {"kuberay": {"enabled": True}},
+        "networkPolicy": {"nodeCIDRs": ["10.0.0.0/16"], "rayFrom": [{"ipBlock": {"cidr": "10.9.0.0/24"}}]},
+    },
+    "plaintext-existing-secrets-no-operator": {
+        "tls": {"enabled": False},
+        "agents": {"metax": {"enabled": True}},
+        "controlPlane": {
+            "tenants": {"existingSecret": "tenants"},
+            "operators": {"existingSecret": "operators"},
+            "operator": {"enabled": False},
+        },
         "networkPolicy": {"enabled": False},
     },
 }
@@ -69,7 +93,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     chart = helm_python.Chart.load(str(CHART))
     rendered = chart.render(values=values, name="tf", namespace="tokenfab")
-    docs = []
+    docs: list[dict[str, Any]] = []
     for path, text in rendered.items():
         if path.endswith("NOTES.txt"):
             continue
@@ -202,13 +226,20 @@ def test_default_install_shape() -> None:
     assert etcd["spec"]["replicas"] == 3
     args = etcd["spec"]["template"]["spec"]["containers"][0]["args"]
     cluster = next(a for a in args if a.startswith("--initial-cluster="))
-    assert cluster.count("=http://") == 3
+    assert cluster.count("=https://") == 3
     assert not by_kind(docs, "DaemonSet")  # every vendor's agent is opt-in
     services = {d["metadata"]["name"] for d in by_kind(docs, "Service")}
     assert {"tf-tokenfab", "tf-tokenfab-metrics"} <= services
     assert by_kind(docs, "NetworkPolicy")
-    tenants = yaml.safe_load(by_kind(docs, "Secret")[0]["stringData"]["tenants.yaml"])
-    assert tenants == {"tenants": []}
+    secrets = {d["metadata"]["name"]: d for d in by_kind(docs, "Secret")}
+    assert yaml.safe_load(secrets["tf-tokenfab-tenants"]["stringData"]["tenants.yaml"]) == {"tenants": []}
+    assert yaml.safe_load(secrets["tf-tokenfab-operators"]["stringData"]["operators.yaml"]) == {
+        "operators": []
+    }
+    # secure by default: without cert-manager the chart's certgen Job issues the certificates
+    assert [j["metadata"]["name"] for j in by_kind(docs, "Job")] == ["tf-tokenfab-certgen"]
+    assert "--tls-client-ca=/etc/tokenfab/tls/ca.crt" in container["args"]
+    assert "--insecure" not in container["args"]
 
 
 def test_external_etcd_and_no_bundled_one() -> None:
@@ -230,11 +261,13 @@ def test_each_vendor_agent_gets_its_tools_and_nothing_more() -> None:
     paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert paths == {"/usr/local/Ascend/driver", "/usr/local/dcmi", "/usr/local/bin/npu-smi"}
     mounts = pod["containers"][0]["volumeMounts"]
-    assert all(m.get("readOnly") for m in mounts if m["name"] != "tmp")
+    assert all(m.get("readOnly") for m in mounts if m["name"] not in ("tmp", "shm", "models"))
     assert pod["automountServiceAccountToken"] is False
     assert "--backend=ascend" in pod["containers"][0]["args"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    assert env["TOKENFAB_RAY_ADDRESS"] == "ray-head.ray.svc:6379" and pod["hostNetwork"] is True
+    assert env["TOKENFAB_RAY_ADDRESS"] == "ray-head.ray.svc:6379"
+    assert "hostNetwork" not in pod  # the raylet lives in the pod network by default
+    assert pod["containers"][0]["securityContext"]["privileged"] is True  # no device plugin count
 
     nvidia = by_kind(render(VALUE_SETS["kuberay"]), "DaemonSet")[0]["spec"]["template"]["spec"]
     assert nvidia["runtimeClassName"] == "nvidia"
@@ -244,7 +277,7 @@ def test_each_vendor_agent_gets_its_tools_and_nothing_more() -> None:
     two = {
         d["metadata"]["labels"]["tokenfab.io/vendor"]: d
         for d in by_kind(render(VALUE_SETS["mtls-cert-manager"]), "DaemonSet")
-    }
+    }  # one DaemonSet per node: the last node of each vendor
     assert set(two) == {"biren", "metax"}
     biren = {
         v["hostPath"]["path"] for v in two["biren"]["spec"]["template"]["spec"]["volumes"] if "hostPath" in v
@@ -273,26 +306,53 @@ def test_kuberay_and_executors() -> None:
 
 def test_mutual_tls_everywhere() -> None:
     docs = render(VALUE_SETS["mtls-cert-manager"])
-    (cert,) = by_kind(docs, "Certificate")
-    assert cert["spec"]["secretName"] == "tf-tokenfab-tls"
     (cp,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "tf-tokenfab"]
     args = cp["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--tls-client-ca=/etc/tokenfab/tls/ca.crt" in args
-    for agent in by_kind(docs, "DaemonSet"):
+    assert "--executor-tls-ca=/etc/tokenfab/tls/ca.crt" in args
+    (executor,) = [d for d in by_kind(docs, "Deployment") if "executor" in d["metadata"]["name"]]
+    assert (
+        "--tls-client-ca=/etc/tokenfab/tls/ca.crt"
+        in executor["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    agents = by_kind(docs, "DaemonSet")
+    assert len(agents) == 3  # one per listed node
+    for agent in agents:
         agent_args = agent["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--tls-cert=/etc/tokenfab/tls/tls.crt" in agent_args
     assert by_kind(docs, "ServiceMonitor")
+    assert not by_kind(docs, "Job")  # cert-manager, not the chart's certgen Job
+
+
+def test_plaintext_only_by_request() -> None:
+    docs = render(VALUE_SETS["plaintext-existing-secrets-no-operator"])
+    for kind in ("Deployment", "StatefulSet", "DaemonSet"):
+        for d in by_kind(docs, kind):
+            pod = d["spec"]["template"]["spec"]
+            assert not [v for v in pod.get("volumes", []) if v["name"] == "tls"], d["metadata"]["name"]
+    servers = [d for d in by_kind(docs, "Deployment")]
+    assert servers and all(
+        "--insecure" in d["spec"]["template"]["spec"]["containers"][0]["args"] for d in servers
+    )
+    assert not by_kind(docs, "Certificate") and not by_kind(docs, "Job")
 
 
 def test_rbac_is_least_privilege() -> None:
     docs = render({})
-    rules = [r for d in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") for r in d["rules"]]
+    roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+    # the certgen Job's Role: Secrets only, and only while the install/upgrade hook runs
+    (certgen,) = [d for d in roles if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    assert certgen["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create", "update", "delete"]}
+    ]
+    assert "hook-succeeded" in certgen["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    rules = [r for d in roles if d is not certgen for r in d["rules"]]
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         assert set(rule["apiGroups"]) <= {"tokenfab.io", "events.k8s.io"}, rule
     cluster_wide = [r for d in by_kind(docs, "ClusterRole") for r in d["rules"]]
     assert all(set(r["resources"]) <= {"acceleratornodes", "acceleratornodes/status"} for r in cluster_wide)
-    assert not by_kind(render(VALUE_SETS["existing-secrets-no-operator"]), "ClusterRole")
+    assert not by_kind(render(VALUE_SETS["plaintext-existing-secrets-no-operator"]), "ClusterRole")
 
 
 @pytest.mark.parametrize(
@@ -301,7 +361,17 @@ def test_rbac_is_least_privilege() -> None:
         ({"controlPlane": {"replicas": 0}}, "/controlPlane/replicas"),
         ({"etcd": {"bundled": {"enabled": False}}}, "/etcd/external"),
         ({"tls": {"mutual": True}}, "/tls"),
-        ({"tls": {"enabled": True}}, "/tls"),  # no certificate source
+        ({"tls": {"source": "vault"}}, "/tls/source"),
+        ({"agents": {"nvidia": {"enabled": True, "nodes": ["Bad_Node"]}}}, "/agents/nvidia/nodes/0"),
+        ({"agents": {"identity": {"source": "csi"}}}, "/agents/identity/source"),
+        (
+            {
+                "controlPlane": {
+                    "operators": {"entries": [{"name": "x", "role": "root", "token_sha256": TOKEN_DIGEST}]}
+                }
+            },
+            "/controlPlane/operators/entries/0/role",
+        ),
         ({"agents": {"ascend": {"enabled": True, "driverPath": "usr/local"}}}, "/agents/ascend/driverPath"),
         ({"etcd": {"bundled": {"replicas": 2}}}, "/etcd/bundled/replicas"),
         (

@@ -47,8 +47,69 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{- define "tokenfab.tlsSecret" -}}
-{{- if .Values.tls.existingSecret -}}{{ .Values.tls.existingSecret }}{{- else -}}{{ include "tokenfab.fullname" . }}-tls{{- end -}}
+{{/*
+Where certificates come from: "off" (tls.enabled=false: plaintext, servers run with --insecure),
+"certManager" (tls.source=certManager, or auto and the cert-manager.io/v1 API is installed) or
+"generate" (the chart's pre-install/pre-upgrade Job, files/certgen.py).
+*/}}
+{{- define "tokenfab.tlsMode" -}}
+{{- if not .Values.tls.enabled -}}off
+{{- else if eq .Values.tls.source "certManager" -}}certManager
+{{- else if eq .Values.tls.source "generate" -}}generate
+{{- else if .Capabilities.APIVersions.Has "cert-manager.io/v1" -}}certManager
+{{- else -}}generate
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every certificate of the release, one per component (JSON list), so that the cert-manager
+Certificates, the generating Job and the pods that mount them agree on names and identities:
+  secret      the Secret holding tls.crt, tls.key and ca.crt (mounted by that component only)
+  component   controlplane | executor | agent | etcd | etcd-client (the control plane's etcd client)
+  ca          workload (Tokenfab's gRPC identities) | etcd (a separate CA: a workload certificate
+              is never an etcd credential)
+  uris, dns, ips, usages, commonName, subject (cluster or node name where one applies)
+Identities (docs/design/security.md): spiffe://tokenfab/controlplane/<release fullname>,
+spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>.
+*/}}
+{{- define "tokenfab.certificates" -}}
+{{- $full := include "tokenfab.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $certs := list -}}
+{{- $svc := list $full (printf "%s.%s" $full $ns) (printf "%s.%s.svc" $full $ns) (printf "%s.%s.svc.cluster.local" $full $ns) -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-controlplane-tls" $full) "component" "controlplane" "subject" $full "ca" "workload" "commonName" $full "uris" (list (printf "spiffe://tokenfab/controlplane/%s" $full)) "dns" $svc "ips" list "usages" (list "server auth" "client auth")) -}}
+{{- range (include "tokenfab.rayClusters" . | fromJsonArray) -}}
+{{- $name := printf "%s-executor-%s" $full .name -}}
+{{- $dns := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-tls" $name) "component" "executor" "subject" .name "ca" "workload" "commonName" $name "uris" (list (printf "spiffe://tokenfab/executor/%s" .name)) "dns" $dns "ips" list "usages" (list "server auth")) -}}
+{{- end -}}
+{{- if eq .Values.agents.identity.source "nodes" -}}
+{{- range $vendor := list "nvidia" "ascend" "metax" "biren" -}}
+{{- $v := index $.Values.agents $vendor -}}
+{{- if $v.enabled -}}
+{{- range $v.nodes -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-node-%s-tls" $full .) "component" "agent" "subject" . "ca" "workload" "commonName" . "uris" (list (printf "spiffe://tokenfab/node/%s" .)) "dns" list "ips" list "usages" (list "client auth")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.etcd.bundled.enabled -}}
+{{- $etcd := printf "%s-etcd" $full -}}
+{{- $peer := printf "%s-etcd-peer" $full -}}
+{{- $dns := list $etcd (printf "%s.%s" $etcd $ns) (printf "%s.%s.svc" $etcd $ns) (printf "%s.%s.svc.cluster.local" $etcd $ns) (printf "*.%s.%s.svc" $peer $ns) (printf "*.%s.%s.svc.cluster.local" $peer $ns) "localhost" -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-tls" $etcd) "component" "etcd" "subject" $etcd "ca" "etcd" "commonName" $etcd "uris" list "dns" $dns "ips" (list "127.0.0.1") "usages" (list "server auth" "client auth")) -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-client-tls" $etcd) "component" "etcd-client" "subject" $full "ca" "etcd" "commonName" "tokenfab-controlplane" "uris" (list (printf "spiffe://tokenfab/controlplane/%s" $full)) "dns" list "ips" list "usages" (list "client auth")) -}}
+{{- end -}}
+{{- toJson $certs -}}
+{{- end -}}
+
+{{/* The Secret of one component's certificate: (dict "root" $ "component" C "subject" S). */}}
+{{- define "tokenfab.certSecret" -}}
+{{- $found := "" -}}
+{{- range (include "tokenfab.certificates" .root | fromJsonArray) -}}
+{{- if and (eq .component $.component) (eq .subject $.subject) -}}{{ $found = .secret }}{{- end -}}
+{{- end -}}
+{{- required (printf "no certificate for %s %s" .component .subject) $found -}}
 {{- end -}}
 
 {{- define "tokenfab.grpcAddress" -}}
@@ -62,6 +123,12 @@ readOnlyRootFilesystem: true
 runAsNonRoot: true
 capabilities:
   drop: ["ALL"]
+{{- end -}}
+
+{{/* The KubeRay head's ports: Ray's defaults, and fixed ports for the head's own raylet so that
+its NetworkPolicy can name every port it admits. */}}
+{{- define "tokenfab.rayHeadPorts" -}}
+{{- toJson (dict "gcs" 6379 "dashboard" 8265 "client" 10001 "nodeManager" 6380 "objectManager" 6381 "metrics" 8080) -}}
 {{- end -}}
 
 {{- define "tokenfab.rayClusters" -}}
