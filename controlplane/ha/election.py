@@ -10,6 +10,14 @@ once as long as clocks run at the same rate (no synchronisation needed: each sid
 own intervals). A refresh that finds the lease gone steps down at once. The others try to take
 the key every ``ttl_s / 3``; a stopping leader revokes its lease, so a planned handover takes one
 retry interval, not a TTL.
+
+Fencing by etcd: time alone cannot stop a leader that was *paused* (SIGSTOP, a VM freeze, a long
+GC) in the middle of a reconcile pass, after it checked ``is_leader`` and before it wrote; its
+lease expires, a successor is elected, and the old one wakes up mid-pass. So every term is also a
+:class:`~controlplane.store.base.Fence`: the leader key's create revision, which only this term
+has (a successor creates the key anew). The leader's writes go through a
+:class:`~controlplane.store.fenced.FencedStore`, which adds the fence to each write's etcd
+transaction: a stale leader's write changes nothing, however late it lands.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from controlplane.store import keys
-from controlplane.store.base import LeaseExpired, Store, StoreUnavailable
+from controlplane.store.base import Fence, LeaseExpired, Store, StoreUnavailable
 from tokenfab.logs import get_logger
 
 log = get_logger("election")
@@ -40,12 +48,18 @@ class Election:
     on_change: Callable[[bool], None] = lambda leading: None
     terms: int = 0  # how many times this instance became leader
     _lease: int = 0
+    _created: int = 0  # the leader key's create revision in this term: the fence
     _valid_until: float = -math.inf
     _stopping: bool = False
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def is_leader(self) -> bool:
         return self._lease != 0 and self.clock() < self._valid_until
+
+    def fence(self) -> Fence | None:
+        """This term's fence while leading (None otherwise): writes under it fail once another
+        instance holds the leader key, even if this one has not noticed yet."""
+        return Fence(keys.LEADER, self._created) if self.is_leader() else None
 
     async def leader(self) -> dict[str, str] | None:
         kv = await self.store.get(keys.LEADER)
@@ -80,10 +94,11 @@ class Election:
         started = self.clock()
         lease = await self.store.grant_lease(self.ttl_s)
         value = json.dumps({"identity": self.identity, "since": datetime.now(UTC).isoformat()}).encode()
-        if await self.store.compare_and_put(keys.LEADER, value, expected_mod_revision=0, lease=lease) is None:
+        created = await self.store.compare_and_put(keys.LEADER, value, expected_mod_revision=0, lease=lease)
+        if created is None:
             await self.store.revoke_lease(lease)
             return False
-        self._lease = lease
+        self._lease, self._created = lease, created
         self._valid_until = started + self.ttl_s - self.margin_s
         self.terms += 1
         log.info("election.leader", identity=self.identity, term=self.terms, ttl_s=self.ttl_s)

@@ -15,6 +15,12 @@ whenever a capacity request changes.
    idempotent, so a crash between start and the Starting write just repeats the start); Draining
    replicas and orphan actors are stopped in the background, one stop per replica at a time.
 
+Fenced: with ``fence`` (the election's), every write of the pass carries the leader's fence
+(:mod:`controlplane.store.fenced`), and step 4 starts only after the store confirmed the fence
+still holds. A leader paused mid-pass past its lease (SIGSTOP, a frozen VM) wakes up to writes
+that fail with Fenced and acts on nothing: it cannot create a duplicate of what its successor
+decided meanwhile.
+
 A restart changes nothing that runs: replica records and named detached actors outlive the
 process, and the first pass after a restart finds every actor where its record says.
 """
@@ -58,7 +64,8 @@ from controlplane.reconcile.decide import (
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
 from controlplane.scheduler import NodeSlot
 from controlplane.store import keys
-from controlplane.store.base import Store
+from controlplane.store.base import Fence, Fenced, Store
+from controlplane.store.fenced import FencedStore
 from controlplane.store.follow import follow
 from tokenfab.logs import get_logger
 from tokenfab.v1 import executor_pb2
@@ -91,8 +98,10 @@ class Reconciler:
         is_leader: Callable[[], bool] = lambda: True,
         wall: Callable[[], datetime] = _utcnow,
         autoscaler: LiveAutoscaler | None = None,
+        fence: Callable[[], Fence | None] | None = None,
     ) -> None:
-        self._store = store
+        self._fenced = FencedStore(store, fence) if fence is not None else None
+        self._store: Store = self._fenced or store
         self._catalog = catalog
         self._registry = registry
         self.executors = dict(executors)
@@ -115,7 +124,7 @@ class Reconciler:
         self._comebacks: defaultdict[str, list[datetime]] = defaultdict(list)  # back from Lost, when
         self._quarantined: set[str] = set()
         self.replicas_by_node: dict[str, int] = {}  # live and draining replicas, after the last pass
-        self.events = EventLog(store)
+        self.events = EventLog(self._store)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -158,6 +167,9 @@ class Reconciler:
                     await self.run_once()
                 except asyncio.CancelledError:
                     raise
+                except Fenced as exc:  # a successor leads: this pass's writes changed nothing
+                    self.metrics.reconcile_errors.labels(step="fenced").inc()
+                    log.warning("reconcile.fenced", error=str(exc))
                 except Exception as exc:  # never let one bad pass stop the loop
                     self.metrics.reconcile_errors.labels(step="pass").inc()
                     log.exception("reconcile.pass_failed", error=str(exc))
@@ -247,6 +259,8 @@ class Reconciler:
                     "reconcile.event", kind=e.kind, node=e.node_id, replica=e.replica_id, message=e.message
                 )
         self._workloads = {r.id: workload_of(r.spec) for r in requests}
+        if self._fenced is not None and not await self._fenced.holds():
+            raise Fenced("leadership lost during the pass: nothing acted on")
         await self._act(decision, records, replica_rev)
         self._export(records, decision)
         self.passes += 1

@@ -106,3 +106,81 @@ async def test_a_second_instance_follows_the_fleet_and_the_leader_judges_orphane
         lambda: state_of(leader, "t-nvidia-0") == "suspect", timeout=10, what="suspect at the leader"
     )
     await wait_for(lambda: state_of(leader, "t-nvidia-0") == "lost", timeout=10, what="lost at the leader")
+
+
+PAUSED_LEADER = """
+import asyncio, os, signal, sys
+from controlplane.ha.election import Election
+from controlplane.store.base import Fenced
+from controlplane.store.etcd import EtcdStore
+from controlplane.store.fenced import FencedStore
+
+async def main() -> None:
+    store = EtcdStore("127.0.0.1", int(sys.argv[1]))
+    await store.connect()
+    election = Election(store, "a", ttl_s=2, margin_s=0.5)
+    await election.start()
+    while not election.is_leader():
+        await asyncio.sleep(0.05)
+    writes = FencedStore(store, election.fence)
+    await writes.create_all([("/fenced/r1", b"a's replica")])
+    fence = election.fence()  # the pass checked leadership here ...
+    os.kill(os.getpid(), signal.SIGSTOP)  # ... and froze before its next write
+    try:
+        await writes.create_all([("/fenced/dup", b"a's duplicate")], fence=fence)
+        print("LANDED", flush=True)
+    except Fenced as exc:
+        print("FENCED", exc, flush=True)
+    print("LEADS" if election.is_leader() else "STEPPED-DOWN", flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+def process_state(pid: int) -> str:
+    from pathlib import Path
+
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+async def test_a_paused_leader_cannot_write_after_a_successor_was_elected(etcd: EtcdProcess) -> None:
+    """A real leader process checks leadership, is frozen (SIGSTOP) past its lease, a successor is
+    elected and writes, then the old one is resumed (SIGCONT) and makes the write it had decided
+    on: the write carries its term's fence in the same etcd transaction and changes nothing."""
+    import subprocess
+    import sys
+
+    leader = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the test then waits async
+        [sys.executable, "-c", PAUSED_LEADER, str(etcd.client_port)], stdout=subprocess.PIPE, text=True
+    )
+    store = await store_for(etcd)
+    b = Election(store, "b", ttl_s=2, margin_s=0.5)
+    try:
+        deadline = time.monotonic() + 30
+        while process_state(leader.pid) != "T":
+            assert leader.poll() is None and time.monotonic() < deadline, "the leader never paused"
+            await asyncio.sleep(0.05)
+        assert (await store.get("/fenced/r1")) is not None  # it did lead
+        await b.start()
+        await wait_until(b.is_leader, 10, "b leads once a's lease expired")
+        assert await b.store.create_all([("/fenced/r2", b"b's replica")]) is not None
+        before, _ = await store.list_prefix("/fenced/")
+        leader.send_signal(signal.SIGCONT)
+        out, _ = await asyncio.to_thread(leader.communicate, timeout=30)
+        said = [
+            line
+            for line in out.splitlines()
+            if line.split(" ")[0] in ("FENCED", "LANDED", "LEADS", "STEPPED-DOWN")
+        ]
+        assert said[0].startswith("FENCED"), out
+        assert said[1] == "STEPPED-DOWN", out  # and its own clock says so too
+        after, _ = await store.list_prefix("/fenced/")
+        assert after == before and await store.get("/fenced/dup") is None
+    finally:
+        if leader.poll() is None:
+            leader.send_signal(signal.SIGCONT)
+            leader.kill()
+            leader.wait()
+        await b.stop()
+        await store.close()

@@ -70,3 +70,30 @@ async def test_resuming_from_a_revision_without_a_way_to_list_again_is_refused()
 
     with pytest.raises(ValueError, match="needs resync"):
         await follow(MemoryStore(), "/f/", lambda e: None, start_revision=5, what="t")
+
+
+async def test_a_fenced_store_refuses_writes_without_leadership_and_checks_the_term() -> None:
+    import pytest
+
+    from controlplane.store.base import Fence, Fenced
+    from controlplane.store.fenced import FencedStore
+
+    store = MemoryStore()
+    term: list[Fence | None] = [None]
+    writes = FencedStore(store, lambda: term[0])
+    with pytest.raises(Fenced, match="not the leader"):
+        await writes.put("/r/a", b"x")
+    assert not await writes.holds()
+    created = await store.compare_and_put("/leader", b"me", expected_mod_revision=0)
+    assert created is not None
+    term[0] = Fence("/leader", created)
+    assert await writes.holds()
+    assert await writes.create_all([("/r/a", b"x")]) is not None
+    kv = await store.get("/leader")
+    assert kv is not None and await store.compare_and_delete("/leader", expected_mod_revision=kv.mod_revision)
+    await store.compare_and_put("/leader", b"successor", expected_mod_revision=0)
+    assert not await writes.holds()
+    with pytest.raises(Fenced):
+        await writes.create_all([("/r/b", b"duplicate")])
+    assert await store.get("/r/b") is None
+    assert (await writes.list_prefix("/r/"))[0][0].key == "/r/a"  # reads go through
