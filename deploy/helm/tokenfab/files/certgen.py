@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -151,7 +152,7 @@ def needs_issue(
     try:
         cert = x509.load_pem_x509_certificate(data.get("tls.crt", b""))
         cert.verify_directly_issued_by(ca.cert)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return "unreadable or not signed by the CA"
     if cert.not_valid_after_utc - now < dt.timedelta(days=renew_days):
         return "expiring"
