@@ -18,19 +18,34 @@ replicas off make-before-break.
   simulated fleet of ``tokenfab up`` uses one per node, written by ``tokenfab preempt``.
 
 A source that cannot be read is logged and retried: a metadata hiccup is never a notice.
+
+HTTP polling is careful because its answer moves workloads (aiohttp, no proxies from the
+environment):
+
+- **One deadline per poll** (``timeout_s``) covers everything: the token, redirects, the body. A
+  per-read timeout would let an endpoint that trickles a byte a second hold a poll for ever.
+- **Redirects** are followed (at most 3) only to the same scheme, host and port, and without the
+  custom headers (``--lease-notice-header``, the IMDS token): those are meant for the configured
+  endpoint only. A redirect elsewhere is an error, never followed.
+- **EC2 IMDSv2**: instances that require session tokens answer 401 to a plain GET
+  (docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html). On a
+  401 the source asks for a token (``PUT /latest/api/token`` with
+  ``X-aws-ec2-metadata-token-ttl-seconds``) and sends it as ``X-aws-ec2-metadata-token``; the token
+  is reused until a minute before its TTL ends, and fetched again after any 401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
+
+import aiohttp
 
 from tokenfab.logs import get_logger
 
@@ -38,6 +53,11 @@ log = get_logger("agent.lease")
 
 EC2_SPOT_URL = "http://169.254.169.254/latest/meta-data/spot/instance-action"
 MAX_BODY_BYTES = 64 * 1024
+MAX_REDIRECTS = 3
+IMDS_TOKEN_PATH = "/latest/api/token"
+IMDS_TOKEN_HEADER = "X-aws-ec2-metadata-token"
+IMDS_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+IMDS_TOKEN_TTL_S = 21600  # the longest AWS allows (6 hours)
 
 
 class NoticeError(ValueError):
@@ -110,40 +130,96 @@ class MetadataNotices:
         self.timeout_s = timeout_s
         self.headers = headers or {}
         self._flag_end: datetime | None = None
+        self._token: str | None = None  # EC2 IMDSv2 session token, once the endpoint asked for one
+        self._token_until = 0.0
         self.errors = 0
+        self.token_fetches = 0
 
-    def _read(self) -> str:
+    async def _read(self) -> str:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme == "file":
             path = Path(urllib.parse.unquote(parts.path))
             try:
-                return path.read_text()[:MAX_BODY_BYTES]
+                return (await asyncio.to_thread(path.read_text))[:MAX_BODY_BYTES]
             except FileNotFoundError:
                 return ""
-        request = urllib.request.Request(self.url, headers=self.headers)  # scheme checked above
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                data: bytes = response.read(MAX_BODY_BYTES)
-                return data.decode(errors="replace")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:  # EC2: no interruption scheduled
-                return ""
-            raise
+        async with asyncio.timeout(self.timeout_s):  # the whole poll, however the endpoint answers
+            async with aiohttp.ClientSession(trust_env=False) as session:
+                return await self._get(session)
+
+    async def _get(self, session: aiohttp.ClientSession) -> str:
+        url, headers = self.url, dict(self.headers)
+        retried = False
+        for _hop in range(MAX_REDIRECTS + 1):
+            if url == self.url and self._token is not None and time.monotonic() < self._token_until:
+                headers[IMDS_TOKEN_HEADER] = self._token
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
+                if response.status == 401 and url == self.url and not retried:
+                    retried = True  # IMDSv2 wants a session token (or ours expired): one more try
+                    self._token = await self._fetch_token(session)
+                    continue
+                if response.status in (301, 302, 303, 307, 308):
+                    url = self._redirect_target(url, response.headers.get("Location", ""))
+                    headers = {}  # custom headers (and the token) are for the configured endpoint only
+                    continue
+                if response.status == 404:  # EC2: no interruption scheduled
+                    return ""
+                if response.status != 200:
+                    raise NoticeError(f"{url}: HTTP {response.status}")
+                return (await _read_body(response)).decode(errors="replace")
+        raise NoticeError(f"{self.url}: more than {MAX_REDIRECTS} redirects")
+
+    def _redirect_target(self, url: str, location: str) -> str:
+        target = urllib.parse.urljoin(url, location)
+        here, there = urllib.parse.urlsplit(self.url), urllib.parse.urlsplit(target)
+        if (here.scheme, here.hostname, here.port) != (there.scheme, there.hostname, there.port):
+            raise NoticeError(f"{self.url}: redirect to another scheme, host or port refused: {target!r}")
+        return target
+
+    async def _fetch_token(self, session: aiohttp.ClientSession) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        token_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, IMDS_TOKEN_PATH, "", ""))
+        started = time.monotonic()
+        async with session.put(
+            token_url, headers={IMDS_TTL_HEADER: str(IMDS_TOKEN_TTL_S)}, allow_redirects=False
+        ) as response:
+            if response.status != 200:
+                raise NoticeError(
+                    f"{self.url}: HTTP 401, and the IMDSv2 token request answered {response.status}"
+                )
+            token = (await response.content.read(4096)).decode(errors="replace").strip()
+        if not token or not token.isprintable():
+            raise NoticeError(f"{self.url}: the IMDSv2 token request answered no usable token")
+        self._token_until = started + IMDS_TOKEN_TTL_S - 60
+        self.token_fetches += 1
+        log.info("lease.imds_token", url=token_url)
+        return token
 
     async def poll(self) -> Notice | None:
         now = datetime.now(UTC)
         try:
-            body = await asyncio.to_thread(self._read)
+            body = await self._read()
             notice = parse_notice(body, source=self.url, now=now, flag_notice_s=self.flag_notice_s)
-        except (OSError, NoticeError) as exc:  # URLError is an OSError
+        except (OSError, NoticeError, aiohttp.ClientError) as exc:  # TimeoutError is an OSError
             self.errors += 1
-            log.warning("lease.notice_unreadable", url=self.url, error=str(exc))
+            log.warning("lease.notice_unreadable", url=self.url, error=str(exc) or type(exc).__name__)
             return None
         if notice is not None and notice.flag:
             if self._flag_end is None:
                 self._flag_end = notice.end
             notice = replace(notice, end=self._flag_end)
         return notice
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body (a notice is small: at most MAX_BODY_BYTES), not just the first chunk."""
+    data = b""
+    while len(data) < MAX_BODY_BYTES:
+        chunk = await response.content.read(MAX_BODY_BYTES - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def write_notice(path: Path, end: datetime, action: str = "terminate") -> None:

@@ -4,6 +4,8 @@ the agent stops the local processes of replicas recorded as failed on its node (
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,9 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+from agents.lease import MetadataNotices
 from controlplane.api.server import ControlPlane
 from controlplane.domain.nodes import Vendor
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
@@ -191,3 +196,112 @@ async def test_the_agent_stops_processes_of_fenced_replicas(
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+# -- polling a metadata endpoint safely (real HTTP on loopback, aiohttp servers) ---------------
+
+NOTICE_PATH = "/latest/meta-data/spot/instance-action"
+NOTICE_BODY = '{"action": "terminate", "time": "2026-11-22T08:02:00Z"}'
+
+
+class _Endpoint:
+    """An aiohttp server on 127.0.0.1 that records every request it gets."""
+
+    def __init__(self, routes: list[Any]) -> None:
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.app = web.Application(middlewares=[self._record])
+        self.app.add_routes(routes)
+        self.runner = web.AppRunner(self.app)
+        self.port = 0
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.seen.append((request.method, request.path, dict(request.headers)))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def __aenter__(self) -> _Endpoint:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    def url(self, path: str = NOTICE_PATH) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+async def test_imdsv2_session_tokens_are_fetched_and_sent() -> None:
+    """An endpoint that, like EC2 with IMDSv2 required, answers 401 without a session token."""
+    issued: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        if not request.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "").isdigit():
+            return web.Response(status=400)
+        issued.append(f"token-{len(issued)}")
+        return web.Response(text=issued[-1])
+
+    async def notice(request: web.Request) -> web.Response:
+        if not issued or request.headers.get("X-aws-ec2-metadata-token") != issued[-1]:
+            return web.Response(status=401)
+        return web.Response(text=NOTICE_BODY, content_type="application/json")
+
+    async with _Endpoint([web.put("/latest/api/token", token), web.get(NOTICE_PATH, notice)]) as imds:
+        source = MetadataNotices(imds.url(), timeout_s=5)
+        for _ in range(3):
+            found = await source.poll()
+            assert found is not None and found.end == datetime(2026, 11, 22, 8, 2, tzinfo=UTC)
+        assert source.token_fetches == 1 and source.errors == 0  # one token for every poll
+        gets = [headers for method, path, headers in imds.seen if method == "GET"]
+        assert gets[0].get("X-aws-ec2-metadata-token") is None  # the first plain GET got its 401
+        assert all(h.get("X-aws-ec2-metadata-token") == "token-0" for h in gets[1:])
+
+
+async def test_redirects_elsewhere_are_refused_and_headers_stay_with_the_endpoint() -> None:
+    async def elsewhere(request: web.Request) -> web.Response:
+        return web.Response(text=NOTICE_BODY)
+
+    async with _Endpoint([web.get(NOTICE_PATH, elsewhere)]) as other:
+
+        async def away(request: web.Request) -> web.Response:
+            raise web.HTTPFound(other.url())  # same host, another port: another origin
+
+        async def moved(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(NOTICE_PATH)  # same origin
+
+        async def final(request: web.Request) -> web.Response:
+            return web.Response(text=NOTICE_BODY)
+
+        routes = [web.get("/away", away), web.get("/moved", moved), web.get(NOTICE_PATH, final)]
+        async with _Endpoint(routes) as first:
+            secret = {"X-Tenant-Secret": "s3cret"}
+            refused = MetadataNotices(first.url("/away"), headers=secret, timeout_s=5)
+            assert await refused.poll() is None and refused.errors == 1
+            assert other.seen == [], "the redirect to another origin was not followed"
+
+            followed = MetadataNotices(first.url("/moved"), headers=secret, timeout_s=5)
+            assert await followed.poll() is not None and followed.errors == 0
+            by_path = {path: headers for _, path, headers in first.seen}
+            assert by_path["/moved"].get("X-Tenant-Secret") == "s3cret"
+            assert "X-Tenant-Secret" not in by_path[NOTICE_PATH], "a custom header crossed a redirect"
+
+
+async def test_one_deadline_covers_the_whole_poll_of_a_trickling_endpoint() -> None:
+    """A byte every 0.2 s never trips a per-read timeout; the poll's own deadline ends it."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the poll hangs up at its deadline
+            for _ in range(300):  # 60 s of body, one byte at a time
+                await response.write(b" ")
+                await asyncio.sleep(0.2)
+        return response
+
+    async with _Endpoint([web.get(NOTICE_PATH, trickle)]) as slow:
+        source = MetadataNotices(slow.url(), timeout_s=1.0)
+        assert await asyncio.wait_for(source.poll(), 30) is None  # 30 s: a hang guard, not a timing check
+        assert source.errors == 1
