@@ -184,3 +184,68 @@ def test_bad_specs_are_refused_naming_the_secret() -> None:
         certgen.issue(
             {**spec, "uris": ["spiffe://tokenfab/node/n"], "usages": ["code signing"]}, ca, now=NOW, days=1
         )
+
+
+class MemorySecrets:
+    """An in-memory stand-in for the namespace's Secrets (the Job's only side-effects)."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, tuple[dict[str, bytes], dict[str, str], dict[str, str]]] = {}
+
+    def get(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        found = self.secrets.get(name)
+        return None if found is None else (found[0], found[2])
+
+    def put(self, name: str, data: dict[str, bytes], labels: dict[str, str], notes: dict[str, str]) -> None:
+        self.secrets[name] = (dict(data), dict(labels), dict(notes))
+
+    def names(self, selector: str) -> list[str]:
+        wanted = [term.split("=", 1) for term in selector.split(",")]
+        return [
+            name
+            for name, (_, labels, _) in self.secrets.items()
+            if all((labels.get(t[0]) == t[1]) if len(t) == 2 else t[0] in labels for t in wanted)
+        ]
+
+    def delete(self, name: str) -> None:
+        del self.secrets[name]
+
+
+def test_reconcile_issues_once_then_keeps_replaces_and_prunes() -> None:
+    store = MemorySecrets()
+    labels = {"app.kubernetes.io/name": "tokenfab", "app.kubernetes.io/instance": "tf"}
+
+    def run(specs: list[dict[str, Any]], now: dt.datetime = NOW) -> list[dict[str, str]]:
+        done: list[dict[str, str]] = certgen.reconcile(
+            specs, store, release="tf-tokenfab", labels=labels, now=now, days=365, renew_days=60
+        )
+        return done
+
+    first = run(SPECS)
+    assert {d["secret"] for d in first if d["event"] == "certgen.ca_issued"} == {
+        "tf-tokenfab-ca",
+        "tf-tokenfab-etcd-ca",
+    }
+    assert {d["secret"] for d in first if d["event"] == "certgen.issued"} == {s["secret"] for s in SPECS}
+    assert run(SPECS) == []  # nothing to do: an upgrade with the same values changes no key
+    keys = {name: store.secrets[name][0]["tls.key"] for name in store.secrets}
+    # a node leaves the values, another joins: only those two Secrets change
+    fewer = [s for s in SPECS if s["uris"] != ["spiffe://tokenfab/node/gpu-a-2"]]
+    joined = rendered_specs({**VALUE_SETS["kuberay"], "tls": {"source": "generate"},
+                             "agents": {"nvidia": {"enabled": True, "nodes": ["gpu-a-1", "gpu-a-3"]}}})  # fmt: skip
+    assert len(fewer) == len(SPECS) - 1
+    changes = {(d["event"], d["secret"]) for d in run(joined)}
+    assert changes == {
+        ("certgen.issued", "tf-tokenfab-node-gpu-a-3-tls"),
+        ("certgen.deleted", "tf-tokenfab-node-gpu-a-2-tls"),
+    }
+    assert store.secrets["tf-tokenfab-controlplane-tls"][0]["tls.key"] == keys["tf-tokenfab-controlplane-tls"]
+    # near expiry, leaf certificates are renewed under the same CA
+    later = NOW + dt.timedelta(days=320)
+    renewed = {d["secret"] for d in run(joined, later)}
+    assert renewed == {s["secret"] for s in joined}
+    assert store.secrets["tf-tokenfab-ca"][0]["tls.key"] == keys["tf-tokenfab-ca"]
+    # CA secrets are never pruned, and no pruning outside the release's own certificates
+    store.put("other", {}, {"app.kubernetes.io/instance": "other", certgen.COMPONENT_LABEL: "agent"}, {})
+    run(joined, later)
+    assert {"tf-tokenfab-ca", "tf-tokenfab-etcd-ca", "other"} <= set(store.secrets)

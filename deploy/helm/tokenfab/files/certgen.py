@@ -15,8 +15,9 @@ every certificate it signed. Secrets of this release whose component no longer e
 removed from the values) are deleted; their certificates stay valid until they expire, which is
 why leaf certificates are short-lived compared to the CA (docs/design/kubernetes.md).
 
-The certificate logic is pure (``new_ca``, ``issue``, ``needs_issue``) and tested in
-tests/helm/test_certgen.py; ``main`` only reads and writes Secrets.
+The logic (``new_ca``, ``issue``, ``needs_issue``, and ``reconcile`` against a
+:class:`SecretStore`) does no I/O of its own and is tested in tests/helm/test_certgen.py;
+``main`` only wires it to the Kubernetes API (:class:`KubeSecrets`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -159,85 +160,127 @@ def needs_issue(
     return ""
 
 
-def _decode(data: dict[str, str] | None) -> dict[str, bytes] | None:
-    return None if data is None else {k: base64.b64decode(v) for k, v in data.items()}
+class SecretStore(Protocol):
+    """The Secrets of the release's namespace: ``get`` gives (data, annotations) or None."""
+
+    def get(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None: ...
+
+    def put(
+        self, name: str, data: dict[str, bytes], labels: dict[str, str], notes: dict[str, str]
+    ) -> None: ...
+
+    def names(self, selector: str) -> list[str]: ...
+
+    def delete(self, name: str) -> None: ...
 
 
-def main() -> int:  # pragma: no cover - runs in the cluster (the chart's certgen Job)
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
+def reconcile(
+    specs: list[dict[str, Any]],
+    store: SecretStore,
+    *,
+    release: str,
+    labels: dict[str, str],
+    now: dt.datetime,
+    days: int,
+    renew_days: int,
+) -> list[dict[str, str]]:
+    """Bring the Secrets in line with ``specs``; returns what was done (one record per change)."""
+    done: list[dict[str, str]] = []
 
-    config.load_incluster_config()
-    api = client.CoreV1Api()
-    namespace = os.environ["CERTGEN_NAMESPACE"]
-    release = os.environ["CERTGEN_RELEASE"]
-    labels: dict[str, str] = json.loads(os.environ["CERTGEN_LABELS"])
-    days = int(os.environ.get("CERTGEN_DAYS", "365"))
-    renew_days = int(os.environ.get("CERTGEN_RENEW_DAYS", "30"))
-    specs: list[dict[str, Any]] = json.loads(os.environ["CERTGEN_SPEC"])
-    now = dt.datetime.now(dt.UTC)
-
-    def read(name: str) -> client.V1Secret | None:
-        try:
-            return api.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def write(name: str, pair: Pair, ca_pem: bytes, extra: dict[str, str], notes: dict[str, str]) -> None:
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name, labels={**labels, **extra}, annotations=notes),
-            type="kubernetes.io/tls",
-            data={
-                "tls.crt": base64.b64encode(pair.cert_pem).decode(),
-                "tls.key": base64.b64encode(pair.key_pem).decode(),
-                "ca.crt": base64.b64encode(ca_pem).decode(),
-            },
-        )
-        if read(name) is None:
-            api.create_namespaced_secret(namespace, body)
-        else:
-            api.replace_namespaced_secret(name, namespace, body)
+    def put(name: str, pair: Pair, ca_pem: bytes, extra: dict[str, str], notes: dict[str, str]) -> None:
+        data = {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca_pem}
+        store.put(name, data, {**labels, **extra}, notes)
 
     cas: dict[str, Pair] = {}
     for kind in sorted({s["ca"] for s in specs}):
         name = f"{release}-ca" if kind == "workload" else f"{release}-{kind}-ca"
-        current = _decode(getattr(read(name), "data", None))
-        pair = None
-        if current and current.get("tls.crt") and current.get("tls.key"):
-            pair = Pair(current["tls.crt"], current["tls.key"])
+        current = store.get(name)
+        pair: Pair | None = None
+        if current and current[0].get("tls.crt") and current[0].get("tls.key"):
+            pair = Pair(current[0]["tls.crt"], current[0]["tls.key"])
             if pair.cert.not_valid_after_utc - now < dt.timedelta(days=days + renew_days):
                 pair = None  # a CA must outlive every certificate it signs
         if pair is None:
             pair = new_ca(name, now=now)
-            write(name, pair, pair.cert_pem, {CA_LABEL: kind}, {})
-            print(json.dumps({"event": "certgen.ca_issued", "secret": name}))
+            put(name, pair, pair.cert_pem, {CA_LABEL: kind}, {})
+            done.append({"event": "certgen.ca_issued", "secret": name})
         cas[kind] = pair
 
     wanted = set()
     for spec in specs:
         wanted.add(spec["secret"])
-        secret = read(spec["secret"])
         ca = cas[spec["ca"]]
-        reason = needs_issue(
-            spec,
-            _decode(secret.data) if secret is not None else None,
-            (secret.metadata.annotations or {}) if secret is not None else {},
-            ca,
-            now=now,
-            renew_days=renew_days,
-        )
+        current = store.get(spec["secret"])
+        data, notes = current if current is not None else (None, {})
+        reason = needs_issue(spec, data, notes, ca, now=now, renew_days=renew_days)
         if reason:
             pair = issue(spec, ca, now=now, days=days)
-            write(spec["secret"], pair, ca.cert_pem, {COMPONENT_LABEL: spec["component"]},
-                  {DIGEST_ANNOTATION: spec_digest(spec)})  # fmt: skip
-            print(json.dumps({"event": "certgen.issued", "secret": spec["secret"], "reason": reason}))
-    selector = ",".join(f"{k}={v}" for k, v in labels.items() if k == "app.kubernetes.io/instance")
-    for secret in api.list_namespaced_secret(namespace, label_selector=f"{selector},{COMPONENT_LABEL}").items:
-        if secret.metadata.name not in wanted:
-            api.delete_namespaced_secret(secret.metadata.name, namespace)
-            print(json.dumps({"event": "certgen.deleted", "secret": secret.metadata.name}))
+            put(spec["secret"], pair, ca.cert_pem, {COMPONENT_LABEL: spec["component"]},
+                {DIGEST_ANNOTATION: spec_digest(spec)})  # fmt: skip
+            done.append({"event": "certgen.issued", "secret": spec["secret"], "reason": reason})
+    instance = labels.get("app.kubernetes.io/instance", "")
+    for name in store.names(f"app.kubernetes.io/instance={instance},{COMPONENT_LABEL}"):
+        if name not in wanted:
+            store.delete(name)
+            done.append({"event": "certgen.deleted", "secret": name})
+    return done
+
+
+class KubeSecrets:  # pragma: no cover - the cluster side of the Job
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def _api(self) -> Any:
+        from kubernetes import client, config
+
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.CoreV1Api()
+
+    def get(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            secret = self._api().read_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return data, dict(secret.metadata.annotations or {})
+
+    def put(self, name: str, data: dict[str, bytes], labels: dict[str, str], notes: dict[str, str]) -> None:
+        from kubernetes import client
+
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=notes),
+            type="kubernetes.io/tls",
+            data={k: base64.b64encode(v).decode() for k, v in data.items()},
+        )
+        if self.get(name) is None:
+            self._api().create_namespaced_secret(self.namespace, body)
+        else:
+            self._api().replace_namespaced_secret(name, self.namespace, body)
+
+    def names(self, selector: str) -> list[str]:
+        items = self._api().list_namespaced_secret(self.namespace, label_selector=selector).items
+        return [str(s.metadata.name) for s in items]
+
+    def delete(self, name: str) -> None:
+        self._api().delete_namespaced_secret(name, self.namespace)
+
+
+def main() -> int:  # pragma: no cover - runs in the cluster (the chart's certgen Job)
+    done = reconcile(
+        json.loads(os.environ["CERTGEN_SPEC"]),
+        KubeSecrets(os.environ["CERTGEN_NAMESPACE"]),
+        release=os.environ["CERTGEN_RELEASE"],
+        labels=json.loads(os.environ["CERTGEN_LABELS"]),
+        now=dt.datetime.now(dt.UTC),
+        days=int(os.environ.get("CERTGEN_DAYS", "365")),
+        renew_days=int(os.environ.get("CERTGEN_RENEW_DAYS", "60")),
+    )
+    for record in done:
+        print(json.dumps(record))
     return 0
 
 
