@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 
@@ -111,3 +113,68 @@ async def test_an_agent_moves_to_another_instance_when_its_own_stops(
     registry = second.registry
     await wait_for(lambda: registry.get("t-nvidia-0").last_heartbeat is not None, what="beats", detail=seen)
     assert state_of(second, "t-nvidia-0") == "ready"
+
+
+class _SilentLink:
+    """A loopback TCP relay that can go silent: it keeps both connections open but stops passing
+    bytes either way (no FIN, no RST), like a cut link or a dropping firewall."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.silent = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.silent:
+            return  # a new connection is let in, then hears nothing: nothing is passed on
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    if self.silent:
+                        await asyncio.sleep(3600)  # swallow: the peer never hears of it
+                    dst.write(data)
+                    await dst.drain()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_silent_partition_ends_the_session_in_seconds(
+    control_plane: ControlPlaneFactory, agents: Callable[..., AgentProcess]
+) -> None:
+    """The agent reaches its control plane through a link that goes silent (no error, no close):
+    the ack deadline ends the session within seconds (TCP alone would take minutes), and the agent
+    carries on through its second address."""
+    plane = await control_plane(heartbeat_interval_s=0.5, lost_after_s=30.0)
+    link = _SilentLink(plane.config.address)
+    via_link = await link.start()
+    agent = agents("t-nvidia-0", f"{via_link},{plane.config.address}")
+    seen = lambda: f"agent log:\n{agent.output(12)}"  # noqa: E731
+    try:
+        await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="Ready", detail=seen)
+        assert plane.metrics.streams._value.get() == 1
+        link.silent = True
+        await wait_for(
+            lambda: "no ack from" in agent.output(60), timeout=60, what="the ack deadline", detail=seen
+        )
+        # the dead link's session ended (the control plane did not close it: nothing reached it)
+        await wait_for(lambda: "agent.next_address" in agent.output(80), timeout=60, what="the next address")
+        assert plane.registry is not None
+        registry = plane.registry
+        before = registry.get("t-nvidia-0").last_heartbeat
+        await wait_for(
+            lambda: registry.get("t-nvidia-0").last_heartbeat != before, timeout=60,
+            what="beats over the direct address", detail=seen,
+        )  # fmt: skip
+    finally:
+        await link.stop()

@@ -127,3 +127,21 @@ def test_the_agent_tells_each_session_once_and_again_when_the_end_moves_earlier(
     assert agent.notice_message() is not None
     agent._notice_sent = None  # a new session (possibly another instance) is told again
     assert agent.notice_message() is not None
+
+
+@pytest.mark.parametrize(
+    ("asked", "used"),
+    [(1.0, 1.0), (0.2, 0.2), (0.0001, 0.1), (1e9, 30.0), (float("inf"), 30.0), (float("nan"), 1.0)],
+)
+def test_the_heartbeat_interval_the_control_plane_sends_is_clamped(asked: float, used: float) -> None:
+    from agents.runtime import clamp_interval
+
+    assert clamp_interval(asked) == used
+
+
+def test_the_ack_deadline_is_three_beats_and_never_under_two_seconds() -> None:
+    from agents.runtime import ack_deadline
+
+    assert ack_deadline(1.0) == 3.0
+    assert ack_deadline(0.2) == 2.0
+    assert ack_deadline(30.0) == 90.0
