@@ -9,6 +9,16 @@ failure ends the session; the agent waits a jittered exponential backoff (reset 
 that got at least one ack) and starts a new session, so it rides out control-plane restarts and
 re-registers without operator help. A registration the control plane rejects as invalid is a
 configuration error: the agent stops with exit code 2 instead of retrying forever.
+
+A silent partition (packets dropped, no RST: a cut cable, a firewall, a frozen instance) would
+otherwise go unnoticed until TCP gives up, minutes later, and the node's fencing would wait that
+long. Two guards end such a session in seconds: HTTP/2 keepalive pings on the channel
+(:data:`KEEPALIVE`, the transport's view), and an **ack deadline**: every heartbeat is acked, so
+a session that heard nothing from the control plane for :func:`ack_deadline` (three beats, at
+least two seconds) is ended and the agent reconnects, to the next address if one is configured.
+The heartbeat interval the control plane sends is clamped to ``[HEARTBEAT_MIN_S,
+HEARTBEAT_MAX_S]``: a zero or tiny value must not turn the agent into a busy loop, and a huge
+one must not silence it.
 """
 
 from __future__ import annotations
@@ -45,6 +55,34 @@ HEALTH = {
     "degraded": types_pb2.DEVICE_HEALTH_DEGRADED,
     "unhealthy": types_pb2.DEVICE_HEALTH_UNHEALTHY,
 }
+
+
+HEARTBEAT_MIN_S = 0.1
+HEARTBEAT_MAX_S = 30.0
+ACK_DEADLINE_BEATS = 3
+ACK_DEADLINE_MIN_S = 2.0
+KEEPALIVE: list[tuple[str, object]] = [
+    ("grpc.keepalive_time_ms", 5_000),  # ping after 5 s without traffic ...
+    ("grpc.keepalive_timeout_ms", 3_000),  # ... and drop the connection if the ack takes 3 s
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # the stream's own beats are data; pings never stop
+]
+
+
+def clamp_interval(seconds: float) -> float:
+    """The heartbeat interval to use for what the control plane asked (pure)."""
+    if seconds != seconds:  # NaN
+        return 1.0
+    return min(HEARTBEAT_MAX_S, max(HEARTBEAT_MIN_S, seconds))
+
+
+def ack_deadline(interval_s: float) -> float:
+    """How long a session may go without hearing from the control plane (pure)."""
+    return max(ACK_DEADLINE_MIN_S, ACK_DEADLINE_BEATS * interval_s)
+
+
+class AckTimeout(ConnectionError):
+    """The control plane acked nothing within the deadline: the session is presumed partitioned."""
 
 
 class AgentConfigError(Exception):
@@ -124,6 +162,13 @@ class Agent:
         self._notice: Notice | None = None
         self._notice_sent: datetime | None = None  # the end this session's control plane was told
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._heard_at = 0.0  # monotonic time of the last message from the control plane
+
+    def _use_interval(self, asked: float) -> None:
+        interval = clamp_interval(asked)
+        if interval != asked:
+            log.warning("agent.interval_clamped", node=self.identity.node_id, asked=asked, using=interval)
+        self.heartbeat_interval_s = interval
 
     @property
     def address(self) -> str:
@@ -259,7 +304,7 @@ class Agent:
     async def _session(self, stop: asyncio.Event) -> None:
         self.status.sessions += 1
         self._notice_sent = None  # a new session may reach another instance: tell it again
-        channel = client_channel(self.address, self.tls)
+        channel = client_channel(self.address, self.tls, options=KEEPALIVE)
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             try:
@@ -270,7 +315,7 @@ class Agent:
                 raise
             self.status.registrations += 1
             if response.heartbeat_interval_s > 0:
-                self.heartbeat_interval_s = response.heartbeat_interval_s
+                self._use_interval(response.heartbeat_interval_s)
             self.status.state = types_pb2.NodeState.Name(response.state).removeprefix("NODE_STATE_").lower()
             log.info(
                 "agent.registered",
@@ -280,6 +325,7 @@ class Agent:
                 interval_s=self.heartbeat_interval_s,
             )
             call = stub.Connect()
+            self._heard_at = time.monotonic()
             reader = asyncio.create_task(self._read(call))
             try:
                 await self._beat(call, stop, reader)
@@ -297,9 +343,14 @@ class Agent:
             if reader.done():
                 reader.result()  # re-raise the stream's error
                 return
+            deadline = ack_deadline(self.heartbeat_interval_s)
+            silent = time.monotonic() - self._heard_at
+            if silent > deadline:
+                raise AckTimeout(f"no ack from {self.address} for {silent:.1f}s (deadline {deadline:g}s)")
             samples = await asyncio.to_thread(self.backend.sample)
             try:
-                await call.write(self.heartbeat(samples))
+                async with asyncio.timeout(deadline):  # a blocked write is a silent partition too
+                    await call.write(self.heartbeat(samples))
             except asyncio.InvalidStateError:
                 # The control plane ended the stream (e.g. FAILED_PRECONDITION after this node
                 # was declared lost); surface the status the reader task received.
@@ -309,7 +360,8 @@ class Agent:
             self.status.heartbeats_sent += 1
             notice = self.notice_message()
             if notice is not None:
-                await call.write(notice)
+                async with asyncio.timeout(deadline):
+                    await call.write(notice)
             next_at += self.heartbeat_interval_s
             wait = max(0.0, next_at - time.monotonic())
             if wait == 0.0:
@@ -327,6 +379,7 @@ class Agent:
             message = await call.read()
             if message is grpc.aio.EOF:
                 raise ConnectionResetError("control plane closed the stream")
+            self._heard_at = time.monotonic()
             body = message.WhichOneof("body")
             if body == "ack":
                 self.status.acks += 1
@@ -347,7 +400,7 @@ class Agent:
             self.status.cordoned = True
             self.status.draining = True
         elif command.kind == agent_pb2.COMMAND_KIND_CONFIG and command.heartbeat_interval_s > 0:
-            self.heartbeat_interval_s = command.heartbeat_interval_s
+            self._use_interval(command.heartbeat_interval_s)
         elif command.kind == agent_pb2.COMMAND_KIND_FENCE:
             fenced = {f.replica_id: f.generation for f in command.fenced}
             task = asyncio.get_running_loop().create_task(self._fence(fenced, max(0.0, command.drain_s)))
