@@ -42,6 +42,7 @@ from controlplane.reconcile.launch import EngineSettings
 from controlplane.reconcile.loop import Reconciler
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
+from controlplane.store.fenced import FencedStore
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS, ServerTLS
 from tokenfab.v1 import (
@@ -155,7 +156,7 @@ class ControlPlane:
         self.capacity = CapacityManager(self._store, catalog, fleet=lambda: node_slots(registry.nodes()))
         if cfg.executors:
             autoscaler = LiveAutoscaler(
-                self._store,
+                FencedStore(self._store, self.election.fence),  # leader-only writes: fenced (issue 12)
                 catalog,
                 settings=AutoscalerSettings(
                     interval_s=cfg.autoscale_interval_s,
@@ -178,6 +179,7 @@ class ControlPlane:
                 metrics=self.metrics,
                 autoscaler=autoscaler,
                 is_leader=self.election.is_leader,
+                fence=self.election.fence,  # every reconcile write compares the leader key (issue 12)
             )
         reconciler = self.reconciler
         capacity_pb2_grpc.add_CapacityServiceServicer_to_server(
