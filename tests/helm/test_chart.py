@@ -46,7 +46,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "tls": {"source": "certManager"},
         "agents": {
             "biren": {"enabled": True, "nodes": ["br-1"]},
-            "metax": {"enabled": True, "nodes": ["mx-1", "mx-2"]},
+            "metax": {"enabled": True, "nodes": ["mx-1", "mx-2"], "devicePlugin": {"count": 8}},
+            "ray": {"allowPrivileged": True},  # Biren without a device plugin count
         },
         "ray": {"clusters": [{"name": "default", "address": "ray-head.ray.svc:6379"}]},
         "serviceMonitor": {"enabled": True},
@@ -58,7 +59,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
     },
     "single-vendor-ascend": {
-        "agents": {"ascend": {"enabled": True, "nodes": ["npu-1"]}},
+        "agents": {"ascend": {"enabled": True, "nodes": ["npu-1"]}, "ray": {"allowPrivileged": True}},
         "ray": {"clusters": [{"name": "default", "address": "ray-head.ray.svc:6379"}]},
         "controlPlane": {
             "tenants": {
@@ -287,6 +288,10 @@ def test_each_vendor_agent_gets_its_tools_and_nothing_more() -> None:
         v["hostPath"]["path"] for v in two["metax"]["spec"]["template"]["spec"]["volumes"] if "hostPath" in v
     }
     assert metax == {"/opt/maca", "/usr/bin/mx-smi"}
+    metax_container = two["metax"]["spec"]["template"]["spec"]["containers"][0]
+    assert "privileged" not in metax_container["securityContext"]  # devices from the device plugin
+    assert metax_container["resources"]["limits"]["metax-tech.com/gpu"] == 8
+    assert two["biren"]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] is True
 
 
 def test_kuberay_and_executors() -> None:
@@ -364,6 +369,7 @@ def test_rbac_is_least_privilege() -> None:
         ({"tls": {"source": "vault"}}, "/tls/source"),
         ({"agents": {"nvidia": {"enabled": True, "nodes": ["Bad_Node"]}}}, "/agents/nvidia/nodes/0"),
         ({"agents": {"identity": {"source": "csi"}}}, "/agents/identity/source"),
+        ({"agents": {"ray": {"allowPrivileged": "yes"}}}, "/agents/ray/allowPrivileged"),
         (
             {
                 "controlPlane": {

@@ -196,6 +196,23 @@ def test_identities_and_names_in_certificates(name: str) -> None:
         assert issuers == {"corp-ca", f"{FULL}-etcd-ca"}  # the operator's CA, and etcd's own
 
 
+def test_engines_never_run_privileged_unless_allowed() -> None:
+    chart = helm_python.Chart.load(str(CHART))
+    values = {
+        "agents": {"ascend": {"enabled": True, "nodes": ["npu-1"]}},
+        "ray": {"clusters": [{"name": "default", "address": "ray-head.ray.svc:6379"}]},
+    }
+    with pytest.raises(
+        helm_python.HelmError, match=r"agents\.ascend\.devicePlugin\.count: with a Ray cluster"
+    ):
+        chart.render(values=values, name="tf", namespace="tokenfab")
+    for name in RAY_SETS:  # every Ray value set: privileged agents only where explicitly allowed
+        allowed = VALUE_SETS[name].get("agents", {}).get("ray", {}).get("allowPrivileged", False)
+        for ds in agents(render(VALUE_SETS[name])):
+            privileged = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"].get("privileged")
+            assert not privileged or allowed, ds["metadata"]["name"]
+
+
 def test_agents_need_a_node_list_or_a_host_provisioned_identity() -> None:
     chart = helm_python.Chart.load(str(CHART))
     with pytest.raises(helm_python.HelmError, match=r"agents\.nvidia\.nodes: list the node names"):
@@ -363,7 +380,15 @@ def test_real_engine_path_is_coherent(name: str) -> None:
             assert set(env["NVIDIA_DRIVER_CAPABILITIES"]["value"].split(",")) >= {"compute", "utility"}
             assert ("NVIDIA_VISIBLE_DEVICES" in env) is (plugin == 0)
         if plugin:
-            resource = {"nvidia": "nvidia.com/gpu", "ascend": "huawei.com/Ascend910"}[vendor]
+            resource = (
+                values["agents"][vendor].get("devicePlugin", {}).get("resource")
+                or {
+                    "nvidia": "nvidia.com/gpu",
+                    "ascend": "huawei.com/Ascend910",
+                    "metax": "metax-tech.com/gpu",
+                    "biren": "birentech.com/gpu",
+                }[vendor]
+            )
             assert c["resources"]["limits"][resource] == plugin
             assert "privileged" not in c["securityContext"]  # devices from the plugin: no privilege
     # monitoring-only agents stay small and get NVML only
