@@ -191,7 +191,8 @@ class Agent:
                     memory_bytes=d.memory_bytes,
                     numa_node=d.numa_node,
                     pci_bus_id=d.pci_bus_id,
-                    health=types_pb2.DEVICE_HEALTH_HEALTHY,
+                    health=HEALTH.get(d.health, types_pb2.DEVICE_HEALTH_UNHEALTHY),
+                    health_reason=d.health_reason[:256],
                 )
                 for d in self._devices
             ],

@@ -2,7 +2,20 @@
 
 Health is judged the same way for every vendor (:func:`judge_health`) so that "unhealthy" means
 one thing to the scheduler whatever the chip: an uncorrectable memory error or an XID-class
-fault makes a device unusable; a vendor's own warning or a hot chip makes it degraded.
+fault makes a device unusable; a vendor's own warning or a hot chip makes it degraded. A vendor
+state word is read through :func:`vendor_state` with that vendor's vocabulary, and a word outside
+the vocabulary is *unhealthy* (with the word in the reason), never healthy: a new driver that
+prints a state we have not seen must not put work on a chip we cannot vouch for.
+
+One bad device never fails the node. A parser that can identify a device but not read all of it
+returns the device with ``health="unhealthy"`` and the reason (for example "memory.total not
+reported"); ``memory_bytes`` is then 0, meaning unknown. Only output in which no device can be
+identified at all is an error (:class:`ToolFailed`), and then loudly: a tool that is present but
+prints nothing we understand is never reported as "not present".
+
+Model names are normalised once, here (:func:`normalise_model`), whatever the source: 'NVIDIA H100
+80GB HBM3' -> 'H100', 'MXC500' and 'MetaX C500' -> 'C500', 'Ascend910B3', 'Ascend 910B3' and
+'910B3' -> '910B3'.
 """
 
 from __future__ import annotations
@@ -10,11 +23,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+_RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 TEMP_DEGRADED_C = 85.0
 TEMP_UNHEALTHY_C = 95.0
 MiB = 1024**2
@@ -30,12 +45,17 @@ class ToolFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DiscoveredDevice:
+    """Static facts of one device. ``memory_bytes == 0`` means the tool did not report it, in
+    which case ``health`` is unhealthy and ``health_reason`` says why."""
+
     uuid: str
     index: int
     model: str
     memory_bytes: int
     numa_node: int = -1
     pci_bus_id: str = ""
+    health: str = HEALTHY
+    health_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,28 +79,67 @@ class Backend(Protocol):
     def sample(self) -> list[DeviceSample]: ...
 
 
+def worst(*verdicts: tuple[str, str]) -> tuple[str, str]:
+    """The worst ``(health, reason)`` of several; reasons of equally bad verdicts are joined."""
+    top = max((v[0] for v in verdicts), key=_RANK.__getitem__, default=HEALTHY)
+    reasons = [v[1] for v in verdicts if v[0] == top and v[1]]
+    return top, "; ".join(dict.fromkeys(reasons))
+
+
+def vendor_state(
+    word: str,
+    *,
+    healthy: Iterable[str],
+    degraded: Iterable[str] = (),
+    unhealthy: Iterable[str] = (),
+    what: str = "vendor state",
+) -> tuple[str, str]:
+    """``(health, reason)`` for a vendor's state word. Known healthy words are healthy, known
+    degraded/unhealthy words say so, and *any other word* is unhealthy: unknown is never healthy."""
+    text = " ".join(word.split())
+    key = text.lower()
+    if key in {w.lower() for w in healthy}:
+        return HEALTHY, ""
+    if key in {w.lower() for w in degraded}:
+        return DEGRADED, f"{what} {text}"
+    if key in {w.lower() for w in unhealthy}:
+        return UNHEALTHY, f"{what} {text}"
+    return UNHEALTHY, f"unknown {what} {text!r}" if text else f"no {what} printed"
+
+
 def judge_health(
     *,
     temperature_c: float = 0.0,
     ecc_uncorrected: int = 0,
     xid_errors: int = 0,
     vendor_status: str = "",
+    state: tuple[str, str] = (HEALTHY, ""),
 ) -> tuple[str, str]:
-    """``(health, reason)`` from the signals every vendor exposes in some form."""
-    status = vendor_status.strip().lower()
+    """``(health, reason)`` from the signals every vendor exposes in some form.
+
+    ``state`` is a verdict from :func:`vendor_state`; ``vendor_status`` is the older shortcut
+    (an empty word means "no state printed"; a non-empty one goes through the generic vocabulary,
+    so an unknown word is unhealthy).
+    """
+    verdicts = [state]
+    if vendor_status.strip():
+        verdicts.append(
+            vendor_state(
+                vendor_status,
+                healthy=("ok", "healthy", "available"),
+                degraded=("warning", "general warning", "minor", "minor warning"),
+                unhealthy=("alarm", "critical", "error", "fault", "unhealthy", "major", "major warning"),
+            )
+        )
     if ecc_uncorrected > 0:
-        return UNHEALTHY, f"{ecc_uncorrected} uncorrectable ECC errors"
+        verdicts.append((UNHEALTHY, f"{ecc_uncorrected} uncorrectable ECC errors"))
     if xid_errors > 0:
-        return UNHEALTHY, f"{xid_errors} XID-class critical errors"
-    if status in ("alarm", "critical", "error", "fault", "unhealthy"):
-        return UNHEALTHY, f"vendor status {vendor_status.strip()}"
+        verdicts.append((UNHEALTHY, f"{xid_errors} XID-class critical errors"))
     if temperature_c >= TEMP_UNHEALTHY_C:
-        return UNHEALTHY, f"temperature {temperature_c:g}C >= {TEMP_UNHEALTHY_C:g}C"
-    if status in ("warning", "general warning", "minor"):
-        return DEGRADED, f"vendor status {vendor_status.strip()}"
-    if temperature_c >= TEMP_DEGRADED_C:
-        return DEGRADED, f"temperature {temperature_c:g}C >= {TEMP_DEGRADED_C:g}C"
-    return HEALTHY, ""
+        verdicts.append((UNHEALTHY, f"temperature {temperature_c:g}C >= {TEMP_UNHEALTHY_C:g}C"))
+    elif temperature_c >= TEMP_DEGRADED_C:
+        verdicts.append((DEGRADED, f"temperature {temperature_c:g}C >= {TEMP_DEGRADED_C:g}C"))
+    return worst(*verdicts)
 
 
 def run_tool(argv: list[str], *, timeout_s: float = 10.0) -> str:
@@ -98,6 +157,9 @@ def run_tool(argv: list[str], *, timeout_s: float = 10.0) -> str:
     return done.stdout
 
 
+BUS_ID = re.compile(r"^(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+
+
 def numa_node_of(pci_bus_id: str, sysfs: Path = Path("/sys/bus/pci/devices")) -> int:
     """NUMA node of a PCI device from sysfs; -1 when unknown. Accepts 8- or 4-digit domains."""
     match = re.match(
@@ -111,35 +173,41 @@ def numa_node_of(pci_bus_id: str, sysfs: Path = Path("/sys/bus/pci/devices")) ->
         return -1
 
 
+_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
+
+
 def parse_int(text: str, *, default: int = 0) -> int:
-    """Integer from a tool field; vendor placeholders ('[N/A]', 'NA', '-') give ``default``."""
-    cleaned = text.strip()
-    try:
-        return int(float(cleaned))
-    except ValueError:
-        return default
+    """Integer from a tool field; vendor placeholders ('[N/A]', 'NA', '-') give ``default``.
+    A trailing unit ('81559 MiB', '0 %') is ignored."""
+    match = _NUMBER.match(text)
+    return int(float(match.group(1))) if match else default
 
 
 def parse_float(text: str, *, default: float = 0.0) -> float:
-    try:
-        return float(text.strip().rstrip("%CW"))
-    except ValueError:
-        return default
+    """Float from a tool field ('37C', '69.85 W', '12%'); placeholders give ``default``."""
+    match = _NUMBER.match(text)
+    return float(match.group(1)) if match else default
 
 
+_PREFIX = re.compile(r"^(?:nvidia|tesla|metax|mars|huawei|ascend|biren)(?:\s+|(?=\d))", re.IGNORECASE)
 _MODEL = re.compile(r"\b([A-Z]{1,4})[ -]?(\d{2,4}[A-Z]?\d?)\b")
 
 
 def normalise_model(raw: str) -> str:
-    """Short model name: 'NVIDIA H100 80GB HBM3' -> 'H100', 'MetaX C500'/'MXC500' -> 'C500',
-    'Ascend 910B3' -> '910B3', 'NVIDIA GeForce RTX 4090' -> 'RTX4090'."""
-    text = raw.strip()
-    for prefix in ("NVIDIA ", "Tesla ", "MetaX ", "Ascend ", "Biren "):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    if text.startswith("MXC") or text.startswith("MXN"):
+    """Short model name: 'NVIDIA H100 80GB HBM3' -> 'H100', 'MetaX C500'/'MXC500'/'MXC600-A' ->
+    'C500'/'C600', 'Ascend 910B3'/'Ascend910B3' -> '910B3', 'Ascend910' -> '910',
+    'NVIDIA GeForce RTX 4090' -> 'RTX4090', 'Mars X201' -> 'X201'."""
+    text = " ".join(raw.split())
+    while True:
+        stripped = _PREFIX.sub("", text, count=1)
+        if stripped == text:
+            break
+        text = stripped
+    if re.match(r"^MX[CN]\d", text):
         text = text[2:]
+    if text[:1].isdigit():  # Ascend numbering: 310, 310P3, 910A, 910B3
+        return text.split()[0]
     match = _MODEL.search(text)
     if match:
         return match.group(1) + match.group(2)
-    return text.split()[0] if text else raw
+    return text.split()[0] if text else raw.strip()

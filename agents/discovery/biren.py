@@ -102,15 +102,25 @@ class BirenBackend:
         self.why_not: list[str] = []
 
     def discover(self) -> list[DiscoveredDevice]:
+        tool_failed = False
         try:
             rows = parse_brsmi_csv(run_tool(BRSMI_COMMAND))
             if rows:
                 return [d for d, _ in rows]
             self.why_not.append("brsmi listed no devices")
-        except (NotPresent, ToolFailed) as exc:
+            tool_failed = True
+        except NotPresent as exc:
             self.why_not.append(f"brsmi: {exc}")
+        except ToolFailed as exc:
+            self.why_not.append(f"brsmi: {exc}")
+            tool_failed = True
         self._use_tool = False
-        self._devices = count_cards(self._dev_dir, model=self._model, memory_gib=self._memory_gib)
+        try:
+            self._devices = count_cards(self._dev_dir, model=self._model, memory_gib=self._memory_gib)
+        except NotPresent as exc:
+            if tool_failed:  # brsmi is installed but told us nothing: a broken node, said loudly
+                raise ToolFailed("; ".join([*self.why_not, str(exc)])) from exc
+            raise
         return self._devices
 
     def sample(self) -> list[DeviceSample]:

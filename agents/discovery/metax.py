@@ -1,74 +1,147 @@
-"""MetaX discovery from the ``mx-smi`` summary table.
+"""MetaX discovery from the ``mx-smi`` summary table, or ``ht-smi`` on MetaX's HPCC stack.
 
-Each GPU takes two rows between ``+---+`` rules (public captures: the PaddlePaddle ERNIE MetaX
-guide, mx-smi 2.2.4 on C550; the SwanLab MetaX tutorial, mx-smi 2.1.12 on C500)::
+``ht-smi`` (HPCC, the "Mars" boards such as the X201) prints the same tables as ``mx-smi``
+(MACA). Each GPU takes two rows under a two-row header; the header is found by its labels and
+every column is read by its label, because the layout changed between versions (real captures
+in tests/fixtures/discovery, see its README)::
 
-    | GPU         NAME                   | Bus-id              | GPU-Util             |
-    | Temp        Pwr:Usage/Cap          | Memory-Usage        | GPU-State            |
-    | 0           MetaX C500             | 0000:0e:00.0        | 0%                   |
-    | 36C         69W / 350W             | 5680/65536 MiB      | Available            |
+    mx-smi 2.1.x / 2.2.4        | GPU  NAME | Bus-id | GPU-Util |              (three columns)
+                                | Temp Pwr:Usage/Cap | Memory-Usage | GPU-State |
+    mx-smi 2.2.6 - 2.2.8        | GPU NAME Persistence-M | Bus-id | GPU-Util sGPU-M |
+                                | Temp Pwr:Usage/Cap Perf | Memory-Usage | GPU-State |
+    mx-smi 2.3.1, ht-smi 2.2.9  | Board Name | GPU Persist-M | Bus-id | GPU-Util sGPU-M |
+                                | Pwr:Usage/Cap | Temp Perf | Memory-Usage | GPU-State |
 
-Older mx-smi prints ``MXC500`` and a bare ``Power`` column; newer ones add Persistence-M/sGPU-M
-columns. The parser keys on what every version has: an index and a name in the first row, a
-``C`` temperature and ``used/total MiB`` in the second. pymxsml would give the same facts
-without parsing but is only distributed inside the MACA SDK; mx-smi ships with the driver.
+Old versions print ``Power`` instead of ``Pwr:Usage/Cap`` and no GPU-State; unknown columns are
+ignored. The process table that follows (``| Process: |``) is a separate table and is skipped.
+GPU-State ``Available`` is healthy; any other state word is unhealthy with the word in the reason
+(MetaX's exporter describes the state as "0 (not available) / 1 (available)"). A GPU whose row
+cannot be read is reported unhealthy with the reason; only output in which no GPU can be
+identified is an error (ToolFailed), also when the tool is present: that is never "not present".
+
+The device index is the ``GPU`` column; the uuid is ``metax-<bus id>``. pymxsml would give the
+same facts without parsing but ships only inside the MACA SDK; mx-smi ships with the driver.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
+from collections import Counter
+from dataclasses import dataclass
 
 from agents.discovery.base import (
+    BUS_ID,
+    UNHEALTHY,
     DeviceSample,
     DiscoveredDevice,
     MiB,
     NotPresent,
+    ToolFailed,
     judge_health,
     normalise_model,
     numa_node_of,
     parse_float,
     run_tool,
+    vendor_state,
+    worst,
 )
+from agents.discovery.tables import Block, Row, blocks, row_fields, used_total
+from tokenfab.logs import get_logger
 
-_ROW = re.compile(r"^\|(.*)\|(.*)\|(.*)\|\s*$")
-_MEM = re.compile(r"(\d+)\s*/\s*(\d+)\s*MiB")
-_TEMP = re.compile(r"^(-?\d+(?:\.\d+)?)C\b")
+log = get_logger("discovery.metax")
+
+TOOLS = ("mx-smi", "ht-smi")
+STATE_OK = ("Available",)
+_NAME_LABELS = ("NAME", "Name")
 
 
-def parse_mx_smi(text: str) -> list[tuple[DiscoveredDevice, DeviceSample]]:
-    rows = [[c.strip() for c in m.groups()] for m in (_ROW.match(line) for line in text.splitlines()) if m]
+@dataclass(frozen=True, slots=True)
+class MetaxReading:
+    tool: str
+    rows: list[tuple[DiscoveredDevice, DeviceSample]]
+
+
+def _is_header(block: Block) -> bool:
+    if len(block.rows) < 2:
+        return False
+    labels = {label for row in block.rows[:2] for cell in row for label in cell.split()}
+    return "Bus-id" in labels and "Memory-Usage" in labels and bool({"GPU", "Board"} & labels)
+
+
+def _device_rows(text: str, tool: str) -> tuple[tuple[Row, Row], list[Row]]:
+    header: tuple[Row, Row] | None = None
+    rows: list[Row] = []
+    for block in blocks(text):
+        if header is None:
+            if _is_header(block):
+                header = (block.rows[0], block.rows[1])
+                rows.extend(block.rows[2:])
+            continue
+        if block.after_gap:
+            break  # a blank line ends the GPU table; the process table follows
+        rows.extend(block.rows)
+    if header is None:
+        raise ToolFailed(f"{tool}: no GPU table header (Bus-id / Memory-Usage) in the output")
+    return header, rows
+
+
+def parse_mx_smi(text: str, *, tool: str = "mx-smi") -> list[tuple[DiscoveredDevice, DeviceSample]]:
+    """Every GPU of an ``mx-smi``/``ht-smi`` summary. ToolFailed when no GPU can be identified."""
+    (head1, head2), rows = _device_rows(text, tool)
+    parsed: list[tuple[int, dict[str, str], list[str]]] = []
+    problems: list[str] = []
+    i = 0
+    while i < len(rows):
+        f1, p1 = row_fields(head1, rows[i], rest=_NAME_LABELS)
+        index_text = f1.get("GPU") or f1.get("Board") or ""
+        if not index_text.isdigit():
+            problems.append(f"row {rows[i]!r} is not a GPU row")
+            i += 1
+            continue
+        second = rows[i + 1] if i + 1 < len(rows) else ()
+        f2, p2 = row_fields(head2, second) if second else ({}, ["second row missing"])
+        parsed.append((int(index_text), {**f1, **f2}, p1 + p2))
+        i += 2
+    if not parsed:
+        raise ToolFailed(f"{tool}: no GPU could be read ({'; '.join(problems) or 'the GPU table is empty'})")
+    for problem in problems:
+        log.warning("mx_smi.row_skipped", tool=tool, problem=problem)
+
+    has_state = any("GPU-State" in cell.split() for cell in head1 + head2)
+    bus_count = Counter(f.get("Bus-id", "").lower() for _, f, _ in parsed)
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    for first, second in itertools.pairwise(rows):
-        head = first[0].split()
-        if len(head) < 2 or not head[0].isdigit():
-            continue
-        temp_match = _TEMP.match(second[0])
-        mem_match = _MEM.search(second[1])
-        if temp_match is None or mem_match is None:
-            continue
-        index = int(head[0])
-        name_parts = [p for p in head[1:] if p not in ("On", "Off")]
-        temperature = float(temp_match.group(1))
-        state = second[2].split()[0] if second[2] else ""
-        health, reason = judge_health(
-            temperature_c=temperature, vendor_status="" if state in ("", "Available") else state
+    for index, fields, cell_problems in parsed:
+        bus = fields.get("Bus-id", "")
+        unique_bus = BUS_ID.match(bus) is not None and bus_count[bus.lower()] == 1
+        memory = used_total(fields.get("Memory-Usage", ""))
+        temperature = parse_float(fields.get("Temp", ""))
+        state = (
+            vendor_state(fields.get("GPU-State", ""), healthy=STATE_OK, what=f"{tool} GPU-State")
+            if has_state
+            else judge_health()  # versions before 2.2 print no GPU-State column
         )
-        bus_id = first[1].split()[0] if first[1] else ""
+        verdicts = [judge_health(temperature_c=temperature, state=state)]
+        if memory is None or memory[1] <= 0:
+            verdicts.append((UNHEALTHY, f"{tool} printed no memory total"))
+        if cell_problems:
+            verdicts.append((UNHEALTHY, f"{tool} row not understood: " + "; ".join(cell_problems)))
+        health, reason = worst(*verdicts)
+        used_mib, total_mib = memory if memory is not None and memory[1] > 0 else (0, 0)
         out.append(
             (
                 DiscoveredDevice(
-                    uuid=f"metax-{bus_id.lower()}" if bus_id else f"metax-{index}",
+                    uuid=f"metax-{bus.lower()}" if unique_bus else f"metax-gpu{index}",
                     index=index,
-                    model=normalise_model(" ".join(name_parts)),
-                    memory_bytes=int(mem_match.group(2)) * MiB,
-                    numa_node=numa_node_of(bus_id),
-                    pci_bus_id=bus_id,
+                    model=normalise_model(fields.get("NAME") or fields.get("Name") or "MetaX"),
+                    memory_bytes=total_mib * MiB,
+                    numa_node=numa_node_of(bus),
+                    pci_bus_id=bus if BUS_ID.match(bus) else "",
+                    health=health,
+                    health_reason=reason,
                 ),
                 DeviceSample(
                     index=index,
-                    utilization_percent=parse_float(first[2].split()[0]) if first[2] else 0.0,
-                    memory_used_bytes=int(mem_match.group(1)) * MiB,
+                    utilization_percent=parse_float(fields.get("GPU-Util", "")),
+                    memory_used_bytes=used_mib * MiB,
                     temperature_celsius=temperature,
                     health=health,
                     health_reason=reason,
@@ -78,15 +151,33 @@ def parse_mx_smi(text: str) -> list[tuple[DiscoveredDevice, DeviceSample]]:
     return out
 
 
+def read_metax() -> MetaxReading:
+    """Run ``mx-smi``, else ``ht-smi``. NotPresent only when neither tool is installed; a tool
+    that runs but prints no readable GPU raises ToolFailed (loudly, never 'not present')."""
+    missing: list[str] = []
+    for tool in TOOLS:
+        try:
+            text = run_tool([tool])
+        except NotPresent as exc:
+            missing.append(str(exc))
+            continue
+        return MetaxReading(tool, parse_mx_smi(text, tool=tool))
+    raise NotPresent("; ".join(missing))
+
+
 class MetaxBackend:
     name = "metax"
     vendor = "metax"
 
+    def __init__(self) -> None:
+        self.tool = ""
+
     def discover(self) -> list[DiscoveredDevice]:
-        rows = parse_mx_smi(run_tool(["mx-smi"]))
-        if not rows:
-            raise NotPresent("mx-smi lists no GPUs")
-        return [d for d, _ in rows]
+        reading = read_metax()
+        self.tool = reading.tool
+        return [d for d, _ in reading.rows]
 
     def sample(self) -> list[DeviceSample]:
-        return [s for _, s in parse_mx_smi(run_tool(["mx-smi"]))]
+        reading = read_metax()
+        self.tool = reading.tool
+        return [s for _, s in reading.rows]

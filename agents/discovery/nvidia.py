@@ -1,22 +1,27 @@
 """NVIDIA discovery: NVML through nvidia-ml-py first, ``nvidia-smi --query-gpu`` CSV as fallback.
 
-NVML is NVIDIA's supported, versioned interface (nvidia-smi's text is explicitly not stable);
-the CSV query is the fallback for containers that ship the tool but not a loadable library.
+NVML is NVIDIA's supported, versioned interface (nvidia-smi's text is explicitly not stable).
+The CSV query is the fallback for containers that ship the tool but not a loadable library, and
+for GPUs where NVML answers NotSupported to a query discovery needs (the GB10 of the DGX Spark has
+unified memory: ``nvmlDeviceGetMemoryInfo`` is NotSupported and nvidia-smi prints ``[N/A]``).
 XID-class faults come from an NVML event set (``nvmlEventTypeXidCriticalError``) polled with a
 zero timeout at each sample; nvidia-smi cannot report them, so the fallback sees ECC only.
 
-CSV fields (``--format=csv,noheader,nounits``), in this order: index, uuid, name, memory.total
-[MiB], memory.used [MiB], utilization.gpu [%], temperature.gpu [C],
-ecc.errors.uncorrected.volatile.total, pci.bus_id. Unsupported fields print ``[N/A]``.
+The CSV is read by its header (``--format=csv,nounits`` keeps the header line), so extra or
+reordered fields and the unit suffixes of a plain ``--format=csv`` are fine. A GPU whose row
+cannot be read in full (``[N/A]`` in memory.total) is reported unhealthy with the reason; the
+other GPUs of the node are unaffected. Only output with no readable GPU row is an error.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import re
 from typing import Any
 
 from agents.discovery.base import (
+    BUS_ID,
+    UNHEALTHY,
     DeviceSample,
     DiscoveredDevice,
     MiB,
@@ -28,46 +33,80 @@ from agents.discovery.base import (
     parse_float,
     parse_int,
     run_tool,
+    worst,
 )
+from tokenfab.logs import get_logger
+
+log = get_logger("discovery.nvidia")
 
 QUERY_FIELDS = (
     "index,uuid,name,memory.total,memory.used,utilization.gpu,temperature.gpu,"
     "ecc.errors.uncorrected.volatile.total,pci.bus_id"
 )
-SMI_COMMAND = ["nvidia-smi", f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader,nounits"]
+SMI_COMMAND = ["nvidia-smi", f"--query-gpu={QUERY_FIELDS}", "--format=csv,nounits"]
+_UNIT = re.compile(r"\s*\[[^\]]*\]\s*$")
+_NOT_REPORTED = ("[n/a]", "n/a", "[not supported]", "not supported", "")
+
+
+def _header_name(text: str) -> str:
+    """``'memory.total [MiB]'`` -> ``'memory.total'``."""
+    return _UNIT.sub("", text.strip())
+
+
+def _reported(value: str) -> bool:
+    return value.strip().lower() not in _NOT_REPORTED
 
 
 def parse_nvidia_smi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample]]:
-    """Parse the CSV of :data:`SMI_COMMAND`. Raises ToolFailed on a line it cannot read."""
-    rows: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or not "".join(row).strip():
+    """Parse ``nvidia-smi --query-gpu=... --format=csv[,nounits]`` output (header line required).
+
+    Raises ToolFailed when there is no header with an ``index`` column or no GPU row can be read.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ToolFailed("nvidia-smi printed nothing")
+    header = [_header_name(h) for h in next(csv.reader([lines[0]], skipinitialspace=True))]
+    if "index" not in header:
+        raise ToolFailed(f"nvidia-smi: no CSV header with an 'index' column (got {lines[0][:80]!r})")
+    out: list[tuple[DiscoveredDevice, DeviceSample]] = []
+    problems: list[str] = []
+    for line_no, row in enumerate(csv.reader(lines[1:], skipinitialspace=True), start=2):
+        fields = dict(zip(header, (v.strip() for v in row), strict=False))
+        index = parse_int(fields.get("index", ""), default=-1)
+        if index < 0:
+            problems.append(f"line {line_no}: no GPU index in {','.join(row)[:80]!r}")
             continue
-        fields = [f.strip() for f in row]
-        if len(fields) < 9:
-            raise ToolFailed(f"nvidia-smi line {line_no}: expected 9 fields, got {len(fields)}")
-        index = parse_int(fields[0], default=-1)
-        memory_mib = parse_int(fields[3], default=-1)
-        if index < 0 or memory_mib <= 0:
-            raise ToolFailed(f"nvidia-smi line {line_no}: unreadable index or memory.total")
-        temperature = parse_float(fields[6])
-        ecc = parse_int(fields[7])
-        health, reason = judge_health(temperature_c=temperature, ecc_uncorrected=ecc)
-        bus_id = fields[8]
-        rows.append(
+        verdicts: list[tuple[str, str]] = []
+        if len(row) != len(header):
+            verdicts.append((UNHEALTHY, f"nvidia-smi row has {len(row)} fields, header {len(header)}"))
+        total = fields.get("memory.total", "")
+        memory_mib = parse_int(total, default=0) if _reported(total) else 0
+        if memory_mib <= 0:
+            verdicts.append((UNHEALTHY, f"memory.total not reported ({total or 'missing'})"))
+        temperature = parse_float(fields.get("temperature.gpu", ""))
+        ecc = parse_int(fields.get("ecc.errors.uncorrected.volatile.total", ""))
+        verdicts.append(judge_health(temperature_c=temperature, ecc_uncorrected=ecc))
+        health, reason = worst(*verdicts)
+        bus_id = fields.get("pci.bus_id", "")
+        uuid = fields.get("uuid", "")
+        if not _reported(uuid):
+            uuid = f"nvidia-{bus_id.lower()}" if BUS_ID.match(bus_id) else f"nvidia-gpu{index}"
+        out.append(
             (
                 DiscoveredDevice(
-                    uuid=fields[1],
+                    uuid=uuid,
                     index=index,
-                    model=normalise_model(fields[2]),
+                    model=normalise_model(fields.get("name", "") or "NVIDIA"),
                     memory_bytes=memory_mib * MiB,
                     numa_node=numa_node_of(bus_id),
-                    pci_bus_id=bus_id,
+                    pci_bus_id=bus_id if BUS_ID.match(bus_id) else "",
+                    health=health,
+                    health_reason=reason,
                 ),
                 DeviceSample(
                     index=index,
-                    utilization_percent=parse_float(fields[5]),
-                    memory_used_bytes=max(parse_int(fields[4]), 0) * MiB,
+                    utilization_percent=parse_float(fields.get("utilization.gpu", "")),
+                    memory_used_bytes=max(parse_int(fields.get("memory.used", "")), 0) * MiB,
                     temperature_celsius=temperature,
                     ecc_uncorrected_errors=ecc,
                     health=health,
@@ -75,7 +114,11 @@ def parse_nvidia_smi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample
                 ),
             )
         )
-    return rows
+    if not out:
+        raise ToolFailed("nvidia-smi: no GPU row could be read (" + ("; ".join(problems) or "no rows") + ")")
+    for problem in problems:
+        log.warning("nvidia_smi.row_skipped", problem=problem)
+    return out
 
 
 class NvidiaSmiBackend:
@@ -83,13 +126,18 @@ class NvidiaSmiBackend:
     vendor = "nvidia"
 
     def discover(self) -> list[DiscoveredDevice]:
-        rows = parse_nvidia_smi_csv(run_tool(SMI_COMMAND))
-        if not rows:
-            raise NotPresent("nvidia-smi lists no GPUs")
-        return [device for device, _ in rows]
+        return [device for device, _ in parse_nvidia_smi_csv(run_tool(SMI_COMMAND))]
 
     def sample(self) -> list[DeviceSample]:
         return [sample for _, sample in parse_nvidia_smi_csv(run_tool(SMI_COMMAND))]
+
+
+class NvmlUnsupported(ToolFailed):
+    """NVML is loaded but answers NotSupported to a query discovery needs (e.g. memory on GB10)."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class NvmlBackend:
@@ -117,6 +165,10 @@ class NvmlBackend:
         self._nvml = pynvml
         return pynvml
 
+    def _not_supported(self, exc: Exception) -> bool:
+        code = getattr(self._nvml, "NVML_ERROR_NOT_SUPPORTED", 3)
+        return getattr(exc, "value", None) == code
+
     def discover(self) -> list[DiscoveredDevice]:
         nvml = self._init()
         devices: list[DiscoveredDevice] = []
@@ -126,13 +178,10 @@ class NvmlBackend:
             for index in range(count):
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 self._handles.append((index, handle))
-                name = nvml.nvmlDeviceGetName(handle)
-                uuid = nvml.nvmlDeviceGetUUID(handle)
+                name = _text(nvml.nvmlDeviceGetName(handle))
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-                bus_id = nvml.nvmlDeviceGetPciInfo(handle).busId
-                name = name.decode() if isinstance(name, bytes) else name
-                uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
-                bus_id = bus_id.decode() if isinstance(bus_id, bytes) else bus_id
                 devices.append(
                     DiscoveredDevice(
                         uuid=uuid,
@@ -144,6 +193,8 @@ class NvmlBackend:
                     )
                 )
         except nvml.NVMLError as exc:
+            if self._not_supported(exc):
+                raise NvmlUnsupported(f"NVML: {exc} (GPU {len(self._handles) - 1})") from exc
             raise ToolFailed(f"NVML: {exc}") from exc
         if not devices:
             raise NotPresent("NVML reports no GPUs")
@@ -186,7 +237,7 @@ class NvmlBackend:
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
                 temperature = nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
             except nvml.NVMLError as exc:
-                samples.append(DeviceSample(index=index, health="unhealthy", health_reason=f"NVML: {exc}"))
+                samples.append(DeviceSample(index=index, health=UNHEALTHY, health_reason=f"NVML: {exc}"))
                 continue
             try:
                 ecc = nvml.nvmlDeviceGetTotalEccErrors(
@@ -213,7 +264,11 @@ class NvmlBackend:
 
 
 class NvidiaBackend:
-    """NVML when it loads, nvidia-smi otherwise."""
+    """NVML when it loads and answers; nvidia-smi when NVML is missing or answers NotSupported.
+
+    If NVML fails for another reason and nvidia-smi is not installed, the NVML error is raised
+    (ToolFailed): a driver that is there but broken is not "no GPU".
+    """
 
     name = "nvidia"
     vendor = "nvidia"
@@ -223,14 +278,22 @@ class NvidiaBackend:
         self.why_not: list[str] = []
 
     def discover(self) -> list[DiscoveredDevice]:
+        failure: ToolFailed | None = None
         for candidate in (NvmlBackend(), NvidiaSmiBackend()):
             try:
                 devices = candidate.discover()
             except NotPresent as exc:
                 self.why_not.append(f"{candidate.name}: {exc}")
                 continue
+            except ToolFailed as exc:
+                self.why_not.append(f"{candidate.name}: {exc}")
+                log.warning("nvidia.backend_failed", backend=candidate.name, error=str(exc))
+                failure = failure or exc
+                continue
             self._active = candidate
             return devices
+        if failure is not None:
+            raise ToolFailed("; ".join(self.why_not)) from failure
         raise NotPresent("; ".join(self.why_not))
 
     def sample(self) -> list[DeviceSample]:

@@ -11,6 +11,7 @@ from agents.discovery.metax import MetaxBackend
 from agents.discovery.nvidia import NvidiaBackend
 
 BACKEND_NAMES = ("auto", "nvidia", "ascend", "metax", "biren", "simulated")
+REAL_BACKENDS = ("nvidia", "ascend", "metax", "biren")
 
 
 def backend_for(name: str) -> Backend:
@@ -27,12 +28,20 @@ def backend_for(name: str) -> Backend:
 
 
 def detect() -> tuple[Backend, list[DiscoveredDevice]]:
-    """The first real backend that finds devices; NotPresent listing why each one did not."""
+    """The first real backend that finds devices. When none does: ToolFailed if some vendor's
+    tool is installed but failed or printed nothing readable (loud: that is a broken node, not an
+    empty one), else NotPresent; either way the message lists why each backend did not."""
     reasons = []
-    for name in ("nvidia", "ascend", "metax", "biren"):
+    failed = False
+    for name in REAL_BACKENDS:
         backend = backend_for(name)
         try:
             return backend, backend.discover()
-        except (NotPresent, ToolFailed) as exc:
+        except NotPresent as exc:
             reasons.append(f"{name}: {exc}")
+        except ToolFailed as exc:
+            reasons.append(f"{name}: {exc}")
+            failed = True
+    if failed:
+        raise ToolFailed("a vendor tool is present but no device could be read: " + "; ".join(reasons))
     raise NotPresent("no accelerator found: " + "; ".join(reasons))

@@ -18,6 +18,7 @@ import typer
 
 from controlplane.cli import autoscaler as autoscaler_commands
 from controlplane.cli import failover as failover_commands
+from controlplane.cli import gateway as gateway_commands
 from controlplane.cli import requests as request_commands
 from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
 from controlplane.cli.simulate import simulate_command
@@ -39,6 +40,8 @@ app.command("events")(failover_commands.events_command)
 app.command("preempt")(failover_commands.preempt_command)
 app.command("replicas")(request_commands.replicas_command)
 app.command("simulate")(simulate_command)
+app.command("gateway")(gateway_commands.gateway_command)
+app.command("usage")(gateway_commands.usage_command)
 
 
 class Output(StrEnum):

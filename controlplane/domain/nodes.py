@@ -59,7 +59,8 @@ class Device(_Model):
     uuid: Annotated[str, Field(min_length=1, max_length=128)]
     index: Annotated[int, Field(ge=0, lt=MAX_DEVICE_INDEX)]
     model: Annotated[str, Field(min_length=1, max_length=64)]
-    memory_bytes: Annotated[int, Field(ge=MIN_DEVICE_MEMORY, le=MAX_DEVICE_MEMORY)]
+    # 0 = not reported by the vendor tool; allowed only for an unhealthy device (see NodeRegistration)
+    memory_bytes: Annotated[int, Field(ge=0, le=MAX_DEVICE_MEMORY)]
     numa_node: Annotated[int, Field(ge=-1, le=1024)] = -1
     pci_bus_id: Annotated[str, Field(max_length=64)] = ""
     health: DeviceHealth = DeviceHealth.HEALTHY
@@ -137,6 +138,11 @@ class NodeRegistration(_Model):
         seen_uuid: dict[str, int] = {}
         seen_index: dict[int, int] = {}
         for position, device in enumerate(self.devices):
+            if device.memory_bytes < MIN_DEVICE_MEMORY and device.health is not DeviceHealth.UNHEALTHY:
+                raise _FieldError(
+                    f"devices[{position}].memory_bytes",
+                    f"must be at least {MIN_DEVICE_MEMORY // 1024**2} MiB (less: unhealthy devices only)",
+                )
             if device.uuid in seen_uuid:
                 raise _FieldError(
                     f"devices[{position}].uuid",

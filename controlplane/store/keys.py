@@ -30,6 +30,9 @@ All keys live under one versioned root so that several Tokenfab installations (o
                                         on that instance's etcd lease (gone when it dies)
     /tokenfab/v1/events/<20-digit time ns>-<6-digit seq>
                                         EventRecord: failover steps and node changes (bounded)
+    /tokenfab/v1/usage/<tenant>/<YYYYMMDDHH>/<request id>
+                                        UsageRecord: tokens the gateway served in that UTC hour
+                                        (added to with compare-and-swap; billing reads them)
 
 Keep this docstring the single map of the keyspace.
 """
@@ -98,3 +101,14 @@ def presence(node_id: str) -> str:
 
 def autoscaler_state(request_id: str) -> str:
     return AUTOSCALER_STATE + request_id
+
+
+USAGE = ROOT + "usage/"
+
+
+def usage(tenant: str, hour: str, request_id: str) -> str:
+    """One tenant's usage of one request in one UTC hour (``YYYYMMDDHH``)."""
+    for name, part in (("tenant", tenant), ("hour", hour), ("request_id", request_id)):
+        if not part or "/" in part:
+            raise ValueError(f"{name}: {part!r} cannot be part of a key")
+    return f"{USAGE}{tenant}/{hour}/{request_id}"

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from agents.discovery import NotPresent
-from agents.discovery.nvidia import NvidiaBackend, NvmlBackend
+from agents.discovery import NotPresent, ToolFailed
+from agents.discovery import nvidia as nvidia_mod
+from agents.discovery.nvidia import NvidiaBackend, NvmlBackend, NvmlUnsupported
+from tests.conftest import FIXTURES
 
 
 def test_real_nvml_is_not_present_without_a_driver(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -33,7 +35,11 @@ def test_real_nvml_is_not_present_without_a_driver(monkeypatch: pytest.MonkeyPat
 
 
 class FakeNVMLError(Exception):
-    pass
+    """nvidia-ml-py's NVMLError carries the NVML return code in ``value``."""
+
+    def __init__(self, value: int = 999) -> None:
+        super().__init__(f"NVML error {value}")
+        self.value = value
 
 
 @dataclass
@@ -41,7 +47,9 @@ class Handle:
     index: int
 
 
-def fake_pynvml(*, ecc: dict[int, int], xid_on: list[int]) -> types.ModuleType:
+def fake_pynvml(
+    *, ecc: dict[int, int], xid_on: list[int], memory_unsupported: tuple[int, ...] = ()
+) -> types.ModuleType:
     mod = types.ModuleType("pynvml")
     pending = list(xid_on)
     mem = types.SimpleNamespace
@@ -56,7 +64,14 @@ def fake_pynvml(*, ecc: dict[int, int], xid_on: list[int]) -> types.ModuleType:
     mod.nvmlDeviceGetHandleByIndex = lambda i: handles[i]  # type: ignore[attr-defined]
     mod.nvmlDeviceGetName = lambda h: "NVIDIA H20"  # type: ignore[attr-defined]
     mod.nvmlDeviceGetUUID = lambda h: f"GPU-fake-{h.index}".encode()  # type: ignore[attr-defined]
-    mod.nvmlDeviceGetMemoryInfo = lambda h: mem(total=97871 * 2**20, used=(h.index + 1) * 2**30)  # type: ignore[attr-defined]
+    mod.NVML_ERROR_NOT_SUPPORTED = 3  # type: ignore[attr-defined]
+
+    def memory_info(h: Handle) -> Any:
+        if h.index in memory_unsupported:  # the GB10: unified memory, no framebuffer figures
+            raise FakeNVMLError(3)
+        return mem(total=97871 * 2**20, used=(h.index + 1) * 2**30)
+
+    mod.nvmlDeviceGetMemoryInfo = memory_info  # type: ignore[attr-defined]
     mod.nvmlDeviceGetPciInfo = lambda h: mem(busId=f"00000000:{0x18 + h.index:02X}:00.0")  # type: ignore[attr-defined]
     mod.nvmlDeviceGetUtilizationRates = lambda h: mem(gpu=40 + h.index)  # type: ignore[attr-defined]
     mod.nvmlDeviceGetTemperature = lambda h, sensor: 50  # type: ignore[attr-defined]
@@ -66,7 +81,7 @@ def fake_pynvml(*, ecc: dict[int, int], xid_on: list[int]) -> types.ModuleType:
 
     def wait(event_set: object, timeout_ms: int) -> Any:
         if not pending:
-            raise FakeNVMLError("timeout")
+            raise FakeNVMLError(10)  # NVML_ERROR_TIMEOUT
         return mem(device=handles[pending.pop()], eventData=79)
 
     mod.nvmlEventSetWait_v2 = wait  # type: ignore[attr-defined]
@@ -91,3 +106,28 @@ def test_nvml_discovery_and_health(monkeypatch: pytest.MonkeyPatch) -> None:
     assert samples[1].utilization_percent == 41 and samples[1].memory_used_bytes == 2 * 2**30
     # events are drained: the next sample is clean for device 0
     assert backend.sample()[0].health == "healthy"
+
+
+def test_nvml_not_supported_falls_back_to_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML answers NotSupported for memory (as on a GB10): discovery goes to nvidia-smi, whose
+    real GB10 capture prints [N/A]; the GPU is isolated as unhealthy, the node does not fail."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(ecc={}, xid_on=[], memory_unsupported=(0,)))
+    with pytest.raises(NvmlUnsupported):
+        NvmlBackend().discover()
+    capture = (FIXTURES / "discovery" / "nvidia-smi-query-gb10-unsloth.csv").read_text()
+    monkeypatch.setattr(nvidia_mod, "run_tool", lambda argv, **_: capture)
+    backend = NvidiaBackend()
+    [device] = backend.discover()
+    assert (device.model, device.health, device.memory_bytes) == ("GB10", "unhealthy", 0)
+    assert "nvml" in backend.why_not[0] and "NVML error 3" in backend.why_not[0]
+    assert backend.sample()[0].health == "unhealthy"
+
+
+def test_nvml_failing_without_nvidia_smi_is_loud(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """NVML present but failing and no nvidia-smi: ToolFailed (a broken driver), not NotPresent."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(ecc={}, xid_on=[], memory_unsupported=(1,)))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolFailed) as info:
+        NvidiaBackend().discover()
+    assert not isinstance(info.value, NotPresent)
+    assert "nvidia-smi not found" in str(info.value)
