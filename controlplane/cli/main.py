@@ -21,6 +21,7 @@ from controlplane.cli import failover as failover_commands
 from controlplane.cli import gateway as gateway_commands
 from controlplane.cli import requests as request_commands
 from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
+from controlplane.cli.discover import discover_command
 from controlplane.cli.simulate import simulate_command
 
 app = typer.Typer(
@@ -311,8 +312,12 @@ def controlplane(
         raise
 
 
-@app.command()
+agent_app = typer.Typer(help="Run a node agent, or check a node with `agent discover`.", add_completion=False)
+
+
+@agent_app.callback(invoke_without_command=True)
 def agent(
+    ctx: typer.Context,
     backend: Annotated[str, typer.Option(help="auto|nvidia|ascend|metax|biren|simulated")] = "auto",
     node: Annotated[str | None, typer.Option(help="node id (simulated: the fleet node to become)")] = None,
     cluster: Annotated[str, typer.Option(envvar="TOKENFAB_CLUSTER")] = "default",
@@ -361,6 +366,8 @@ def agent(
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run a node agent: discover devices, register, heartbeat."""
+    if ctx.invoked_subcommand is not None:
+        return  # `tokenfab agent discover` runs instead of the agent
     from agents.main import AgentOptions, run_agent
     from tokenfab.logs import configure
 
@@ -391,6 +398,10 @@ def agent(
     code, message = run_agent(options)
     if code:
         raise _fail(message, code)
+
+
+app.add_typer(agent_app, name="agent")
+agent_app.command("discover")(discover_command)
 
 
 @app.command()
