@@ -56,7 +56,14 @@ def issued() -> dict[str, Any]:
 
 
 def test_every_component_has_its_identity(issued: dict[str, Any]) -> None:
-    assert {s["component"] for s in SPECS} == {"controlplane", "executor", "agent", "etcd", "etcd-client"}
+    assert {s["component"] for s in SPECS} == {
+        "controlplane",
+        "executor",
+        "agent",
+        "etcd",
+        "etcd-client",
+        "client",
+    }
     for spec in SPECS:
         cert = issued["pairs"][spec["secret"]].cert
         cert.verify_directly_issued_by(issued["cas"][spec["ca"]].cert)
@@ -77,6 +84,7 @@ def test_every_component_has_its_identity(issued: dict[str, Any]) -> None:
     assert uris == sorted([
         "spiffe://tokenfab/controlplane/tf-tokenfab", "spiffe://tokenfab/controlplane/tf-tokenfab",
         "spiffe://tokenfab/executor/bj-a", "spiffe://tokenfab/node/gpu-a-1", "spiffe://tokenfab/node/gpu-a-2",
+        "spiffe://tokenfab/client/cli",
     ])  # fmt: skip
     assert len({s["secret"] for s in SPECS}) == len(SPECS)  # one Secret (one key) per component
 
@@ -141,6 +149,10 @@ def test_mutual_tls_between_the_components(issued: dict[str, Any]) -> None:
         # the control plane dials an executor with its own identity
         peer = handshake(executor, cp, "tf-tokenfab-executor-bj-a")
         assert ("URI", "spiffe://tokenfab/controlplane/tf-tokenfab") in peer["subjectAltName"]
+        # an operator's tool through kubectl port-forward, naming the Service
+        cli = _files(d, "cli", pairs[by_component[("client", "cli")]], cas["workload"])
+        peer = handshake(cp, cli, "tf-tokenfab")
+        assert ("URI", "spiffe://tokenfab/client/cli") in peer["subjectAltName"]
         # the control plane's etcd client to a member's advertised name
         handshake(etcd, etcd_client, "tf-tokenfab-etcd-1.tf-tokenfab-etcd-peer.tokenfab.svc")
         # a workload certificate is no etcd credential; an agent's key cannot serve the API

@@ -370,6 +370,7 @@ def test_rbac_is_least_privilege() -> None:
         ({"agents": {"nvidia": {"enabled": True, "nodes": ["Bad_Node"]}}}, "/agents/nvidia/nodes/0"),
         ({"agents": {"identity": {"source": "csi"}}}, "/agents/identity/source"),
         ({"agents": {"ray": {"allowPrivileged": "yes"}}}, "/agents/ray/allowPrivileged"),
+        ({"tls": {"clients": ["Bad Name"]}}, "/tls/clients/0"),
         (
             {
                 "controlPlane": {

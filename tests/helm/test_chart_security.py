@@ -30,13 +30,7 @@ RAY_SETS = ["kuberay", "mtls-cert-manager", "cert-manager-own-issuer-kuberay", "
             "hostpath-identity-host-network"]  # fmt: skip
 # flags the chart passes that issue 13's security work adds (identity.md names --operators-file)
 PENDING_FLAGS = {
-    "controlplane": {
-        "--operators-file",
-        "--executor-tls-ca",
-        "--executor-tls-cert",
-        "--executor-tls-key",
-        "--insecure",
-    },
+    "controlplane": {"--operators-file", "--executor-tls-ca", "--insecure"},
     "executor": {"--tls-cert", "--tls-key", "--tls-client-ca", "--insecure"},
     "agent": set(),
 }
@@ -132,6 +126,7 @@ def test_no_pod_mounts_another_components_key(name: str) -> None:
             if secret not in certs:
                 continue  # tenants, operators, an external etcd client Secret
             owner = certs[secret]
+            assert owner["component"] != "client", f"{pod_name} mounts a person's client key {secret}"
             mounted.setdefault(secret, set()).add(str(component))
             if component == "controlplane":
                 ok = owner["component"] in ("controlplane", "etcd-client")

@@ -66,6 +66,8 @@ Every certificate of the release, one per component (JSON list), so that the cer
 Certificates, the generating Job and the pods that mount them agree on names and identities:
   secret      the Secret holding tls.crt, tls.key and ca.crt (mounted by that component only)
   component   controlplane | executor | agent | etcd | etcd-client (the control plane's etcd client)
+              | client (a transport certificate for people's tools, mounted by no pod: the CLI
+              through kubectl port-forward; rights come from the bearer token)
   ca          workload (Tokenfab's gRPC identities) | etcd (a separate CA: a workload certificate
               is never an etcd credential)
   uris, dns, ips, usages, commonName, subject (cluster or node name where one applies)
@@ -92,6 +94,9 @@ spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- range .Values.tls.clients -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-client-%s-tls" $full .) "component" "client" "subject" . "ca" "workload" "commonName" . "uris" (list (printf "spiffe://tokenfab/client/%s" .)) "dns" list "ips" list "usages" (list "client auth")) -}}
 {{- end -}}
 {{- if .Values.etcd.bundled.enabled -}}
 {{- $etcd := printf "%s-etcd" $full -}}
