@@ -216,8 +216,9 @@ def test_default_install_shape() -> None:
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["readinessProbe"]["grpc"]["port"] == 50051
-    assert container["livenessProbe"]["grpc"]["port"] == 50051
+    # TLS by default, and the kubelet's gRPC probe cannot speak TLS
+    assert container["readinessProbe"]["tcpSocket"] == {"port": 50051}
+    assert container["livenessProbe"]["tcpSocket"] == {"port": 50051}
     assert "--etcd=tf-tokenfab-etcd:2379" in container["args"]
     assert "--operator-namespace=tokenfab" in container["args"]
     assert container["resources"]["limits"]
@@ -339,6 +340,9 @@ def test_plaintext_only_by_request() -> None:
     assert servers and all(
         "--insecure" in d["spec"]["template"]["spec"]["containers"][0]["args"] for d in servers
     )
+    for d in servers:
+        probe = d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+        assert "grpc" in probe, d["metadata"]["name"]  # plaintext: the real gRPC health check
     assert not by_kind(docs, "Certificate") and not by_kind(docs, "Job")
 
 

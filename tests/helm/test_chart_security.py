@@ -150,6 +150,8 @@ def test_no_pod_mounts_another_components_key(name: str) -> None:
     for pod_name, labels, pod in pods(docs):
         if labels.get("app.kubernetes.io/component") in ("controlplane", "executor"):
             assert secret_volumes(pod) & set(certs), f"{pod_name} has no certificate of its own"
+            for c in pod["containers"]:  # a TLS port cannot answer the kubelet's plaintext gRPC probe
+                assert "grpc" not in c.get("readinessProbe", {}) and "grpc" not in c.get("livenessProbe", {})
 
 
 @pytest.mark.parametrize(
