@@ -34,7 +34,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.backoff import Backoff
-from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice
+from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice, NotPresent, ToolFailed
 from agents.fence import fence
 from agents.lease import Notice, NoticeSource
 from tokenfab import __version__
@@ -173,6 +173,16 @@ class Agent:
     @property
     def address(self) -> str:
         return self.addresses[self._at]
+
+    def sample(self) -> list[DeviceSample]:
+        """One sample of every device; a vendor tool that fails mid-run makes every device
+        unhealthy with the reason instead of ending the session (and reconnecting in a loop)."""
+        try:
+            return self.backend.sample()
+        except (NotPresent, ToolFailed) as exc:
+            log.warning("agent.sample_failed", node=self.identity.node_id, error=str(exc))
+            reason = f"sampling failed: {exc}"[:256]
+            return [DeviceSample(d.index, health="unhealthy", health_reason=reason) for d in self._devices]
 
     def registration(self) -> agent_pb2.RegisterRequest:
         ident = self.identity
@@ -348,7 +358,7 @@ class Agent:
             silent = time.monotonic() - self._heard_at
             if silent > deadline:
                 raise AckTimeout(f"no ack from {self.address} for {silent:.1f}s (deadline {deadline:g}s)")
-            samples = await asyncio.to_thread(self.backend.sample)
+            samples = await asyncio.to_thread(self.sample)
             try:
                 async with asyncio.timeout(deadline):  # a blocked write is a silent partition too
                     await call.write(self.heartbeat(samples))

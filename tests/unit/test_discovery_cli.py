@@ -171,3 +171,21 @@ def test_unknown_memory_is_refused_for_a_healthy_device() -> None:
         NodeRegistration.model_validate(data)
     field, message = validation_message(info.value)
     assert field == "devices[0].memory_bytes" and "unhealthy" in message
+
+
+def test_a_tool_failing_mid_run_makes_devices_unhealthy_not_the_session_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Registered from a real capture, then npu-smi starts printing an error: the next beat
+    reports every chip unhealthy with the reason instead of raising (which would end the
+    session and make the agent reconnect in a loop)."""
+    tools(monkeypatch, ascend_mod, {("npu-smi", "info"): read("npu-smi-info-310p3-duo-25.2.0-nvtop-421.txt")})
+    backend = ascend_mod.AscendBackend()
+    agent = Agent(
+        backend, NodeIdentity("duo-01", "default"), address="127.0.0.1:1", devices=backend.discover()
+    )
+    assert [s.health for s in agent.sample()] == ["healthy", "healthy"]
+    tools(monkeypatch, ascend_mod, {("npu-smi", "info"): "dcmi module initialize failed. ret is -8005\n"})
+    samples = agent.sample()
+    assert [(s.index, s.health) for s in samples] == [(0, "unhealthy"), (1, "unhealthy")]
+    assert "no 'NPU Name | Health' table header" in samples[0].health_reason
