@@ -26,7 +26,13 @@ class ControlPlaneConfig(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: mutual TLS
-    tenants_file: Path | None = None  # CapacityService bearer tokens and quotas
+    tenants_file: Path | None = None  # tenants' bearer tokens and quotas (re-read when it changes)
+    operators_file: Path | None = None  # operators' bearer tokens and roles (re-read when it changes)
+    insecure: bool = False  # allow plaintext on a non-loopback address (never the default)
+    trust_loopback: bool = True  # plaintext loopback callers without credentials: the local principal
+    executor_tls_ca: Path | None = None  # set: mTLS to executors, this instance's tls_cert as client
+    max_streams_per_principal: Annotated[int, Field(ge=1, le=100_000)] = 32
+    audit_max_entries: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
     catalog_file: Path | None = None  # operator overrides of the packaged catalog
     executors: dict[str, str] = {}  # cluster -> executor host:port; empty: no replicas are started
     reconcile_interval_s: Annotated[float, Field(ge=0.05, le=600)] = 1.0
@@ -58,6 +64,17 @@ class ControlPlaneConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> ControlPlaneConfig:
+        if self.tls_cert is None and not self.insecure and not is_loopback(self.address):
+            raise ValueError(
+                f"address: {self.address} is not a loopback address; serve it with TLS "
+                "(tls_cert, tls_key, tls_client_ca) or say insecure explicitly"
+            )
+        if self.executor_tls_ca is not None and self.tls_cert is None:
+            raise ValueError("executor_tls_ca needs tls_cert and tls_key (this instance's identity)")
+        return self
+
+    @model_validator(mode="after")
     def _executors(self) -> ControlPlaneConfig:
         for cluster, address in self.executors.items():
             host, _, port = address.rpartition(":")
@@ -85,3 +102,9 @@ def parse_endpoints(text: str) -> list[tuple[str, int]]:
             raise ValueError(f"etcd_endpoint: expected host:port[,host:port...], got {text!r}")
         pairs.append((host.strip("[]"), int(port)))
     return pairs
+
+
+def is_loopback(address: str) -> bool:
+    """``host:port`` names a loopback host (127.0.0.0/8, ::1, localhost)."""
+    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
+    return host == "localhost" or host.startswith("127.") or host == "::1"

@@ -43,6 +43,18 @@ class ControlPlaneMetrics:
             "tokenfab_registrations_total", "Register calls, by result", ["result"], registry=self.registry
         )
         self.streams = Gauge("tokenfab_agent_streams", "Open agent Connect streams", registry=self.registry)
+        self.authn_failures = Counter(
+            "tokenfab_authn_failures_total", "Calls refused for missing or unknown credentials, by method",
+            ["method"], registry=self.registry,
+        )  # fmt: skip
+        self.authz_denials = Counter(
+            "tokenfab_authz_denials_total", "Calls refused by the authorization policy, by method and "
+            "principal kind", ["method", "kind"], registry=self.registry,
+        )  # fmt: skip
+        self.quarantined_records = Counter(
+            "tokenfab_quarantined_records_total", "Stored records that failed to load and were quarantined",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
         self.store_errors = Counter(
             "tokenfab_store_errors_total",
             "Failed store operations, by operation",

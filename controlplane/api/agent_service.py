@@ -1,8 +1,10 @@
 """AgentService: Register and the Connect stream (heartbeats in, acks and commands out).
 
 A Connect stream is bound to one node by its first heartbeat; every later heartbeat must name
-the same node. Errors end the stream with a status the agent understands: NOT_FOUND (register
-first), FAILED_PRECONDITION (declared lost: register again), INVALID_ARGUMENT (a bad field).
+the same node, and an agent may only bind its stream to the node in its certificate (Register's
+node is checked by the interceptor chain, the policy's ``node_field``). Errors end the stream
+with a status the agent understands: NOT_FOUND (register first), FAILED_PRECONDITION (declared
+lost: register again), INVALID_ARGUMENT (a bad field), PERMISSION_DENIED (another node's id).
 Acks and commands share the stream; a per-stream lock keeps their writes from interleaving.
 
 After the first heartbeat the agent may send a ``LeaseNotice`` (its lease source announced an
@@ -27,6 +29,7 @@ from controlplane.fleet.events import EventLog
 from controlplane.fleet.fencing import ReplicaFence
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.fleet.types import NodeCommand
+from controlplane.security import check_node
 from tokenfab.logs import get_logger
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc
 
@@ -81,7 +84,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 code=code_for(exc).name,
                 error=message_for(exc),
             )
-            await context.abort(code_for(exc), message_for(exc))
+            raise  # the interceptor chain answers with the error's status code
         return agent_pb2.RegisterResponse(
             state=convert.STATE_TO_PB[view.state],
             created=created,
@@ -114,6 +117,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         raise InvalidArgument("body", "expected a heartbeat")
                     beat = message.heartbeat
                     if node_id is None:
+                        check_node(beat.node_id, field="heartbeat.node_id")  # its own node only
                         registry.get(beat.node_id)  # NOT_FOUND before binding
                         node_id = beat.node_id
                         registry.attach(node_id, sink)
@@ -123,9 +127,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                             "heartbeat.node_id", f"this stream is bound to node {node_id!r}"
                         )
                     state = await registry.heartbeat(node_id, convert.telemetry_from_pb(beat.devices))
-                except HANDLED as exc:
+                except HANDLED:
                     self._metrics.heartbeats.labels("rejected").inc()
-                    await context.abort(code_for(exc), message_for(exc))
+                    raise  # the interceptor chain ends the stream with the error's status code
                 ack = agent_pb2.ControlMessage(
                     ack=agent_pb2.Ack(seq=beat.seq, state=convert.STATE_TO_PB[state])
                 )

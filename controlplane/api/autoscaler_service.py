@@ -12,11 +12,11 @@ from typing import Any
 import grpc
 
 from controlplane.api.convert import datetime_to_ts
-from controlplane.api.status import HANDLED, code_for, message_for
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode, ModeRecord
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.replicas import LIVE, ReplicaRecord
 from controlplane.errors import InvalidArgument, NotFound
+from controlplane.security import Kind, current_principal
 from controlplane.store import keys
 from controlplane.store.base import Store
 from tokenfab.logs import get_logger
@@ -74,7 +74,12 @@ async def read_decisions(store: Store, request_id: str) -> list[DecisionRecord]:
 async def read_status(store: Store, request_id: str = "") -> autoscaler_pb2.AutoscalerStatus:
     mode = await read_mode(store)
     request_kvs, _ = await store.list_prefix(keys.CAPACITY_REQUESTS)
-    requests = [CapacityRecord.model_validate_json(kv.value) for kv in request_kvs]
+    requests = []
+    for kv in request_kvs:
+        try:
+            requests.append(CapacityRecord.model_validate_json(kv.value))
+        except ValueError:
+            continue  # quarantined by the capacity API; one bad record never fails the status
     requests = [r for r in requests if r.active and r.spec.autoscaling.enabled]
     if request_id:
         requests = [r for r in requests if r.id == request_id]
@@ -114,59 +119,75 @@ async def read_status(store: Store, request_id: str = "") -> autoscaler_pb2.Auto
     return status
 
 
+def _tenant_scope() -> str | None:
+    """The calling tenant's name (it sees only its own requests), or None for an operator."""
+    principal = current_principal()
+    return principal.name if principal.kind is Kind.TENANT else None
+
+
+async def _owned(store: Store, tenant: str) -> set[str]:
+    kvs, _ = await store.list_prefix(keys.CAPACITY_REQUESTS)
+    owned = set()
+    for kv in kvs:
+        try:
+            record = CapacityRecord.model_validate_json(kv.value)
+        except ValueError:
+            continue  # quarantined by the capacity API; never this call's failure
+        if record.tenant == tenant:
+            owned.add(record.id)
+    return owned
+
+
 class AutoscalerServicer(autoscaler_pb2_grpc.AutoscalerServiceServicer):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
-        await context.abort(code_for(exc), message_for(exc))
-
     async def GetStatus(  # noqa: N802
         self, request: autoscaler_pb2.GetAutoscalerStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> autoscaler_pb2.AutoscalerStatus:
-        try:
-            return await read_status(self._store, _check_id(request.request_id, "request_id"))
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+        status = await read_status(self._store, _check_id(request.request_id, "request_id"))
+        tenant = _tenant_scope()
+        if tenant is not None:
+            mine = [r for r in status.requests if r.tenant == tenant]
+            if request.request_id and not mine:
+                raise NotFound(f"request_id: no active autoscaled capacity request {request.request_id!r}")
+            del status.requests[:]
+            status.requests.extend(mine)
+        return status
 
     async def ListDecisions(  # noqa: N802
         self, request: autoscaler_pb2.ListDecisionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> autoscaler_pb2.ListDecisionsResponse:
-        try:
-            request_id = _check_id(request.request_id, "request_id")
-            if request.limit > MAX_LIMIT:
-                raise InvalidArgument("limit", f"at most {MAX_LIMIT} (0 means {DEFAULT_LIMIT})")
-            if request.action and request.action not in ACTIONS:
-                raise InvalidArgument("action", f"one of {', '.join(ACTIONS)} (or empty for any)")
-            decisions = await read_decisions(self._store, request_id)
-            if request.action:
-                decisions = [d for d in decisions if d.action == request.action]
-            decisions.sort(key=lambda d: (d.at, d.request_id), reverse=True)
-            limit = request.limit or DEFAULT_LIMIT
-            return autoscaler_pb2.ListDecisionsResponse(
-                decisions=[decision_to_pb(d) for d in decisions[:limit]]
-            )
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+        request_id = _check_id(request.request_id, "request_id")
+        if request.limit > MAX_LIMIT:
+            raise InvalidArgument("limit", f"at most {MAX_LIMIT} (0 means {DEFAULT_LIMIT})")
+        if request.action and request.action not in ACTIONS:
+            raise InvalidArgument("action", f"one of {', '.join(ACTIONS)} (or empty for any)")
+        tenant = _tenant_scope()
+        owned = await _owned(self._store, tenant) if tenant is not None else None
+        if owned is not None and request_id and request_id not in owned:
+            raise NotFound(f"request_id: no capacity request {request_id!r}")
+        decisions = await read_decisions(self._store, request_id)
+        if owned is not None:
+            decisions = [d for d in decisions if d.request_id in owned]
+        if request.action:
+            decisions = [d for d in decisions if d.action == request.action]
+        decisions.sort(key=lambda d: (d.at, d.request_id), reverse=True)
+        limit = request.limit or DEFAULT_LIMIT
+        return autoscaler_pb2.ListDecisionsResponse(decisions=[decision_to_pb(d) for d in decisions[:limit]])
 
     async def SetMode(  # noqa: N802
         self, request: autoscaler_pb2.SetAutoscalerModeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> autoscaler_pb2.AutoscalerStatus:
         try:
-            try:
-                mode = Mode(request.mode)
-            except ValueError:
-                raise InvalidArgument(
-                    "mode", f"one of {', '.join(m.value for m in Mode)}, got {request.mode[:40]!r}"
-                ) from None
-            if len(request.reason) > 512:
-                raise InvalidArgument("reason", "at most 512 characters")
-            record = ModeRecord(mode=mode, reason=request.reason, updated_at=datetime.now(UTC))
-            await self._store.put(keys.AUTOSCALER_MODE, record.model_dump_json().encode())
-            log.info("autoscaler.mode", mode=mode.value, reason=request.reason)
-            return await read_status(self._store)
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+            mode = Mode(request.mode)
+        except ValueError:
+            raise InvalidArgument(
+                "mode", f"one of {', '.join(m.value for m in Mode)}, got {request.mode[:40]!r}"
+            ) from None
+        if len(request.reason) > 512:
+            raise InvalidArgument("reason", "at most 512 characters")
+        record = ModeRecord(mode=mode, reason=request.reason, updated_at=datetime.now(UTC))
+        await self._store.put(keys.AUTOSCALER_MODE, record.model_dump_json().encode())
+        log.info("autoscaler.mode", mode=mode.value, reason=request.reason, by=str(current_principal()))
+        return await read_status(self._store)

@@ -1,4 +1,5 @@
-"""CapacityService: bearer-token authentication, wire <-> domain translation, status codes."""
+"""CapacityService: wire <-> domain translation and tenant scoping (authentication, authorization
+and status codes are the interceptor chain's)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import grpc
 from pydantic import ValidationError
 
 from controlplane.api.convert import datetime_to_ts
-from controlplane.api.status import HANDLED, code_for, message_for
-from controlplane.capacity.manager import CapacityManager
+from controlplane.capacity.manager import CapacityManager, InvalidStoredRecord
 from controlplane.capacity.tenants import Tenant, TenantDirectory
 from controlplane.domain.capacity import CapacityRecord, CapacitySpec
 from controlplane.domain.nodes import validation_message
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from controlplane.security import Kind, current_principal
 from tokenfab.logs import get_logger
 from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, executor_pb2
 
@@ -136,6 +137,21 @@ def record_to_pb(record: CapacityRecord) -> capacity_pb2.CapacityRequest:
     )
 
 
+def invalid_to_pb(bad: InvalidStoredRecord, *, deleted: bool = False) -> capacity_pb2.CapacityRequest:
+    """A quarantined request as the API shows it: phase Invalid and why (its spec is unreadable)."""
+    message = bad.reason + ("; the record was deleted" if deleted else "; cancel it to delete it")
+    return capacity_pb2.CapacityRequest(
+        id=bad.request_id,
+        tenant=bad.tenant,
+        status=capacity_pb2.CapacityStatus(
+            phase="Cancelled" if deleted else "Invalid",
+            conditions=[
+                capacity_pb2.Condition(type="Invalid", status=True, reason="InvalidRecord", message=message)
+            ],
+        ),
+    )
+
+
 def replica_to_pb(
     record: ReplicaRecord, seen: executor_pb2.ReplicaObservation | None
 ) -> capacity_pb2.Replica:
@@ -173,68 +189,68 @@ Observed = Callable[[str], "executor_pb2.ReplicaObservation | None"]
 
 
 class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
+    """Tenants see and change only their own requests; operators (viewer, admin) read everyone's.
+    Who may call what is the interceptor's job (:mod:`controlplane.security.policy`)."""
+
     def __init__(
-        self, manager: CapacityManager, tenants: TenantDirectory | None, observed: Observed = lambda _: None
+        self,
+        manager: CapacityManager,
+        tenants: Callable[[], TenantDirectory | None],
+        observed: Observed = lambda _: None,
     ) -> None:
         self._manager = manager
         self._tenants = tenants
         self._observed = observed
 
-    def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> Tenant:
-        if self._tenants is None:
-            raise Unauthenticated(
-                "authorization: no tenants are configured on this control plane (--tenants FILE)"
-            )
-        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        return self._tenants.authenticate(metadata.get("authorization"))
+    def _scope(self) -> Tenant | None:
+        """The calling tenant (with its quotas), or None for an operator reading everything."""
+        principal = current_principal()
+        if principal.kind is not Kind.TENANT:
+            return None
+        directory = self._tenants()
+        tenant = directory.tenant(principal.name) if directory is not None else None
+        if tenant is None:  # the token was revoked between authentication and now
+            raise Unauthenticated(f"tenant {principal.name!r} is no longer configured")
+        return tenant
 
-    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
-        await context.abort(code_for(exc), message_for(exc))
+    def _tenant(self) -> Tenant:
+        tenant = self._scope()
+        if tenant is None:
+            raise PermissionDenied(f"{current_principal()}: only a tenant owns capacity requests")
+        return tenant
 
     async def Create(  # noqa: N802
         self, request: capacity_pb2.CreateCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.CapacityRequest:
-        try:
-            tenant = self._tenant(context)
-            spec = spec_from_pb(request.spec, request.HasField("spec"))
-            if request.spec.tenant and request.spec.tenant != tenant.name:
-                raise PermissionDenied(f"spec.tenant: you are authenticated as {tenant.name!r}")
-            record, _ = await self._manager.create(tenant, spec, request.idempotency_key)
-            return record_to_pb(record)
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+        tenant = self._tenant()
+        spec = spec_from_pb(request.spec, request.HasField("spec"))
+        if request.spec.tenant and request.spec.tenant != tenant.name:
+            raise PermissionDenied(f"spec.tenant: you are authenticated as {tenant.name!r}")
+        record, _ = await self._manager.create(tenant, spec, request.idempotency_key)
+        return record_to_pb(record)
 
     async def Get(  # noqa: N802
         self, request: capacity_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.CapacityRequest:
         try:
-            return record_to_pb(await self._manager.get(self._tenant(context), request.id))
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+            return record_to_pb(await self._manager.get(self._scope(), request.id))
+        except InvalidStoredRecord as bad:
+            return invalid_to_pb(bad)
 
     async def List(  # noqa: N802
         self, request: capacity_pb2.ListCapacityRequests, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.ListCapacityResponse:
-        try:
-            records = await self._manager.list(
-                self._tenant(context), include_cancelled=request.include_cancelled
-            )
-            return capacity_pb2.ListCapacityResponse(requests=[record_to_pb(r) for r in records])
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+        scope = self._scope()
+        records = await self._manager.list(scope, include_cancelled=request.include_cancelled)
+        invalid = await self._manager.invalid(scope)
+        return capacity_pb2.ListCapacityResponse(
+            requests=[record_to_pb(r) for r in records] + [invalid_to_pb(b) for b in invalid]
+        )
 
     async def Watch(  # noqa: N802
         self, request: capacity_pb2.WatchCapacityRequests, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[capacity_pb2.CapacityEvent]:
-        try:
-            tenant = self._tenant(context)
-        except HANDLED as exc:
-            await self._fail(context, exc)
-            return
-        async for snapshot, record in self._manager.watch(tenant):
+        async for snapshot, record in self._manager.watch(self._scope()):
             kind = (
                 capacity_pb2.CapacityEvent.KIND_SNAPSHOT
                 if snapshot
@@ -245,38 +261,29 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
     async def Update(  # noqa: N802
         self, request: capacity_pb2.UpdateCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.CapacityRequest:
-        try:
-            record = await self._manager.update(
-                self._tenant(context),
-                request.id,
-                input_tokens_per_second=request.input_tokens_per_second,
-                output_tokens_per_second=request.output_tokens_per_second,
-                expected_generation=request.expected_generation,
-            )
-            return record_to_pb(record)
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+        record = await self._manager.update(
+            self._tenant(),
+            request.id,
+            input_tokens_per_second=request.input_tokens_per_second,
+            output_tokens_per_second=request.output_tokens_per_second,
+            expected_generation=request.expected_generation,
+        )
+        return record_to_pb(record)
 
     async def Cancel(  # noqa: N802
         self, request: capacity_pb2.CancelCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.CapacityRequest:
         try:
-            return record_to_pb(await self._manager.cancel(self._tenant(context), request.id))
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+            return record_to_pb(await self._manager.cancel(self._tenant(), request.id))
+        except InvalidStoredRecord as bad:
+            return invalid_to_pb(bad, deleted=True)
 
     async def ListReplicas(  # noqa: N802
         self, request: capacity_pb2.ListReplicasRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.ListReplicasResponse:
-        try:
-            records = await self._manager.replicas(
-                self._tenant(context), request.request_id, include_stopped=request.include_stopped
-            )
-            return capacity_pb2.ListReplicasResponse(
-                replicas=[replica_to_pb(r, self._observed(r.id)) for r in records]
-            )
-        except HANDLED as exc:
-            await self._fail(context, exc)
-        raise AssertionError("unreachable")
+        records = await self._manager.replicas(
+            self._scope(), request.request_id, include_stopped=request.include_stopped
+        )
+        return capacity_pb2.ListReplicasResponse(
+            replicas=[replica_to_pb(r, self._observed(r.id)) for r in records]
+        )

@@ -1,32 +1,51 @@
-"""FleetService: list, get, watch, cordon, uncordon and drain nodes; revoke and extend leases; events."""
+"""FleetService: list, get, watch, cordon, uncordon and drain nodes; revoke and extend leases; events.
+
+Who may call what is :mod:`controlplane.security.policy`'s (reads: operators; changes: admins);
+typed errors raised here become status codes in the interceptor chain. Tenants may list events,
+only of their own capacity requests.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
 from controlplane.api import convert
-from controlplane.api.status import HANDLED, code_for, message_for
-from controlplane.errors import FailedPrecondition, InvalidArgument
+from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound
 from controlplane.fleet.events import EventLog
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.fleet.types import ChangeKind
+from controlplane.security import Kind, current_principal
 from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc, types_pb2
 
 MAX_REASON = 256
-
-
 MAX_NOTICE_S = 30 * 86400
 MAX_EVENTS_LIMIT = 1000
+MAX_LEASE_AHEAD = timedelta(days=5 * 366)  # an extension further out than this is a typo or an attack
+
+Owner = Callable[[str], Awaitable[str | None]]  # capacity request id -> its tenant (None: unknown)
+
+
+async def _no_owner(request_id: str) -> str | None:
+    return None
+
+
+def _reason(text: str) -> str:
+    if len(text) > MAX_REASON:
+        raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
+    return text
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, registry: NodeRegistry, events: EventLog | None = None) -> None:
+    def __init__(
+        self, registry: NodeRegistry, events: EventLog | None = None, *, owner_of: Owner = _no_owner
+    ) -> None:
         self._registry = registry
         self._events = events
+        self._owner_of = owner_of
 
     async def _record(self, kind: str, node_id: str, message: str) -> None:
         if self._events is not None:
@@ -35,15 +54,12 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def ListNodes(  # noqa: N802
         self, request: fleet_pb2.ListNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> fleet_pb2.ListNodesResponse:
-        try:
-            vendor = convert.vendor_from_pb(request.vendor) if request.vendor else None
-            state = None
-            if request.state:
-                state = convert.STATE_FROM_PB.get(request.state)
-                if state is None:
-                    raise InvalidArgument("state", f"unknown node state {request.state}")
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
+        vendor = convert.vendor_from_pb(request.vendor) if request.vendor else None
+        state = None
+        if request.state:
+            state = convert.STATE_FROM_PB.get(request.state)
+            if state is None:
+                raise InvalidArgument("state", f"unknown node state {request.state}")
         nodes = [
             convert.node_to_pb(view)
             for view in self._registry.nodes()
@@ -56,11 +72,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def GetNode(  # noqa: N802
         self, request: fleet_pb2.GetNodeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> types_pb2.Node:
-        try:
-            return convert.node_to_pb(self._registry.get(request.node_id))
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+        return convert.node_to_pb(self._registry.get(request.node_id))
 
     async def WatchNodes(  # noqa: N802
         self, request: fleet_pb2.WatchNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -84,108 +96,88 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def Cordon(  # noqa: N802
         self, request: fleet_pb2.CordonRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> types_pb2.Node:
-        try:
-            if len(request.reason) > MAX_REASON:
-                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
-            return convert.node_to_pb(await self._registry.cordon(request.node_id, request.reason))
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+        reason = _reason(request.reason)
+        return convert.node_to_pb(await self._registry.cordon(request.node_id, reason))
 
     async def Uncordon(  # noqa: N802
         self, request: fleet_pb2.UncordonRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> types_pb2.Node:
-        try:
-            return convert.node_to_pb(await self._registry.uncordon(request.node_id))
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+        return convert.node_to_pb(await self._registry.uncordon(request.node_id))
 
     async def Drain(  # noqa: N802
         self, request: fleet_pb2.DrainRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> types_pb2.Node:
-        try:
-            if len(request.reason) > MAX_REASON:
-                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
-            view = await self._registry.drain(request.node_id, request.reason)
-            await self._record(
-                "drain", request.node_id, f"drain requested: {request.reason or 'no reason given'}"
-            )
-            return convert.node_to_pb(view)
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+        reason = _reason(request.reason)
+        view = await self._registry.drain(request.node_id, reason)
+        await self._record("drain", request.node_id, f"drain requested: {reason or 'no reason given'}")
+        return convert.node_to_pb(view)
 
     async def RevokeLease(  # noqa: N802
         self, request: fleet_pb2.RevokeLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> types_pb2.Node:
-        try:
-            if not 0 <= request.notice_s <= MAX_NOTICE_S:  # also false for NaN
-                raise InvalidArgument("notice_s", f"must be between 0 and {MAX_NOTICE_S} seconds")
-            if len(request.reason) > MAX_REASON:
-                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
-            end = datetime.now(UTC) + timedelta(seconds=request.notice_s)
-            current = self._registry.get(request.node_id).record.lease_end
-            if current is not None and current <= end:
-                raise FailedPrecondition(
-                    f"notice_s: the lease already ends at {current.isoformat(timespec='seconds')}, "
-                    "before the notice would"
-                )
-            note = f"revoked with {request.notice_s:g} s notice" + (
-                f": {request.reason}" if request.reason else ""
+        if not 0 <= request.notice_s <= MAX_NOTICE_S:  # also false for NaN
+            raise InvalidArgument("notice_s", f"must be between 0 and {MAX_NOTICE_S} seconds")
+        reason = _reason(request.reason)
+        end = datetime.now(UTC) + timedelta(seconds=request.notice_s)
+        current = self._registry.get(request.node_id).record.lease_end
+        if current is not None and current <= end:
+            raise FailedPrecondition(
+                f"notice_s: the lease already ends at {current.isoformat(timespec='seconds')}, "
+                "before the notice would"
             )
-            view = await self._registry.set_lease_end(request.node_id, end, note)
-            await self._record(
-                "lease_revoked", request.node_id, f"{note}; ends {end.isoformat(timespec='seconds')}"
-            )
-            return convert.node_to_pb(view)
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+        note = f"revoked with {request.notice_s:g} s notice" + (f": {reason}" if reason else "")
+        view = await self._registry.set_lease_end(request.node_id, end, note)
+        await self._record(
+            "lease_revoked", request.node_id, f"{note}; ends {end.isoformat(timespec='seconds')}"
+        )
+        return convert.node_to_pb(view)
 
     async def ExtendLease(  # noqa: N802
         self, request: fleet_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> types_pb2.Node:
+        if not request.HasField("until"):
+            raise InvalidArgument("until", "is required")
+        now = datetime.now(UTC)
         try:
-            if not request.HasField("until"):
-                raise InvalidArgument("until", "is required")
             until = convert.ts_to_datetime(request.until)
-            if until <= datetime.now(UTC):
-                raise InvalidArgument("until", "must be in the future")
-            if len(request.reason) > MAX_REASON:
-                raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
-            note = "extended" + (f": {request.reason}" if request.reason else "")
-            view = await self._registry.set_lease_end(request.node_id, until, note)
-            await self._record(
-                "lease_extended", request.node_id, f"{note}; ends {until.isoformat(timespec='seconds')}"
-            )
-            return convert.node_to_pb(view)
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+        except (ValueError, OverflowError, OSError):
+            raise InvalidArgument("until", "is not a representable time") from None
+        if until <= now:
+            raise InvalidArgument("until", "must be in the future")
+        if until > now + MAX_LEASE_AHEAD:
+            raise InvalidArgument("until", f"at most {MAX_LEASE_AHEAD.days} days ahead")
+        reason = _reason(request.reason)
+        note = "extended" + (f": {reason}" if reason else "")
+        view = await self._registry.set_lease_end(request.node_id, until, note)
+        await self._record(
+            "lease_extended", request.node_id, f"{note}; ends {until.isoformat(timespec='seconds')}"
+        )
+        return convert.node_to_pb(view)
 
     async def ListEvents(  # noqa: N802
         self, request: fleet_pb2.ListEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> fleet_pb2.ListEventsResponse:
-        try:
-            if request.limit > MAX_EVENTS_LIMIT:
-                raise InvalidArgument("limit", f"at most {MAX_EVENTS_LIMIT} (0 means 100)")
-            events = (
-                await self._events.list(
-                    limit=request.limit or 100, node_id=request.node_id, request_id=request.request_id
-                )
-                if self._events is not None
-                else []
+        if request.limit > MAX_EVENTS_LIMIT:
+            raise InvalidArgument("limit", f"at most {MAX_EVENTS_LIMIT} (0 means 100)")
+        principal = current_principal()
+        if principal.kind is Kind.TENANT:  # a tenant sees the events of its own requests only
+            if not request.request_id or request.node_id:
+                raise InvalidArgument("request_id", "a tenant lists the events of one of its requests")
+            if await self._owner_of(request.request_id) != principal.name:
+                raise NotFound(f"capacity request {request.request_id[:64]!r} not found")
+        events = (
+            await self._events.list(
+                limit=request.limit or 100, node_id=request.node_id, request_id=request.request_id
             )
-            return fleet_pb2.ListEventsResponse(
-                events=[
-                    fleet_pb2.FleetEvent(
-                        at=convert.datetime_to_ts(e.at), kind=e.kind, message=e.message, node_id=e.node_id,
-                        request_id=e.request_id, replica_id=e.replica_id,
-                    )
-                    for e in events
-                ]
-            )  # fmt: skip
-        except HANDLED as exc:
-            await context.abort(code_for(exc), message_for(exc))
-        raise AssertionError("unreachable")
+            if self._events is not None
+            else []
+        )
+        return fleet_pb2.ListEventsResponse(
+            events=[
+                fleet_pb2.FleetEvent(
+                    at=convert.datetime_to_ts(e.at), kind=e.kind, message=e.message, node_id=e.node_id,
+                    request_id=e.request_id, replica_id=e.replica_id,
+                )
+                for e in events
+            ]
+        )  # fmt: skip

@@ -1,5 +1,9 @@
 """The control-plane process: store + registry + gRPC server (+ metrics endpoint).
 
+Every call passes one interceptor chain (:mod:`controlplane.security`): authentication (client
+certificates, bearer tokens from the tenants and operators files), the policy table, per-principal
+stream limits, the audit log in etcd, and typed errors mapped to status codes.
+
 gRPC health checking (``grpc.health.v1``) and server reflection are on, so ``grpcurl`` and
 Kubernetes gRPC probes work without extra files. Messages larger than ``max_message_bytes`` are
 refused by gRPC itself with RESOURCE_EXHAUSTED before any handler runs.
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -19,16 +24,19 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from controlplane.api.agent_service import AgentServicer
+from controlplane.api.audit_service import AuditServicer
 from controlplane.api.autoscaler_service import AutoscalerServicer
 from controlplane.api.capacity_service import CapacityServicer
 from controlplane.api.convert import node_summary, node_to_pb
 from controlplane.api.fleet_service import FleetServicer
+from controlplane.api.status import map_error
 from controlplane.autoscale.policy import TokenfabConfig
 from controlplane.capacity.manager import CapacityManager
 from controlplane.capacity.snapshot import node_slots
-from controlplane.capacity.tenants import TenantDirectory
+from controlplane.capacity.tenants import Tenant, TenantDirectory
 from controlplane.catalog.types import load_catalog
 from controlplane.config import ControlPlaneConfig
+from controlplane.domain.events import EventRecord
 from controlplane.executor.service import RemoteExecutor
 from controlplane.fleet.events import EventLog
 from controlplane.fleet.fencing import ReplicaFence
@@ -40,6 +48,13 @@ from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler
 from controlplane.reconcile.decide import ReconcileConfig
 from controlplane.reconcile.launch import EngineSettings
 from controlplane.reconcile.loop import Reconciler
+from controlplane.security import (
+    AuditLog,
+    Authenticator,
+    OperatorDirectory,
+    Reloading,
+    SecurityInterceptor,
+)
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
 from controlplane.store.fenced import FencedStore
@@ -48,6 +63,8 @@ from tokenfab.tls import ClientTLS, ServerTLS
 from tokenfab.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     autoscaler_pb2,
     autoscaler_pb2_grpc,
     capacity_pb2,
@@ -63,6 +80,7 @@ SERVICE_NAMES = (
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
     capacity_pb2.DESCRIPTOR.services_by_name["CapacityService"].full_name,
     autoscaler_pb2.DESCRIPTOR.services_by_name["AutoscalerService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -90,6 +108,11 @@ class ControlPlane:
         self.port: int | None = None
         self.fence: ReplicaFence | None = None
         self._metrics_server: tuple[Any, Any] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.tenants: Reloading[TenantDirectory] | None = None
+        self.operators: Reloading[OperatorDirectory] | None = None
+        self.audit: AuditLog | None = None
+        self.interceptor: SecurityInterceptor | None = None
 
     @property
     def store(self) -> Store:
@@ -103,6 +126,35 @@ class ControlPlane:
         if self.reconciler is None or self.election is None or not self.election.is_leader():
             return 1 if self.config.executors else 0
         return self.reconciler.replicas_by_node.get(node_id, 0)
+
+    def _tenant(self, name: str) -> Tenant | None:
+        return self.tenants.get().tenant(name) if self.tenants is not None else None
+
+    async def _owner_of(self, request_id: str) -> str | None:
+        assert self.capacity is not None
+        try:
+            return (await self.capacity.get(None, request_id)).tenant
+        except Exception:  # unknown, malformed or quarantined: nobody's, as far as a tenant may see
+            return None
+
+    def _security(self, store: Store) -> SecurityInterceptor:
+        cfg = self.config
+        if cfg.tenants_file is not None:
+            self.tenants = Reloading(cfg.tenants_file, TenantDirectory.load)
+            self.tenants.load()  # a bad file stops the start, naming the file and entry
+        if cfg.operators_file is not None:
+            self.operators = Reloading(cfg.operators_file, OperatorDirectory.load)
+            self.operators.load()
+        self.audit = audit = AuditLog(store, max_entries=cfg.audit_max_entries)
+        return SecurityInterceptor(
+            Authenticator(
+                tenants=self.tenants, operators=self.operators, trust_loopback_plaintext=cfg.trust_loopback
+            ),
+            errors=map_error,
+            audit=audit.append,
+            metrics=self.metrics,
+            max_streams_per_principal=cfg.max_streams_per_principal,
+        )
 
     async def start(self) -> None:
         cfg = self.config
@@ -134,14 +186,16 @@ class ControlPlane:
         await self.registry.start()
         await self.election.start()
 
+        self.interceptor = self._security(self._store)
         server = grpc.aio.server(
+            interceptors=[self.interceptor],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
         self.fence = ReplicaFence(self._store)
         await self.fence.start()
@@ -149,11 +203,31 @@ class ControlPlane:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(self.registry, events=events, fence=self.fence), server
         )
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(self.registry, events), server)
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(
+            FleetServicer(self.registry, events, owner_of=self._owner_of), server
+        )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(AuditLog(self._store)), server)
         catalog = load_catalog(cfg.catalog_file)
-        tenants = TenantDirectory.load(cfg.tenants_file) if cfg.tenants_file else None
         registry = self.registry
         self.capacity = CapacityManager(self._store, catalog, fleet=lambda: node_slots(registry.nodes()))
+        quarantined = self.metrics.quarantined_records.labels(kind="capacity_request")
+
+        def on_quarantine(request_id: str, reason: str) -> None:
+            quarantined.inc()
+            task = asyncio.get_running_loop().create_task(
+                events.append(
+                    EventRecord(
+                        at=datetime.now(UTC),
+                        kind="quarantined",
+                        request_id=request_id,
+                        message=f"stored record does not load: {reason}",
+                    )
+                )
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        self.capacity.on_quarantine = on_quarantine
         if cfg.executors:
             autoscaler = LiveAutoscaler(
                 FencedStore(self._store, self.election.fence),  # leader-only writes: fenced (issue 12)
@@ -165,14 +239,17 @@ class ControlPlane:
                         down_delay_s=cfg.autoscale_down_delay_s, burst_hold_s=cfg.autoscale_burst_hold_s
                     ),
                 ),
-                tenants=tenants.tenant if tenants is not None else lambda name: None,
+                tenants=self._tenant,
                 metrics=self.metrics,
             )
             self.reconciler = Reconciler(
                 self._store,
                 catalog,
                 self.registry,
-                {cluster: RemoteExecutor(cluster, address) for cluster, address in cfg.executors.items()},
+                {
+                    cluster: RemoteExecutor(cluster, address, tls=self._executor_tls())
+                    for cluster, address in cfg.executors.items()
+                },
                 interval_s=cfg.reconcile_interval_s,
                 config=ReconcileConfig(start_timeout_s=cfg.replica_start_timeout_s),
                 engines=EngineSettings(mode=cfg.engine_mode, sim_start_delay_s=cfg.sim_start_delay_s),
@@ -185,7 +262,7 @@ class ControlPlane:
         capacity_pb2_grpc.add_CapacityServiceServicer_to_server(
             CapacityServicer(
                 self.capacity,
-                tenants,
+                lambda: self.tenants.get() if self.tenants is not None else None,
                 observed=lambda rid: reconciler.observed.get(rid) if reconciler else None,
             ),
             server,
@@ -219,7 +296,7 @@ class ControlPlane:
 
             self.operator = Operator(
                 self.capacity,
-                tenants.tenant if tenants is not None else lambda name: None,
+                self._tenant,
                 lambda: [node_summary(node_to_pb(v)) for v in registry.nodes()],
                 namespaces=cfg.operator_namespaces,
                 is_leader=self.election.is_leader,
@@ -242,6 +319,12 @@ class ControlPlane:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+    def _executor_tls(self) -> ClientTLS | None:
+        cfg = self.config
+        if cfg.executor_tls_ca is None:
+            return None
+        return ClientTLS(cfg.executor_tls_ca, cfg.tls_cert, cfg.tls_key)
 
     async def stop(self, *, grace_s: float = 2.0) -> None:
         if self._health is not None:

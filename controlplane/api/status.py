@@ -46,3 +46,10 @@ def message_for(exc: Exception) -> str:
 
 
 HANDLED = (TokenfabError, IllegalTransition, StoreUnavailable)
+
+
+def map_error(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
+    """The interceptor chain's error map for the control plane; None: not ours (INTERNAL)."""
+    if isinstance(exc, HANDLED):
+        return code_for(exc), message_for(exc)
+    return None

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+
+from pydantic import ValidationError
 
 from controlplane.capacity.tenants import Tenant
 from controlplane.capacity.validation import check_spec, workload_of
@@ -37,8 +40,17 @@ from controlplane.domain.capacity import (
     Phase,
     ReplicaStatus,
 )
+from controlplane.domain.nodes import validation_message
 from controlplane.domain.replicas import TERMINAL, ReplicaRecord
-from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
+from controlplane.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    TokenfabError,
+)
 from controlplane.scheduler import Demand, NodeSlot, SchedulerConfig, options_for, schedule
 from controlplane.store import keys
 from controlplane.store.base import Store
@@ -46,6 +58,31 @@ from tokenfab.logs import get_logger
 
 log = get_logger("capacity")
 MAX_KEY = 256
+MAX_LIST = 10_000  # requests one List answers with (bounded: a response is at most this many)
+
+
+class InvalidStoredRecord(TokenfabError):
+    """A stored request that no longer loads (written by an older version, or by hand): it is
+    quarantined (shown as Invalid, skipped by List and Watch) and may only be cancelled."""
+
+    def __init__(self, request_id: str, tenant: str, reason: str) -> None:
+        super().__init__(f"capacity request {request_id!r} is Invalid: {reason}")
+        self.request_id = request_id
+        self.tenant = tenant
+        self.reason = reason
+
+
+def _raw_tenant(value: bytes) -> str:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return ""
+    return str(data.get("tenant", "")) if isinstance(data, dict) else ""
+
+
+def _visible(tenant: Tenant | None, owner: str) -> bool:
+    """A tenant sees its own requests; an operator (``None``) sees every tenant's."""
+    return tenant is None or owner == tenant.name
 
 
 def _utcnow() -> datetime:
@@ -95,6 +132,8 @@ class CapacityManager:
         self._wall = wall
         self._new_id = new_id
         self._config = config or SchedulerConfig()
+        self.quarantined: dict[str, str] = {}  # request id -> why it does not load
+        self.on_quarantine: Callable[[str, str], None] = lambda request_id, reason: None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -160,9 +199,51 @@ class CapacityManager:
             observed_generation=1,
         )
 
+    def _parse(self, key: str, value: bytes) -> CapacityRecord:
+        """The stored record, or InvalidStoredRecord (and the request quarantined, once)."""
+        request_id = key.rpartition("/")[2]
+        try:
+            record = CapacityRecord.model_validate_json(value)
+        except ValidationError as exc:
+            field, message = validation_message(exc)
+            reason = f"stored record does not load: {field}: {message}"
+            if self.quarantined.get(request_id) != reason:
+                self.quarantined[request_id] = reason
+                log.error("capacity.quarantined", request=request_id, reason=reason)
+                self.on_quarantine(request_id, reason)
+            raise InvalidStoredRecord(request_id, _raw_tenant(value), reason) from None
+        self.quarantined.pop(request_id, None)
+        return record
+
     async def _records(self) -> list[tuple[CapacityRecord, int]]:
+        """Every loadable request; quarantined ones are skipped, never an error for the others."""
         kvs, _ = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
-        return [(CapacityRecord.model_validate_json(kv.value), kv.mod_revision) for kv in kvs]
+        out = []
+        for kv in kvs:
+            try:
+                out.append((self._parse(kv.key, kv.value), kv.mod_revision))
+            except InvalidStoredRecord:
+                continue
+        return out
+
+    async def invalid(self, tenant: Tenant | None) -> builtins.list[InvalidStoredRecord]:
+        """Quarantined requests this caller may see (shown as Invalid by List)."""
+        kvs, _ = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
+        out = []
+        for kv in kvs:
+            try:
+                self._parse(kv.key, kv.value)
+            except InvalidStoredRecord as bad:
+                if _visible(tenant, bad.tenant):
+                    out.append(bad)
+        return out
+
+    def _check_priority(self, tenant: Tenant, spec: CapacitySpec) -> None:
+        if tenant.max_priority is not None and spec.priority > tenant.max_priority:
+            raise PermissionDenied(
+                f"spec.priority: {spec.priority} is above tenant {tenant.name}'s ceiling "
+                f"of {tenant.max_priority}"
+            )
 
     async def _check_quota(self, tenant: Tenant, estimate: Estimate | None, *, excluding: str = "") -> None:
         if estimate is None or (tenant.max_accelerators is None and tenant.max_spend_per_hour is None):
@@ -194,6 +275,7 @@ class CapacityManager:
         if len(idempotency_key) > MAX_KEY:
             raise InvalidArgument("idempotency_key", f"at most {MAX_KEY} characters")
         check_spec(spec, self._catalog)
+        self._check_priority(tenant, spec)
         idem_key = ""
         if idempotency_key:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
@@ -231,24 +313,32 @@ class CapacityManager:
         )  # fmt: skip
         return record, True
 
-    async def _load(self, tenant: Tenant, request_id: str) -> tuple[CapacityRecord, int]:
+    async def _load(self, tenant: Tenant | None, request_id: str) -> tuple[CapacityRecord, int]:
         if not request_id or len(request_id) > 64 or "/" in request_id:
             raise InvalidArgument("id", "not a capacity request id")
         kv = await self._store.get(keys.capacity_request(request_id))
         if kv is None:
             raise NotFound(f"capacity request {request_id!r} not found")
-        record = CapacityRecord.model_validate_json(kv.value)
-        if record.tenant != tenant.name:  # other tenants' requests do not exist for this caller
+        try:
+            record = self._parse(kv.key, kv.value)
+        except InvalidStoredRecord as bad:
+            if not _visible(tenant, bad.tenant):
+                raise NotFound(f"capacity request {request_id!r} not found") from None
+            raise
+        if not _visible(tenant, record.tenant):  # other tenants' requests do not exist for this caller
             raise NotFound(f"capacity request {request_id!r} not found")
         return record, kv.mod_revision
 
-    async def get(self, tenant: Tenant, request_id: str) -> CapacityRecord:
+    async def get(self, tenant: Tenant | None, request_id: str) -> CapacityRecord:
         return (await self._load(tenant, request_id))[0]
 
-    async def list(self, tenant: Tenant, *, include_cancelled: bool = False) -> list[CapacityRecord]:
-        return [
-            r for r, _ in await self._records() if r.tenant == tenant.name and (include_cancelled or r.active)
+    async def list(self, tenant: Tenant | None, *, include_cancelled: bool = False) -> list[CapacityRecord]:
+        found = [
+            r
+            for r, _ in await self._records()
+            if _visible(tenant, r.tenant) and (include_cancelled or r.active)
         ]
+        return found[:MAX_LIST]
 
     async def update(
         self,
@@ -270,27 +360,37 @@ class CapacityManager:
         record, revision = await self._load(tenant, request_id)
         if not record.active:
             raise FailedPrecondition(f"capacity request {request_id!r} is cancelled")
+        ceiling = record.spec.autoscaling.max_output_tokens_per_second
+        if ceiling is not None and output_tokens_per_second > ceiling:
+            raise InvalidArgument(
+                "output_tokens_per_second",
+                f"{output_tokens_per_second:g} is above this request's autoscaling ceiling "
+                f"(spec.autoscaling.max_output_tokens_per_second = {ceiling:g})",
+            )
         if expected_generation and expected_generation != record.generation:
             raise FailedPrecondition(
                 f"expected_generation: request is at generation {record.generation}, "
                 f"not {expected_generation}"
             )
-        spec = record.spec.model_copy(
-            update={
-                "input_tokens_per_second": input_tokens_per_second or record.spec.input_tokens_per_second,
-                "output_tokens_per_second": output_tokens_per_second or record.spec.output_tokens_per_second,
-            }
-        )
+        changed = record.spec.model_dump()
+        changed["input_tokens_per_second"] = input_tokens_per_second or record.spec.input_tokens_per_second
+        changed["output_tokens_per_second"] = output_tokens_per_second or record.spec.output_tokens_per_second
+        try:  # the whole resulting object is validated, as on create
+            spec = CapacitySpec.model_validate(changed)
+        except ValidationError as exc:
+            raise InvalidArgument(*validation_message(exc, prefix="spec.")) from None
         if spec == record.spec:
             return record
+        check_spec(spec, self._catalog)
         estimate = self.estimate(request_id, spec)
         await self._check_quota(tenant, estimate, excluding=request_id)
         status = self._dry_run(request_id, spec).model_copy(
             update={"observed_generation": record.generation + 1}
         )
-        updated = record.model_copy(
-            update={"spec": spec, "generation": record.generation + 1, "estimate": estimate, "status": status}
-        )
+        updated = CapacityRecord.model_validate(
+            {**record.model_dump(), "spec": spec, "generation": record.generation + 1,
+             "estimate": estimate, "status": status}
+        )  # fmt: skip
         if (
             await self._store.compare_and_put(
                 keys.capacity_request(request_id),
@@ -303,7 +403,11 @@ class CapacityManager:
         return updated
 
     async def cancel(self, tenant: Tenant, request_id: str) -> CapacityRecord:
-        record, revision = await self._load(tenant, request_id)
+        try:
+            record, revision = await self._load(tenant, request_id)
+        except InvalidStoredRecord:
+            await self._drop_invalid(request_id)
+            raise
         if not record.active:
             return record
         now = self._wall()
@@ -333,31 +437,52 @@ class CapacityManager:
         log.info("capacity.cancelled", request=request_id, tenant=tenant.name)
         return cancelled
 
+    async def _drop_invalid(self, request_id: str) -> None:
+        """Cancelling a quarantined request deletes its record: nothing valid can replace it."""
+        kv = await self._store.get(keys.capacity_request(request_id))
+        if kv is not None and await self._store.compare_and_delete(
+            kv.key, expected_mod_revision=kv.mod_revision
+        ):
+            self.quarantined.pop(request_id, None)
+            log.warning("capacity.invalid_deleted", request=request_id)
+
     async def replicas(
-        self, tenant: Tenant, request_id: str = "", *, include_stopped: bool = False
+        self, tenant: Tenant | None, request_id: str = "", *, include_stopped: bool = False
     ) -> builtins.list[ReplicaRecord]:
         """The tenant's replicas (of one request when ``request_id`` is given)."""
         if request_id:
             await self._load(tenant, request_id)  # NOT_FOUND for unknown or foreign ids
         kvs, _ = await self._store.list_prefix(keys.REPLICAS)
-        records = [ReplicaRecord.model_validate_json(kv.value) for kv in kvs]
+        records = []
+        for kv in kvs:
+            try:
+                records.append(ReplicaRecord.model_validate_json(kv.value))
+            except ValidationError:
+                log.error("replica.unreadable", key=kv.key)
         return [
             r
             for r in records
-            if r.tenant == tenant.name
+            if _visible(tenant, r.tenant)
             and (not request_id or r.request_id == request_id)
             and (include_stopped or r.state not in TERMINAL)
         ]
 
-    async def watch(self, tenant: Tenant) -> AsyncIterator[tuple[bool, CapacityRecord]]:
-        """(is_snapshot, record) for the tenant's requests: the current ones, then every change."""
+    async def watch(self, tenant: Tenant | None) -> AsyncIterator[tuple[bool, CapacityRecord]]:
+        """(is_snapshot, record) for the caller's requests: the current ones, then every change;
+        a record that does not load is quarantined and skipped, never the end of the watch."""
         kvs, revision = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
         for kv in kvs:
-            record = CapacityRecord.model_validate_json(kv.value)
-            if record.tenant == tenant.name:
+            try:
+                record = self._parse(kv.key, kv.value)
+            except InvalidStoredRecord:
+                continue
+            if _visible(tenant, record.tenant):
                 yield True, record
         async for event in self._store.watch_prefix(keys.CAPACITY_REQUESTS, start_revision=revision + 1):
             if event.value:
-                record = CapacityRecord.model_validate_json(event.value)
-                if record.tenant == tenant.name:
+                try:
+                    record = self._parse(event.key, event.value)
+                except InvalidStoredRecord:
+                    continue
+                if _visible(tenant, record.tenant):
                     yield False, record

@@ -1,8 +1,9 @@
 """``tokenfab request ...``: capacity requests through the CapacityService.
 
 Credentials: ``--token`` or ``TOKENFAB_TOKEN``; without either, the CLI looks for the embedded
-demo's token in ``<state dir>/demo-token`` (``tokenfab up`` writes it), so the demo works with no
-setup.
+demo's token in ``<state dir>/demo-token`` (``tokenfab up`` writes it), and for the demo's CA and
+CLI certificate in ``<state dir>/pki`` (see :mod:`controlplane.cli.client`), so the demo works
+with no setup.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from controlplane.cli.client import DEFAULT_ADDRESS
+from controlplane.cli.client import DEFAULT_ADDRESS, channel, client_tls, state_token
 
 app = typer.Typer(help="Reserve token capacity: create, inspect, update and cancel capacity requests.")
 
@@ -27,13 +26,10 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="TOKENFAB_TOKEN"
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
 
 
-def _token(token: str | None) -> str:
-    if token:
-        return token
-    state = Path(os.environ.get("TOKENFAB_STATE_DIR") or Path.cwd() / ".tokenfab")
-    demo = state / "demo-token"
-    if demo.exists():
-        return demo.read_text().strip()
+def _token(token: str | None, address: str | None = None) -> str:
+    found = token or state_token(address, "demo-token")
+    if found:
+        return found
     typer.echo("error: no credentials: pass --token or set TOKENFAB_TOKEN", err=True)
     raise typer.Exit(1)
 
@@ -75,12 +71,13 @@ def _call(address: str, token: str | None, fn: Any) -> Any:
 
     from tokenfab.v1 import capacity_pb2_grpc
 
-    metadata = (("authorization", f"Bearer {_token(token)}"),)
+    bearer = _token(token, address)
+    metadata = (("authorization", f"Bearer {bearer}"),)
 
     async def run() -> Any:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with channel(address, client_tls(None, None, None, None, address), token=bearer) as ch:
             try:
-                return await fn(capacity_pb2_grpc.CapacityServiceStub(channel), metadata)
+                return await fn(capacity_pb2_grpc.CapacityServiceStub(ch), metadata)
             except grpc.aio.AioRpcError as exc:
                 typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
                 raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None

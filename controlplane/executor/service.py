@@ -4,6 +4,11 @@ serving :class:`ExecutorService` to the control plane; and the control plane's c
 Why a process per cluster: a Python process can be the driver of one Ray cluster only, and a
 fleet spans several (an owned NVIDIA cluster, a leased Ascend cluster, ...). The executor keeps
 no desired state, so it can be restarted at any time; replica actors are detached and survive it.
+
+Trust: the executor runs the same interceptor chain as the control plane; its policy admits only
+control-plane instances (``spiffe://tokenfab/controlplane/...`` certificates under mTLS, or the
+local principal on a plaintext loopback listener). It refuses to listen in plaintext beyond
+loopback unless told ``insecure``.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from controlplane.config import is_loopback
+from controlplane.errors import InvalidArgument
+from controlplane.security import Authenticator, SecurityInterceptor
 from tokenfab.logs import get_logger
 from tokenfab.parent import exit_with_parent
-from tokenfab.tls import ClientTLS, client_channel
+from tokenfab.tls import ClientTLS, ServerTLS, client_channel
 from tokenfab.v1 import executor_pb2, executor_pb2_grpc
 
 log = get_logger("executor")
@@ -112,22 +120,50 @@ class RemoteExecutor:
         await self._channel.close()
 
 
-async def serve_executor(cluster: str, ray_address: str, listen: str, stop: asyncio.Event) -> None:
-    from controlplane.executor.ray_driver import RayExecutor  # Ray is imported only here
-
-    backend = RayExecutor(cluster, ray_address)
-    await asyncio.to_thread(backend.connect)
-    server = grpc.aio.server()
+def executor_server(backend: Executor) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The executor's gRPC server with the interceptor chain (only control-plane instances)."""
+    server = grpc.aio.server(interceptors=[SecurityInterceptor(Authenticator(trust_loopback_plaintext=True))])
     executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(backend), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen)
+    return server, health_servicer
+
+
+def check_listen(listen: str, tls: ServerTLS | None, *, insecure: bool) -> None:
+    if tls is None and not insecure and not is_loopback(listen):
+        raise InvalidArgument(
+            "listen", f"{listen} is not a loopback address: serve it with TLS (--tls-cert, --tls-key, "
+            "--tls-client-ca) or pass --insecure"
+        )  # fmt: skip
+    if tls is not None and tls.client_ca_file is None:
+        raise InvalidArgument("tls_client_ca", "the executor needs mutual TLS: it admits only control planes")
+
+
+async def serve_executor(
+    cluster: str,
+    ray_address: str,
+    listen: str,
+    stop: asyncio.Event,
+    *,
+    tls: ServerTLS | None = None,
+    insecure: bool = False,
+) -> None:
+    from controlplane.executor.ray_driver import RayExecutor  # Ray is imported only here
+
+    check_listen(listen, tls, insecure=insecure)
+    backend = RayExecutor(cluster, ray_address)
+    await asyncio.to_thread(backend.connect)
+    server, health_servicer = executor_server(backend)
+    port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"listen: cannot listen on {listen}")
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("executor.started", cluster=cluster, ray=ray_address, listen=listen, port=port)
+    log.info(
+        "executor.started", cluster=cluster, ray=ray_address, listen=listen, port=port,
+        tls="mutual" if tls else "off",
+    )  # fmt: skip
     await stop.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(2.0)
@@ -135,14 +171,18 @@ async def serve_executor(cluster: str, ray_address: str, listen: str, stop: asyn
     log.info("executor.stopped", cluster=cluster)
 
 
-def run_executor(cluster: str, ray_address: str, listen: str) -> None:
+def run_executor(
+    cluster: str, ray_address: str, listen: str, *, tls: ServerTLS | None = None, insecure: bool = False
+) -> None:
+    check_listen(listen, tls, insecure=insecure)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         watchdog = asyncio.create_task(exit_with_parent(stop))
-        await serve_executor(cluster, ray_address, listen, stop)
+        await serve_executor(cluster, ray_address, listen, stop, tls=tls, insecure=insecure)
         watchdog.cancel()
 
     asyncio.run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from controlplane.domain.autoscaling import DecisionRecord, Mode, ModeRecord
 from controlplane.embedded.etcd import EtcdProcess
 from controlplane.store import keys
 from controlplane.store.etcd import EtcdStore
-from tests.integration.conftest import ControlPlaneFactory
+from tests.integration.conftest import ControlPlaneFactory, cli_credentials, dial
 from tokenfab.v1 import autoscaler_pb2, autoscaler_pb2_grpc
 
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -52,7 +53,7 @@ async def seed_history(etcd: EtcdProcess) -> datetime:
 async def test_modes_history_and_bad_input(control_plane: ControlPlaneFactory, etcd: EtcdProcess) -> None:
     plane = await control_plane()
     start = await seed_history(etcd)
-    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+    async with dial(plane) as channel:  # an admin
         stub = autoscaler_pb2_grpc.AutoscalerServiceStub(channel)
         status = await stub.GetStatus(autoscaler_pb2.GetAutoscalerStatusRequest())
         assert status.mode == "active" and not status.requests  # no autoscaled request
@@ -96,10 +97,13 @@ async def test_modes_history_and_bad_input(control_plane: ControlPlaneFactory, e
 
     # the CLI, as an operator types it
     cli = [sys.executable, "-m", "controlplane.cli.main", "autoscaler"]
-    address = ["--address", plane.config.address]
+    flags, env = cli_credentials(plane)
+    address = ["--address", plane.config.address, *flags]
 
     def tokenfab(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cli, *args, *address], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [*cli, *args, *address], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+        )
 
     shown = await asyncio.to_thread(tokenfab, "history", "cr-seeded", "-o", "json")
     assert shown.returncode == 0, shown.stderr
@@ -118,7 +122,7 @@ async def test_fuzz_autoscaler_service(control_plane: ControlPlaneFactory, etcd:
     plane = await control_plane()
     loop = asyncio.get_running_loop()
     codes: set[grpc.StatusCode] = set()
-    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+    async with dial(plane) as channel:  # an admin
         stub = autoscaler_pb2_grpc.AutoscalerServiceStub(channel)
 
         async def one(mode: str, reason: str, request_id: str, limit: int, action: str) -> None:

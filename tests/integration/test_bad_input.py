@@ -19,7 +19,9 @@ from tokenfab.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc, ty
 async def stubs(
     control_plane: ControlPlaneFactory,
 ) -> AsyncIterator[tuple[agent_pb2_grpc.AgentServiceStub, fleet_pb2_grpc.FleetServiceStub]]:
-    plane = await control_plane(max_message_bytes=256 * 1024)
+    # validation, not authorization: the plaintext loopback instance lets this caller act for any
+    # node (test_authz.py covers who may call what)
+    plane = await control_plane(secure=False, max_message_bytes=256 * 1024)
     async with grpc.aio.insecure_channel(plane.config.address) as channel:
         yield agent_pb2_grpc.AgentServiceStub(channel), fleet_pb2_grpc.FleetServiceStub(channel)
 

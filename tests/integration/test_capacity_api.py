@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.embedded.etcd import EtcdProcess
-from tests.integration.conftest import ControlPlaneFactory
+from controlplane.security import Kind
+from tests.integration.conftest import ControlPlaneFactory, Deployment, dial
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc, capacity_pb2, capacity_pb2_grpc, types_pb2
 
 GiB = 1024**3
@@ -41,16 +42,19 @@ async def ready_node(
 
 @pytest.fixture
 async def stub(
-    control_plane: ControlPlaneFactory, tmp_path: Path
+    control_plane: ControlPlaneFactory, tmp_path: Path, deployment: Deployment
 ) -> AsyncIterator[capacity_pb2_grpc.CapacityServiceStub]:
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text("tenants:\n  - {name: alice, token: alice-token, max_accelerators: 4}\n"
                        "  - {name: bob, token: bob-token}\n")  # fmt: skip
     plane = await control_plane(tenants_file=tenants, heartbeat_interval_s=5.0, lost_after_s=60.0)
-    async with grpc.aio.insecure_channel(plane.config.address) as channel:
-        agent = agent_pb2_grpc.AgentServiceStub(channel)
-        await ready_node(agent, "h100-a", types_pb2.VENDOR_NVIDIA, "H100", 80)
-        await ready_node(agent, "br104-a", types_pb2.VENDOR_BIREN, "BR104", 32)
+    for node, vendor, model, gib in (
+        ("h100-a", types_pb2.VENDOR_NVIDIA, "H100", 80),
+        ("br104-a", types_pb2.VENDOR_BIREN, "BR104", 32),
+    ):  # each node registers as itself, with its own certificate
+        async with dial(plane, "anonymous", tls=deployment.tls(Kind.NODE, node)) as node_channel:
+            await ready_node(agent_pb2_grpc.AgentServiceStub(node_channel), node, vendor, model, gib)
+    async with dial(plane, "anonymous") as channel:  # the tenants' tokens ride on each call
         yield capacity_pb2_grpc.CapacityServiceStub(channel)
 
 

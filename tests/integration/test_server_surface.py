@@ -7,20 +7,20 @@ import asyncio
 import contextlib
 import urllib.request
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agents.discovery.simulated import SimulatedBackend, load_fleet
 from agents.runtime import Agent, NodeIdentity
 from controlplane.embedded.etcd import free_port
-from tests.integration.conftest import SMALL_FLEET, ControlPlaneFactory, state_of, wait_for
+from controlplane.security import Kind
+from tests.integration.conftest import SMALL_FLEET, ControlPlaneFactory, Deployment, dial, state_of, wait_for
 from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc, types_pb2
 
 
 async def test_health_and_reflection(control_plane: ControlPlaneFactory) -> None:
     plane = await control_plane()
-    async with grpc.aio.insecure_channel(plane.config.address) as channel:
+    async with dial(plane, "anonymous") as channel:  # a client certificate, no token
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "tokenfab.v1.AgentService", "tokenfab.v1.FleetService"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -34,18 +34,21 @@ async def test_health_and_reflection(control_plane: ControlPlaneFactory) -> None
     assert {"tokenfab.v1.AgentService", "tokenfab.v1.FleetService", "grpc.health.v1.Health"} <= names
 
 
-async def test_commands_reach_the_agent_and_watch_sees_changes(control_plane: ControlPlaneFactory) -> None:
+async def test_commands_reach_the_agent_and_watch_sees_changes(
+    control_plane: ControlPlaneFactory, deployment: Deployment
+) -> None:
     metrics_port = free_port()
     plane = await control_plane(metrics_address=f"127.0.0.1:{metrics_port}")
     node = next(n for n in load_fleet(SMALL_FLEET) if n.node_id == "t-ascend-0")
     agent = Agent(
-        SimulatedBackend(node), NodeIdentity(node.node_id, node.cluster), address=plane.config.address
-    )
+        SimulatedBackend(node), NodeIdentity(node.node_id, node.cluster), address=plane.config.address,
+        tls=deployment.tls(Kind.NODE, node.node_id),
+    )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
         await wait_for(lambda: state_of(plane, "t-ascend-0") == "ready", what="ready")
-        async with grpc.aio.insecure_channel(plane.config.address) as channel:
+        async with dial(plane) as channel:
             fleet = fleet_pb2_grpc.FleetServiceStub(channel)
             watch = fleet.WatchNodes(fleet_pb2.WatchNodesRequest())
             first = await watch.read()

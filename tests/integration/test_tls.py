@@ -11,16 +11,12 @@ import pytest
 
 from agents.discovery.simulated import SimulatedBackend, load_fleet
 from agents.runtime import Agent, NodeIdentity
-from tests.integration.certs import TestCA
-from tests.integration.conftest import SMALL_FLEET, ControlPlaneFactory, state_of, wait_for
+from controlplane.security import Kind
+from tests.integration.certs import TestCA, cn_only_certificate
+from tests.integration.conftest import SMALL_FLEET, ControlPlaneFactory, Deployment, state_of, wait_for
 from tests.integration.helpers import register_request
 from tokenfab.tls import ClientTLS, TLSConfigError, client_channel
 from tokenfab.v1 import agent_pb2_grpc
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> tuple[TestCA, TestCA]:
-    return TestCA(tmp_path / "ca"), TestCA(tmp_path / "rogue", "rogue-ca")
 
 
 async def register_with(address: str, tls: ClientTLS | None, node: str) -> None:
@@ -28,41 +24,46 @@ async def register_with(address: str, tls: ClientTLS | None, node: str) -> None:
         await agent_pb2_grpc.AgentServiceStub(channel).Register(register_request(node), timeout=5)
 
 
-async def test_mutual_tls(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
-    ca, rogue = pki
-    server = ca.issue("controlplane", server=True)
-    plane = await control_plane(tls_cert=server.cert, tls_key=server.key, tls_client_ca=ca.cert_file)
+async def test_mutual_tls(control_plane: ControlPlaneFactory, deployment: Deployment) -> None:
+    plane = await control_plane()  # mTLS with the session's CA (the fixture's default)
     address = plane.config.address
-    good = ca.issue("agent-1", server=False)
-    await register_with(address, ClientTLS(ca.cert_file, good.cert, good.key), "mtls-ok")
+    await register_with(address, deployment.tls(Kind.NODE, "mtls-ok"), "mtls-ok")
 
     refused = [
-        ("no client certificate", ClientTLS(ca.cert_file)),
-        (
-            "certificate from another CA",
-            ClientTLS(ca.cert_file, *_pair(rogue.issue("agent-x", server=False))),
-        ),
+        ("no client certificate", ClientTLS(deployment.ca.cert_file)),
+        ("certificate from another CA", deployment.tls(Kind.NODE, "mtls-bad", rogue=True)),
         ("plaintext", None),
     ]
     for what, tls in refused:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await register_with(address, tls, "mtls-bad")
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, what
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, what  # the handshake fails
     assert plane.registry is not None
     assert [v.node_id for v in plane.registry.nodes()] == ["mtls-ok"]
 
 
-async def test_real_agent_over_mtls(control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]) -> None:
-    ca, _ = pki
-    server = ca.issue("controlplane", server=True)
-    plane = await control_plane(tls_cert=server.cert, tls_key=server.key, tls_client_ca=ca.cert_file)
-    client = ca.issue("agent-2", server=False)
+async def test_a_certificate_without_a_tokenfab_identity_is_refused(
+    control_plane: ControlPlaneFactory, deployment: Deployment
+) -> None:
+    """Signed by the deployment's CA but carrying no spiffe://tokenfab/ URI SAN: UNAUTHENTICATED."""
+    plane = await control_plane()
+    legacy = cn_only_certificate(deployment.ca.dir, "agent-1")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await register_with(
+            plane.config.address, ClientTLS(deployment.ca.cert_file, legacy.cert, legacy.key), "legacy"
+        )
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "URI SAN" in (info.value.details() or "")
+
+
+async def test_real_agent_over_mtls(control_plane: ControlPlaneFactory, deployment: Deployment) -> None:
+    plane = await control_plane()
     node = next(n for n in load_fleet(SMALL_FLEET) if n.node_id == "t-biren-0")
     agent = Agent(
         SimulatedBackend(node),
         NodeIdentity(node.node_id, node.cluster),
         address=plane.config.address,
-        tls=ClientTLS(ca.cert_file, client.cert, client.key),
+        tls=deployment.tls(Kind.NODE, node.node_id),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
@@ -74,15 +75,17 @@ async def test_real_agent_over_mtls(control_plane: ControlPlaneFactory, pki: tup
             await asyncio.wait_for(task, 10)
 
 
-async def test_server_tls_without_client_auth(
-    control_plane: ControlPlaneFactory, pki: tuple[TestCA, TestCA]
+async def test_server_tls_without_client_auth_admits_no_anonymous_agent(
+    control_plane: ControlPlaneFactory, deployment: Deployment
 ) -> None:
-    ca, rogue = pki
-    server = ca.issue("controlplane", server=True)
+    server = deployment.issue(Kind.CONTROLPLANE, "server-only")
     plane = await control_plane(tls_cert=server.cert, tls_key=server.key)
-    await register_with(plane.config.address, ClientTLS(ca.cert_file), "tls-ok")
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # encrypted, but nobody in particular
+        await register_with(plane.config.address, ClientTLS(deployment.ca.cert_file), "tls-anon")
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "AgentService/Register" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:  # client does not trust the server's CA
-        await register_with(plane.config.address, ClientTLS(rogue.cert_file), "tls-bad")
+        await register_with(plane.config.address, ClientTLS(deployment.rogue.cert_file), "tls-bad")
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
