@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from controlplane.domain.nodes import (
 )
 from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from controlplane.fleet.states import (
+    BeatPhase,
     beating_state,
     check_transition,
     health_changes,
@@ -82,6 +84,7 @@ class _Entry:
     telemetry: tuple[DeviceTelemetry, ...] = ()
     sinks: list[CommandSink] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    phase: BeatPhase | None = None  # when its next beats are due (local stream only)
 
     def view(self) -> NodeView:
         return NodeView(self.record, self.last_wall, self.telemetry)
@@ -120,6 +123,7 @@ class NodeRegistry:
         self._subscribers: set[asyncio.Queue[tuple[ChangeKind, NodeView]]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._create_locks: dict[str, asyncio.Lock] = {}
+        self._next_check = math.inf  # the earliest suspect deadline the last check saw
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -261,7 +265,9 @@ class NodeRegistry:
     async def _run_monitor(self) -> None:
         last_keep = 0.0
         while True:
-            await asyncio.sleep(self.timing.check_interval_s)
+            # every check interval, or sooner when a node's suspect deadline comes first
+            wait = min(self.timing.check_interval_s, self._next_check - self._clock())
+            await asyncio.sleep(max(0.005, wait))
             try:
                 if self._clock() - last_keep >= self._presence_ttl_s / 3:
                     last_keep = self._clock()
@@ -303,7 +309,10 @@ class NodeRegistry:
     # -- commands to agents --------------------------------------------------------------------
 
     def attach(self, node_id: str, sink: CommandSink) -> None:
-        self._entry(node_id).sinks.append(sink)
+        entry = self._entry(node_id)
+        entry.sinks.append(sink)
+        if entry.phase is not None:
+            entry.phase.restart()  # a new stream: the agent's beat schedule starts again
         if node_id not in self._local:
             self._local.add(node_id)
             self._background(self._announce(node_id, True))
@@ -464,6 +473,9 @@ class NodeRegistry:
                     f"device index {sample.index} is not registered on this node",
                 )
         entry.last_seen = self._clock()
+        if entry.phase is None or entry.phase.interval_s != self.timing.heartbeat_interval_s:
+            entry.phase = BeatPhase(self.timing.heartbeat_interval_s)
+        entry.phase.observe(entry.last_seen)
         entry.last_wall = self._wall()
         entry.telemetry = tuple(telemetry)
         health = health_changes(record, telemetry)
@@ -545,6 +557,7 @@ class NodeRegistry:
         now = self._clock()
         made: list[tuple[str, NodeState, NodeState]] = []
         leader = self._is_leader()
+        self._next_check = math.inf
         for node_id, entry in list(self._entries.items()):
             state = entry.record.state
             silence = now - entry.last_seen if entry.last_seen is not None else None
@@ -553,9 +566,13 @@ class NodeRegistry:
                     silence = now - self._absent_since.setdefault(node_id, now)
                 else:
                     self._absent_since.pop(node_id, None)
+            due = entry.phase.suspect_at(self.timing.suspect_after_missed) if entry.phase else None
+            if due is not None and entry.last_seen is not None and is_beating(state) and due > now:
+                self._next_check = min(self._next_check, due)
             target = liveness_target(
                 state, silence, self.timing.suspect_after_s, self.timing.lost_after_s,
                 drained=state is NodeState.DRAINING and self._workloads(node_id) == 0,
+                overdue=(now > due) if due is not None and entry.last_seen is not None else None,
             )  # fmt: skip
             if target is None:
                 continue
@@ -582,7 +599,7 @@ class NodeRegistry:
             if entry.record.state is target:
                 made.append((node_id, state, target))
                 if target is NodeState.LOST:
-                    entry.last_seen = None
+                    entry.last_seen, entry.phase = None, None
                     entry.telemetry = ()
                     self._absent_since.pop(node_id, None)
         return made

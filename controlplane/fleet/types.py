@@ -15,7 +15,12 @@ from controlplane.errors import InvalidArgument
 
 @dataclass(frozen=True, slots=True)
 class FleetTiming:
-    """Heartbeat timing. Defaults: beat every 1 s, Suspect after 3 missed beats, Lost after 10 s."""
+    """Heartbeat timing. Defaults: beat every 1 s, Suspect after 3 missed beats, Lost after 10 s.
+
+    "3 missed beats" is judged on each node's beat phase once it beats on a stream here
+    (:class:`controlplane.fleet.states.BeatPhase`: two beats missed and the third later than the
+    node's own lateness allows, at most 2.75 s after the last beat); on plain silence
+    (``suspect_after_s``) for nodes whose stream is elsewhere or has not beaten yet."""
 
     heartbeat_interval_s: float = 1.0
     suspect_after_missed: int = 3
