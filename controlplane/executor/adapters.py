@@ -8,7 +8,9 @@ load generators and the metrics scraper never care which one they talk to.
   tick that produced tokens, then a ``usage`` event when ``stream_options.include_usage``).
   Prompts are counted, not read: a list of token ids counts one per id (the OpenAI API accepts
   token arrays), a string (or a chat message's content) about four characters per token. The
-  reply's ``usage`` is real; its text is empty.
+  reply's ``usage`` is real (with ``prompt_tokens_details.cached_tokens`` from the engine's
+  prefix cache, which sees the prompt in blocks of 16 tokens: 16 ids or 64 characters); its
+  text is empty.
 * :class:`ProcessEngine` starts the real server (``vllm serve`` and friends) from the
   :class:`~tokenfab.v1.executor_pb2.ProcessEngine` command the control plane built, in its own
   process group, waits for ``/health`` and stops it with SIGTERM, then SIGKILL after the drain.
@@ -70,6 +72,30 @@ def _count_messages(messages: object) -> int:
     return max(1, math.ceil(chars / 4))
 
 
+BLOCK_TOKENS = 16
+
+
+def _prefix_blocks(payload: dict[str, object], *, chat: bool) -> tuple[int, ...]:
+    """Chained hashes of the prompt's full blocks, as a prefix cache keys them."""
+    if chat:
+        messages = payload.get("messages")
+        assert isinstance(messages, list)
+        prompt: object = "".join(
+            f"<{m.get('role')}>{m.get('content')}" for m in messages if isinstance(m, dict)
+        )
+    else:
+        prompt = payload.get("prompt")
+    size = BLOCK_TOKENS if isinstance(prompt, list) else BLOCK_TOKENS * 4
+    if not isinstance(prompt, list | str):
+        return ()
+    hashes, previous = [], 0
+    for start in range(0, len(prompt) - size + 1, size):
+        block = prompt[start : start + size]
+        previous = hash((previous, tuple(block) if isinstance(block, list) else block))
+        hashes.append(previous)
+    return tuple(hashes)
+
+
 class SimulatedEngineServer:
     def __init__(self, model: str, config: executor_pb2.SimulatedEngine) -> None:
         known = {f.name for f in fields(EngineProfile)}
@@ -84,6 +110,8 @@ class SimulatedEngineServer:
             max_batch=config.max_batch or 256,
             chunk_tokens=config.chunk_tokens or 2048,
             speed=config.speed or 1.0,
+            prefix_block_tokens=BLOCK_TOKENS,  # prefix caching on, as vLLM's V1 engine has it by default
+            prefix_cache_blocks=self.profile.kv_capacity_tokens // BLOCK_TOKENS,
         )
         self._exporter = EngineExporter(model)
         self._scraper = Scraper()
@@ -158,14 +186,17 @@ class SimulatedEngineServer:
         except (ValueError, TypeError, AttributeError) as exc:
             return httpio.Response.json(400, {"error": {"message": str(exc)}})
         self._seq += 1
-        request = SimRequest(f"cmpl-{self._seq}", prompt_tokens, max_tokens, arrival_s=self._clock())
+        request = SimRequest(
+            f"cmpl-{self._seq}", prompt_tokens, max_tokens, arrival_s=self._clock(),
+            block_hashes=_prefix_blocks(payload, chat=chat),
+        )  # fmt: skip
         try:
             self._engine.submit(request)
         except ValueError as exc:
             return httpio.Response.json(400, {"error": {"message": str(exc)}})
         future: asyncio.Future[SimRequest] = asyncio.get_running_loop().create_future()
         self._futures[request.request_id] = future
-        usage = {
+        usage: dict[str, object] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": max_tokens,
             "total_tokens": prompt_tokens + max_tokens,
@@ -173,6 +204,7 @@ class SimulatedEngineServer:
         if stream:
             return httpio.Stream(self._stream(request, future, usage, chat=chat, include_usage=include_usage))
         self._observe(await future)
+        usage["prompt_tokens_details"] = {"cached_tokens": request.cached_tokens}
         choice: dict[str, object] = {"index": 0, "finish_reason": "length"}
         choice.update({"message": {"role": "assistant", "content": ""}} if chat else {"text": ""})
         return httpio.Response.json(
@@ -197,7 +229,7 @@ class SimulatedEngineServer:
         self,
         request: SimRequest,
         future: asyncio.Future[SimRequest],
-        usage: dict[str, int],
+        usage: dict[str, object],
         *,
         chat: bool,
         include_usage: bool,
@@ -222,6 +254,7 @@ class SimulatedEngineServer:
             if future.cancelled():
                 return  # stopped before the end: the client sees the stream cut
         self._observe(await future)
+        usage["prompt_tokens_details"] = {"cached_tokens": request.cached_tokens}
         if include_usage:
             yield httpio.sse({**head, "choices": [], "usage": usage})
         yield httpio.sse("[DONE]")

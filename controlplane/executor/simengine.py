@@ -10,12 +10,20 @@ predicted). Purely computational: time is an argument, never read from a clock.
 
 Metrics (what a real replica exports): input and output tokens/s over a window, running and
 waiting requests, KV-cache usage, and TTFT and TPOT percentiles of finished requests.
+
+Prefix caching (off unless ``prefix_cache_blocks`` > 0), modelled on vLLM's automatic prefix
+caching: a request carries the chained hashes of its prompt's full blocks of
+``prefix_block_tokens`` tokens; when it joins the batch, the leading blocks already in the cache
+are not computed again (``cached_tokens``; at least one prompt token is always computed, as the
+engine needs it for the first output token), and its blocks enter an LRU of bounded size.
+Blocks are cached as the request is admitted, a simplification of vLLM caching them as they
+are computed.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from controlplane.catalog.perf import EngineProfile
@@ -31,6 +39,8 @@ class SimRequest:
     generated: int = 0
     first_token_s: float | None = None
     finish_s: float | None = None
+    block_hashes: tuple[int, ...] = ()  # chained hashes of the prompt's full blocks (prefix cache)
+    cached_tokens: int = 0  # prompt tokens found in the prefix cache at admission
 
     @property
     def ttft_s(self) -> float | None:
@@ -77,6 +87,9 @@ class SimEngine:
     _events: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, input, output tokens)
     prompt_tokens_total: int = 0  # cumulative counters, as a real engine exports them
     generated_tokens_total: int = 0
+    prefix_cache_blocks: int = 0  # 0: no prefix cache
+    prefix_block_tokens: int = 16
+    _prefix: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         if self.profile.kv_capacity_tokens <= 0:
@@ -109,8 +122,26 @@ class SimEngine:
             need = head.input_tokens + head.output_tokens
             if used + need > self.profile.kv_capacity_tokens:
                 break  # first come, first served: no overtaking
-            self.running.append(self.waiting.popleft())
+            admitted = self.waiting.popleft()
+            self._use_prefix_cache(admitted)
+            self.running.append(admitted)
             used += need
+
+    def _use_prefix_cache(self, request: SimRequest) -> None:
+        if self.prefix_cache_blocks <= 0 or not request.block_hashes:
+            return
+        hits = 0
+        for block in request.block_hashes:
+            if block not in self._prefix:
+                break
+            hits += 1
+        request.cached_tokens = min(hits * self.prefix_block_tokens, request.input_tokens - 1)
+        request.prefilled = max(request.prefilled, request.cached_tokens)
+        for block in request.block_hashes:
+            self._prefix[block] = None
+            self._prefix.move_to_end(block)
+        while len(self._prefix) > self.prefix_cache_blocks:
+            self._prefix.popitem(last=False)
 
     def step(self) -> float:
         """One engine step from ``now``; returns its duration (0 when idle)."""
