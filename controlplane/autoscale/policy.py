@@ -120,12 +120,13 @@ class TokenfabConfig:
     burst_hold_s: float = 600.0  # how long an observed burst keeps its capacity
     burst_windows: tuple[float, ...] = (10.0, 30.0, 60.0)
     ttft_slack: float = 0.5  # share of the TTFT target a burst may spend queueing
+    burst_utilisation: float = 0.8  # the burst bound is a worst case: sized at this share of capacity
     down_delay_s: float = 300.0  # need must stay low this long before a scale-down
     max_step_up: int = 8  # replicas per decision, beyond doubling
     max_step_down: int = 1
     down_cooldown_s: float = 30.0  # between two scale-downs
     zero_after_s: float = 300.0
-    mix_tau_s: float = 120.0
+    mix_requests: float = 200.0  # finished requests the smoothed mix spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,66 +184,155 @@ class TokenfabPolicy:
     def decide(
         self, ctx: ScalingContext, state: TokenfabState, now: float
     ) -> tuple[ScalingDecision, TokenfabState]:
-        cfg = self.config
+        """The module docstring's five steps, one method each; pure."""
         sig = ctx.signals
         base = ScalingDecision(ctx.request_id, now, self.name, ctx.current, ctx.current, "")
         if sig is None or (sig.reporting == 0 and sig.replicas > 0):
             desired, clamped = clamp(ctx.current, ctx)
             why = "no metrics: holding (missing metrics are never read as zero demand)"
             return replace(base, desired=desired, reason=f"{why}; {clamped}" if clamped else why), state
-
-        # The request mix (mean prompt and output tokens) moves the per-replica capacity; it is
-        # smoothed over mix_tau_s so that one minute of long prompts does not swing the count.
-        seen_in, seen_out = sig.mean_tokens(ctx.mean_input_tokens, ctx.mean_output_tokens)
-        if math.isnan(state.mean_input):
-            mean_in, mean_out = seen_in, seen_out
-        else:
-            w = (
-                1 - math.exp(-max(0.0, now - state.holt.at) / cfg.mix_tau_s)
-                if sig.requests_per_s > 0
-                else 0.0
-            )
-            mean_in = state.mean_input + w * (seen_in - state.mean_input)
-            mean_out = state.mean_output + w * (seen_out - state.mean_output)
+        mean_in, mean_out = self.mix(ctx, sig, state, now)
         unit = ctx.capacity(mean_in, mean_out)
-        # Served demand (the missing replicas' share extrapolated from the reporting ones, never
-        # taken as zero), in output-equivalent tokens/s at the observed mix.
-        scale = sig.replicas / sig.reporting if sig.reporting else 1.0
-        demand_out = sig.output_tokens_per_s * scale
-        demand_in = sig.input_tokens_per_s * scale
-        ratio = unit.input_tokens_per_s / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0
-        demand = max(demand_out, demand_in / ratio if ratio > 0 else 0.0)
-        # The queue is demand the served rate cannot show (a saturated replica serves its
-        # capacity); it must drain within drain_s. Kept out of the smoother: it is a backlog,
-        # not a rate, and smoothing it would overshoot once it drains.
-        backlog = sig.waiting * mean_out / cfg.drain_s
-
-        holt = state.holt.update(demand, now, alpha=cfg.alpha, beta=cfg.beta, tau_s=cfg.tau_s)
-        short_hist = trim((*state.short, (now, demand)), now, cfg.short_window_s)
-        short = sum(v for _, v in short_hist) / len(short_hist)
-        forecast = holt.forecast(ctx.cold_start_s)
-        burst = is_burst(short, holt.level, ratio=cfg.burst_ratio, floor=0.05 * unit.output_tokens_per_s)
-        expected = max(forecast, short) if burst else max(forecast, holt.level)
-        per_replica = unit.output_tokens_per_s * cfg.target_utilisation
-        need = expected / per_replica if per_replica > 0 else math.inf
-        # Bursts shorter than a cold start cannot be chased, only provisioned for: size for the
-        # recent arrival curve so that every burst seen in burst_hold_s drains within the TTFT
-        # slack (forecast.burst_rate), at the same utilisation target.
-        arrivals = trim((*state.arrivals, (now, demand + backlog)), now, cfg.burst_hold_s)
-        slack_s = cfg.ttft_slack * ctx.ttft_target_s
-        burst_need_rate, burst_w = burst_rate(arrivals, cfg.burst_windows, slack_s)
-        burst_need = burst_need_rate / per_replica if per_replica > 0 else 0.0
-        steady_need = need
-        need = max(need, burst_need)
-        need_now = need + (backlog / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0)
-        needs = trim((*state.needs, (now, need)), now, cfg.down_delay_s)
-        last_demand = now if (demand > 0 or sig.ongoing > 0) else state.last_demand_at
+        demand = self.demand(sig, unit, mean_out)  # 1
+        forecast = self.forecast(ctx, state, demand, unit, now)  # 2
+        need = self.need(ctx, state, demand, forecast, unit, now)  # 3
+        last_demand = now if (demand.rate > 0 or sig.ongoing > 0) else state.last_demand_at
         new_state = TokenfabState(
-            holt, short_hist, arrivals, needs, last_demand, state.last_down_at, mean_in, mean_out
+            forecast.holt, forecast.short_history, need.arrivals, need.history, last_demand,
+            state.last_down_at, mean_in, mean_out,
+        )  # fmt: skip
+        desired, reasons, new_state = self.anti_flap(
+            ctx, sig, state, new_state, demand, forecast, need, now
+        )  # 4
+        desired, reasons = self.guard_rails(ctx, sig, desired, reasons, last_demand, now)  # 5
+        if desired < ctx.current:
+            new_state = replace(new_state, last_down_at=now)
+        expected = forecast.expected
+        utilisation = (
+            expected / (desired * unit.output_tokens_per_s)
+            if desired and unit.output_tokens_per_s
+            else math.nan
+        )
+        return (
+            replace(
+                base,
+                desired=desired,
+                reason="; ".join(reasons),
+                demand_output_tokens_per_s=demand.output,
+                demand_input_tokens_per_s=demand.input,
+                forecast_output_tokens_per_s=expected,
+                per_replica_output_tokens_per_s=unit.output_tokens_per_s,
+                predicted_utilisation=utilisation,
+                predicted_slo_ok=desired > 0 and utilisation <= 1.0 if expected > 0 else True,
+                cost_per_hour=desired * unit.cost_per_hour,
+                inputs={
+                    "output_tokens_per_s": sig.output_tokens_per_s,
+                    "input_tokens_per_s": sig.input_tokens_per_s,
+                    "requests_per_s": sig.requests_per_s,
+                    "running": float(sig.running),
+                    "waiting": float(sig.waiting),
+                    "kv_usage": sig.kv_usage,
+                    "ttft_p95_s": sig.ttft_p95_s,
+                    "tpot_p95_s": sig.tpot_p95_s,
+                    "reporting": float(sig.reporting),
+                    "mean_input_tokens": mean_in,
+                    "mean_output_tokens": mean_out,
+                    "backlog_output_tokens_per_s": demand.backlog,
+                    "holt_level": forecast.holt.level,
+                    "holt_trend_per_s": forecast.holt.trend,
+                    "short_window": forecast.short,
+                    "steady_need": need.steady,
+                    "burst_need": need.burst,
+                    "burst": float(forecast.burst),
+                },
+            ),
+            new_state,
         )
 
+    def mix(self, ctx: ScalingContext, sig: Signals, state: TokenfabState, now: float) -> tuple[float, float]:
+        """The request mix (mean prompt and output tokens), which moves the per-replica capacity.
+        Smoothed per request, not per second (each tick weighs as the requests it saw, over
+        ``mix_requests``), so that a quiet window of a few long requests does not swing the count."""
+        seen_in, seen_out = sig.mean_tokens(ctx.mean_input_tokens, ctx.mean_output_tokens)
+        if math.isnan(state.mean_input):
+            return seen_in, seen_out
+        seen = sig.requests_per_s * max(0.0, now - state.holt.at)
+        w = 1 - math.exp(-seen / self.config.mix_requests)
+        return (
+            state.mean_input + w * (seen_in - state.mean_input),
+            state.mean_output + w * (seen_out - state.mean_output),
+        )
+
+    def demand(self, sig: Signals, unit: UnitCapacity, mean_out: float) -> _Demand:
+        """Step 1: served demand in output-equivalent tokens/s at the observed mix (the missing
+        replicas' share extrapolated from the reporting ones, never taken as zero), and the queue
+        as a backlog to drain within ``drain_s``: a saturated replica serves its capacity, so the
+        queue is the part of demand served metrics cannot show. The backlog stays out of the
+        smoother: it is not a rate, and smoothing it would overshoot once it drains."""
+        scale = sig.replicas / sig.reporting if sig.reporting else 1.0
+        out = sig.output_tokens_per_s * scale
+        inp = sig.input_tokens_per_s * scale
+        ratio = unit.input_tokens_per_s / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0
+        rate = max(out, inp / ratio if ratio > 0 else 0.0)
+        return _Demand(out, inp, rate, sig.waiting * mean_out / self.config.drain_s)
+
+    def forecast(
+        self, ctx: ScalingContext, state: TokenfabState, demand: _Demand, unit: UnitCapacity, now: float
+    ) -> _Forecast:
+        """Step 2: Holt's level and trend projected a cold start ahead; on a burst (the short
+        window at ``burst_ratio`` x the level) the short window at once."""
+        cfg = self.config
+        holt = state.holt.update(demand.rate, now, alpha=cfg.alpha, beta=cfg.beta, tau_s=cfg.tau_s)
+        history = trim((*state.short, (now, demand.rate)), now, cfg.short_window_s)
+        short = sum(v for _, v in history) / len(history)
+        ahead = holt.forecast(ctx.cold_start_s)
+        burst = is_burst(short, holt.level, ratio=cfg.burst_ratio, floor=0.05 * unit.output_tokens_per_s)
+        expected = max(ahead, short) if burst else max(ahead, holt.level)
+        return _Forecast(holt, history, short, burst, expected)
+
+    def need(
+        self,
+        ctx: ScalingContext,
+        state: TokenfabState,
+        demand: _Demand,
+        forecast: _Forecast,
+        unit: UnitCapacity,
+        now: float,
+    ) -> _Need:
+        """Step 3: replicas for the forecast at ``target_utilisation`` of the per-replica capacity,
+        and for the recent arrival curve: bursts shorter than a cold start cannot be chased, only
+        provisioned for, so every burst seen in ``burst_hold_s`` must drain within the TTFT slack
+        (:func:`~controlplane.autoscale.forecast.burst_rate`)."""
+        cfg = self.config
+        per_replica = unit.output_tokens_per_s * cfg.target_utilisation
+        steady = forecast.expected / per_replica if per_replica > 0 else math.inf
+        arrivals = trim((*state.arrivals, (now, demand.rate + demand.backlog)), now, cfg.burst_hold_s)
+        slack_s = cfg.ttft_slack * ctx.ttft_target_s
+        rate, window = burst_rate(arrivals, cfg.burst_windows, slack_s)
+        burst_per_replica = unit.output_tokens_per_s * cfg.burst_utilisation
+        burst = rate / burst_per_replica if burst_per_replica > 0 else 0.0
+        need = max(steady, burst)
+        backlog = demand.backlog / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0
+        history = trim((*state.needs, (now, need)), now, cfg.down_delay_s)
+        return _Need(need, steady, burst, window, slack_s, per_replica, need + backlog, arrivals, history)
+
+    def anti_flap(
+        self,
+        ctx: ScalingContext,
+        sig: Signals,
+        state: TokenfabState,
+        new_state: TokenfabState,
+        demand: _Demand,
+        forecast: _Forecast,
+        need: _Need,
+        now: float,
+    ) -> tuple[int, list[str], TokenfabState]:
+        """Step 4: up at once (at most doubling + ``max_step_up``); an observed SLO breach that
+        more replicas fix adds one; down only after the need peaked below N-1 (with hysteresis)
+        for ``down_delay_s``, one step at a time, ``down_cooldown_s`` apart."""
+        cfg = self.config
         current = ctx.current
-        up_to = math.ceil(need_now - 1e-9)
+        up_to = math.ceil(need.now - 1e-9)
         reasons: list[str] = []
         # A breach that more replicas fix: requests queue long enough to miss their TTFT, or
         # every replica has a queue while TPOT is missed (the batches are full). A slow TPOT with
@@ -251,31 +341,33 @@ class TokenfabPolicy:
             sig.ttft_p95_s > ctx.ttft_target_s
             or (sig.waiting >= max(1, sig.reporting) and sig.tpot_p95_s > ctx.tpot_target_s)
         )
+        needs = need.history
         if slo_breach and up_to <= current and ctx.ready == current:
             up_to = current + 1
             # remembered as need, so the peak-hold keeps the extra replica for down_delay_s
-            needs = (*needs[:-1], (now, max(need, float(up_to))))
+            needs = (*needs[:-1], (now, max(need.need, float(up_to))))
             new_state = replace(new_state, needs=needs)
             reasons.append(
                 f"observed SLO breach with {sig.waiting} waiting (TTFT p95 {sig.ttft_p95_s:.2f}s, "
                 f"TPOT p95 {sig.tpot_p95_s * 1000:.0f}ms): one more replica"
             )
         desired = current
+        unit_tps = need.per_replica / cfg.target_utilisation if cfg.target_utilisation else 0.0
         if up_to > current:
             desired = min(up_to, current + max(cfg.max_step_up, current))
             reasons.append(
                 (
-                    f"bursts of the last {cfg.burst_hold_s:.0f}s ({burst_w:.0f}s window) "
-                    f"need {burst_need:.2f} replicas to drain within {slack_s:.1f}s"
-                    if burst_need > steady_need
-                    else f"{'burst: ' if burst else ''}expected {expected:.0f} out tok/s in "
-                    f"{ctx.cold_start_s:.0f}s needs {need:.2f} replicas"
+                    f"bursts of the last {cfg.burst_hold_s:.0f}s ({need.burst_window:.0f}s window) "
+                    f"need {need.burst:.2f} replicas to drain within {need.slack_s:.1f}s"
+                    if need.burst > need.steady
+                    else f"{'burst: ' if forecast.burst else ''}expected {forecast.expected:.0f} out tok/s "
+                    f"in {ctx.cold_start_s:.0f}s needs {need.need:.2f} replicas"
                 )
-                + f" at {per_replica:.0f} tok/s each "
-                f"({cfg.target_utilisation:.0%} of {unit.output_tokens_per_s:.0f} at the SLO)"
+                + f" at {need.per_replica:.0f} tok/s each "
+                f"({cfg.target_utilisation:.0%} of {unit_tps:.0f} at the SLO)"
                 + (
-                    f", plus {need_now - need:.2f} to drain {sig.waiting} queued requests"
-                    if backlog > 0
+                    f", plus {need.now - need.need:.2f} to drain {sig.waiting} queued requests"
+                    if demand.backlog > 0
                     else ""
                 )
             )
@@ -296,16 +388,30 @@ class TokenfabPolicy:
                 )
             else:
                 reasons.append(
-                    f"holding: need {need:.2f} (peak {held:.2f} over the last {cfg.down_delay_s:.0f}s) "
-                    f"for {current} replicas"
+                    f"holding: need {need.need:.2f} (peak {held:.2f} over the last "
+                    f"{cfg.down_delay_s:.0f}s) for {current} replicas"
                 )
         else:
             reasons.append("no demand")
+        return desired, reasons, new_state
+
+    def guard_rails(
+        self,
+        ctx: ScalingContext,
+        sig: Signals,
+        desired: int,
+        reasons: list[str],
+        last_demand: float,
+        now: float,
+    ) -> tuple[int, list[str]]:
+        """Step 5: scale-to-zero (opted in, idle for ``zero_after_s``) and waking from it, then
+        the floor (the reserved target) and the ceiling (max tokens/s, budget, free fleet)."""
+        cfg = self.config
         if ctx.scale_to_zero and not math.isnan(last_demand) and now - last_demand >= cfg.zero_after_s:
             if sig.complete:
                 desired = 0
                 reasons = [f"idle for {now - last_demand:.0f}s: scale to zero (opted in)"]
-        elif ctx.scale_to_zero and current == 0 and sig.ongoing > 0:
+        elif ctx.scale_to_zero and ctx.current == 0 and sig.ongoing > 0:
             desired = max(desired, 1)
             reasons.append(
                 f"waking from zero: {sig.ongoing} requests wait out a ~{ctx.cold_start_s:.0f}s cold start"
@@ -314,45 +420,34 @@ class TokenfabPolicy:
         desired, clamped = clamp(desired, replace(ctx, floor=floor))
         if clamped:
             reasons.append(clamped)
-        if desired < current:
-            new_state = replace(new_state, last_down_at=now)
-        utilisation = (
-            expected / (desired * unit.output_tokens_per_s)
-            if desired and unit.output_tokens_per_s
-            else math.nan
-        )
-        return (
-            replace(
-                base,
-                desired=desired,
-                reason="; ".join(reasons),
-                demand_output_tokens_per_s=demand_out,
-                demand_input_tokens_per_s=demand_in,
-                forecast_output_tokens_per_s=expected,
-                per_replica_output_tokens_per_s=unit.output_tokens_per_s,
-                predicted_utilisation=utilisation,
-                predicted_slo_ok=desired > 0 and utilisation <= 1.0 if expected > 0 else True,
-                cost_per_hour=desired * unit.cost_per_hour,
-                inputs={
-                    "output_tokens_per_s": sig.output_tokens_per_s,
-                    "input_tokens_per_s": sig.input_tokens_per_s,
-                    "requests_per_s": sig.requests_per_s,
-                    "running": float(sig.running),
-                    "waiting": float(sig.waiting),
-                    "kv_usage": sig.kv_usage,
-                    "ttft_p95_s": sig.ttft_p95_s,
-                    "tpot_p95_s": sig.tpot_p95_s,
-                    "reporting": float(sig.reporting),
-                    "mean_input_tokens": mean_in,
-                    "mean_output_tokens": mean_out,
-                    "backlog_output_tokens_per_s": backlog,
-                    "holt_level": holt.level,
-                    "holt_trend_per_s": holt.trend,
-                    "short_window": short,
-                    "steady_need": steady_need,
-                    "burst_need": burst_need,
-                    "burst": float(burst),
-                },
-            ),
-            new_state,
-        )
+        return desired, reasons
+
+
+@dataclass(frozen=True, slots=True)
+class _Demand:
+    output: float  # served output tokens/s
+    input: float  # served prompt tokens/s
+    rate: float  # output-equivalent tokens/s at the observed mix
+    backlog: float  # the queue, as output tokens/s to drain within drain_s
+
+
+@dataclass(frozen=True, slots=True)
+class _Forecast:
+    holt: Holt
+    short_history: tuple[tuple[float, float], ...]
+    short: float
+    burst: bool
+    expected: float  # output-equivalent tokens/s a cold start ahead
+
+
+@dataclass(frozen=True, slots=True)
+class _Need:
+    need: float  # replicas: max(steady, burst)
+    steady: float
+    burst: float
+    burst_window: float
+    slack_s: float
+    per_replica: float  # output tokens/s per replica at the utilisation target
+    now: float  # need plus the backlog (scale-up only)
+    arrivals: tuple[tuple[float, float], ...]
+    history: tuple[tuple[float, float], ...]

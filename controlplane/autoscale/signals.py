@@ -29,6 +29,10 @@ class ReplicaSample:
     kv_usage: float  # 0..1
     ttft_p95_s: float = math.nan
     tpot_p95_s: float = math.nan
+    # prompt and output tokens of the requests that finished in the window, per second (vLLM's
+    # request_prompt_tokens / request_generation_tokens histogram sums); nan when not exported
+    finished_input_tokens_per_s: float = math.nan
+    finished_output_tokens_per_s: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class Signals:
     ttft_p95_s: float  # worst replica; nan when nothing finished
     tpot_p95_s: float
     missing: tuple[str, ...] = ()  # "replica-id: reason"
+    finished_input_tokens_per_s: float = math.nan  # nan unless every reporting replica has it
+    finished_output_tokens_per_s: float = math.nan
 
     @property
     def complete(self) -> bool:
@@ -57,9 +63,22 @@ class Signals:
         return self.running + self.waiting
 
     def mean_tokens(self, fallback_input: float, fallback_output: float) -> tuple[float, float]:
-        """Mean prompt and output tokens per request, from the rates (the fallbacks without traffic)."""
+        """Mean prompt and output tokens per request (the fallbacks without traffic).
+
+        From the finished requests' own lengths when the engines export them: dividing the
+        tokens processed per second by the requests finished per second is skewed whenever the
+        two are out of step (in a burst the prompts are prefilled long before those requests
+        finish; on the code trace that estimate reached 34k-token means for prompts of at most
+        7.4k). The rate ratio is the fallback, for engines that export only the counters."""
         if self.requests_per_s <= 0 or self.output_tokens_per_s <= 0:
             return fallback_input, fallback_output
+        if math.isfinite(self.finished_input_tokens_per_s) and math.isfinite(
+            self.finished_output_tokens_per_s
+        ):
+            return (
+                max(1.0, self.finished_input_tokens_per_s / self.requests_per_s),
+                max(1.0, self.finished_output_tokens_per_s / self.requests_per_s),
+            )
         return (
             max(1.0, self.input_tokens_per_s / self.requests_per_s),
             max(1.0, self.output_tokens_per_s / self.requests_per_s),
@@ -109,6 +128,10 @@ def aggregate(
         ttft_p95_s=_worst(s.ttft_p95_s for s in fresh),
         tpot_p95_s=_worst(s.tpot_p95_s for s in fresh),
         missing=tuple(missing),
+        finished_input_tokens_per_s=sum(s.finished_input_tokens_per_s for s in fresh) if fresh else math.nan,
+        finished_output_tokens_per_s=sum(s.finished_output_tokens_per_s for s in fresh)
+        if fresh
+        else math.nan,
     )
 
 

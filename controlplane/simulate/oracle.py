@@ -97,7 +97,8 @@ def plan_oracle(
         if feasibility.check(tokens_in, tokens_out) is None and tokens_in + tokens_out <= kv_cap:
             windows[int(request.arrival_s // window_s)].append(request)
 
-    def trial(state: _State, n: int, start: float, requests: list[TraceRequest]) -> tuple[bool, _State]:
+    def trial(state: _State, n: int, start: float, requests: list[TraceRequest]) -> tuple[int, int, _State]:
+        """Run the window with ``n`` replicas: (misses, misses allowed, the state it leaves)."""
         active = [_clone(e) for e in state.active]
         draining = [_clone(e) for e in state.draining]
         if n > len(active):
@@ -122,7 +123,7 @@ def plan_oracle(
             engine.advance(end)
         carried = _State([_clone(e) for e in active], [_clone(e) for e in draining if not _idle(e)])
         if not judged:
-            return True, carried
+            return 0, 0, carried
         horizon = end + max(ttft.for_prompt(r.input_tokens) for r in judged)
         for engine in engines:
             engine.advance(horizon)
@@ -134,7 +135,7 @@ def plan_oracle(
                 missed += simulator.misses(r)
             elif r.generated > 1 and (horizon - r.first_token_s) / (r.generated - 1) > s.tpot_target_s:
                 missed += 1
-        return missed <= math.floor((1 - goal) * len(judged) + 1e-9), carried
+        return missed, math.floor((1 - goal) * len(judged) + 1e-9), carried
 
     first = max(s.min_replicas, s.initial_replicas or warm_replicas(trace, unit))
     state = _State([simulator.new_engine(unit.accelerator, unit.tp, 0.0) for _ in range(first)], [])
@@ -150,7 +151,7 @@ def plan_oracle(
 
 
 def _choose(
-    trial: Callable[[_State, int, float, list[TraceRequest]], tuple[bool, _State]],
+    trial: Callable[[_State, int, float, list[TraceRequest]], tuple[int, int, _State]],
     state: _State,
     start: float,
     requests: list[TraceRequest],
@@ -158,18 +159,38 @@ def _choose(
     low: int,
     high: int,
 ) -> tuple[int, _State, int]:
-    """One window: the count chosen, the state it leaves, and the trials it took."""
-    tried: dict[int, tuple[bool, _State]] = {}
+    """One window: the count chosen, the state it leaves, and the trials it took.
 
-    def ok(n: int) -> bool:
+    When the previous count misses the goal, the count is doubled while that still lowers the
+    misses; if more replicas stop helping (a request the serving shape cannot serve in time,
+    whatever the count) the goal becomes the fewest misses seen, so the search never buys the
+    whole fleet for a miss no replica fixes."""
+    tried: dict[int, tuple[int, int, _State]] = {}
+
+    def misses(n: int) -> tuple[int, int]:
         if n not in tried:
             tried[n] = trial(state, n, start, requests)
-        return tried[n][0]
+        return tried[n][0], tried[n][1]
 
-    good = _search(ok, max(low, min(high, previous)), low, high)
-    if good not in tried:
-        ok(good)
-    return good, tried[good][1], len(tried)
+    first = max(low, min(high, previous))
+    missed, allowed = misses(first)
+    threshold = allowed
+    if missed > allowed:
+        n, best = first, missed
+        while n < high:
+            bigger = min(high, 2 * n + 1)
+            missed, _ = misses(bigger)
+            if missed <= allowed:
+                break
+            if missed >= best:
+                threshold = best
+                break
+            n, best = bigger, missed
+        else:
+            threshold = best
+    good = _search(lambda n: misses(n)[0] <= threshold, first, low, high)
+    misses(good)
+    return good, tried[good][2], len(tried)
 
 
 def _search(ok: Callable[[int], bool], start: int, low: int, high: int) -> int:

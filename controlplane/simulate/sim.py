@@ -440,6 +440,9 @@ class Simulator:
             for replica in ready_now:
                 m = replica.engine.metrics(s.metrics_window_s)
                 results.extend(replica.engine.pop_finished(before=now - s.metrics_window_s))
+                span = min(s.metrics_window_s, max(now, 1e-9))
+                since = replica.engine.now - s.metrics_window_s  # as metrics() counts them
+                done = [r for r in replica.engine.finished if r.finish_s is not None and r.finish_s >= since]
                 samples.append(
                     ReplicaSample(
                         replica.replica_id,
@@ -452,6 +455,8 @@ class Simulator:
                         m.kv_usage,
                         m.ttft_p95_s,
                         m.tpot_p95_s,
+                        sum(r.input_tokens for r in done) / span,
+                        sum(r.output_tokens for r in done) / span,
                     )
                 )
             signals = aggregate(now, [r.replica_id for r in ready_now], samples, queued=len(queue))
