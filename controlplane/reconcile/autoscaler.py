@@ -38,9 +38,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from controlplane.autoscale.context import CapacityByMix, build_context, floor_replicas, step
 from controlplane.autoscale.policy import (
     Policy,
-    ScalingContext,
     ScalingDecision,
     TokenfabConfig,
     TokenfabPolicy,
@@ -111,10 +111,6 @@ def applied_target(desired: int, unit_tps: float, reserved: float, *, scale_to_z
     if desired <= 0 and scale_to_zero:
         return 0.0
     return max(reserved, desired * unit_tps)
-
-
-def floor_replicas(reserved: float, unit_tps: float) -> int:
-    return max(1, math.ceil(reserved / unit_tps - EPS)) if unit_tps > 0 else 1
 
 
 def replica_cost_per_hour(record: ReplicaRecord, catalog: Catalog) -> float:
@@ -342,17 +338,22 @@ class LiveAutoscaler:
         else:
             scale, cost, tp = 1.0, declared.cost_per_hour, declared.tp
         accelerator = declared.accelerator if not live else "+".join(sorted({r.accelerator for r in live}))
-        cache: dict[tuple[int, int], UnitCapacity] = {}
 
-        def capacity(mean_in: float, mean_out: float) -> UnitCapacity:
-            key = (round(math.log(max(mean_in, 1.0)) / 0.05), round(math.log(max(mean_out, 1.0)) / 0.05))
-            if key not in cache:
-                found = option_at(math.exp(key[0] * 0.05), math.exp(key[1] * 0.05)) or declared
-                cache[key] = UnitCapacity(
-                    found.output_tokens_per_s * scale, found.input_tokens_per_s * scale, 256, cost,
-                    accelerator, tp,
-                )  # fmt: skip
-            return cache[key]
+        def predict(mean_in: float, mean_out: float) -> UnitCapacity | None:
+            found = option_at(mean_in, mean_out)
+            if found is None:
+                return None
+            return UnitCapacity(
+                found.output_tokens_per_s * scale,
+                found.input_tokens_per_s * scale,
+                256,
+                cost,
+                accelerator,
+                tp,
+            )
+
+        # the same capacity-by-mix the simulator uses (buckets, declared-mix fallback)
+        capacity = CapacityByMix(predict, spec.mean_input_tokens, spec.mean_output_tokens)
 
         unit = UnitCapacity(
             declared.output_tokens_per_s * scale,
@@ -411,14 +412,14 @@ class LiveAutoscaler:
             tenant_accelerators_elsewhere=int(accelerators),
         )  # fmt: skip
         cold_start = learned_cold_start_s(mine) or self.settings.default_cold_start_s
-        ctx = ScalingContext(
-            request_id=request.id,
-            signals=signals,
+        ctx = build_context(
+            request.id,
+            signals,
             current=len(live),
             ready=len(ready),
-            floor=floor,
-            ceiling=max(ceiling.replicas, floor),
             capacity=capacity,
+            floor=floor,
+            ceiling=ceiling.replicas,
             cold_start_s=cold_start,
             ttft_target_s=spec.latency.ttft_p95_ms / 1000,
             tpot_target_s=spec.latency.tpot_p95_ms / 1000,
@@ -430,7 +431,8 @@ class LiveAutoscaler:
         if state is None:
             state = self._states[request.id] = _RequestState(await self._load_state(request.id))
         started = time.perf_counter()
-        decision, state.policy_state = self.policy.decide(ctx, state.policy_state, now_s)
+        decided = step(self.policy, ctx, state.policy_state, now_s)
+        decision, state.policy_state = decided.decision, decided.state
         self.metrics.autoscaler_decide_seconds.observe(time.perf_counter() - started)
         await self._save_state(request.id, state.policy_state)
         if decision.desired >= ctx.ceiling and "capped at" in decision.reason:

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from controlplane.autoscale.context import CapacityByMix, bucket_mix, build_context, mix_bucket, step
 from controlplane.autoscale.feasibility import Feasibility, TtftTarget, feasibility_for
-from controlplane.autoscale.policy import Policy, ScalingContext, ScalingDecision, UnitCapacity
+from controlplane.autoscale.policy import Policy, ScalingDecision, UnitCapacity
 from controlplane.autoscale.signals import ReplicaSample, aggregate
 from controlplane.catalog import Catalog, Dtype, Workload
 from controlplane.catalog.perf import EngineProfile, prefill_chunk_tokens
@@ -169,7 +170,7 @@ class Simulator:
         self._types: dict[str, int] = {}
         for node in scenario.nodes:
             self._types[node.accelerator] = max(self._types.get(node.accelerator, 0), len(node.devices))
-        self._unit_cache: dict[tuple[int, int], UnitCapacity] = {}
+        self._capacity: CapacityByMix | None = None
         self._options_cache: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
         self.declared = self.capacity(scenario.mean_input_tokens, scenario.mean_output_tokens)
         self._declared_options = self._options_cache[
@@ -226,32 +227,39 @@ class Simulator:
 
     @staticmethod
     def _key(mean_in: float, mean_out: float) -> tuple[int, int]:
-        # 5% buckets on a log scale: the mix changes slowly and predictions are cached per bucket
-        return round(math.log(max(mean_in, 1.0)) / 0.05), round(math.log(max(mean_out, 1.0)) / 0.05)
+        return mix_bucket(mean_in, mean_out)
 
     def capacity(self, mean_in: float, mean_out: float) -> UnitCapacity:
-        key = self._key(mean_in, mean_out)
-        cached = self._unit_cache.get(key)
-        if cached is not None:
-            return cached
-        mean_in, mean_out = math.exp(key[0] * 0.05), math.exp(key[1] * 0.05)
+        """Per-replica capacity at a mix, as the live autoscaler computes it (CapacityByMix)."""
+        if self._capacity is None:
+            s = self.scenario
+            capacity = CapacityByMix(self._predict, s.mean_input_tokens, s.mean_output_tokens)
+            try:
+                _ = capacity.declared
+            except ValueError:
+                options = options_for(
+                    self._demand(s.mean_input_tokens, s.mean_output_tokens), self.catalog, self._types,
+                    self.scheduler,
+                )  # fmt: skip
+                reasons = "; ".join(f"{o.accelerator}: {o.reason}" for o in options)
+                raise ValueError(
+                    f"no accelerator in the fleet serves {s.model} at the SLO ({reasons})"
+                ) from None
+            self._capacity = capacity
+        return self._capacity(mean_in, mean_out)
+
+    def _predict(self, mean_in: float, mean_out: float) -> UnitCapacity | None:
+        """The fleet's best option at a mix (None when none serves it within the SLO); the
+        per-type figures are kept for placing new replicas."""
         options = options_for(self._demand(mean_in, mean_out), self.catalog, self._types, self.scheduler)
         usable = [o for o in options if o.feasible]
-        declared = self._key(self.scenario.mean_input_tokens, self.scenario.mean_output_tokens)
-        if not usable and key != declared:
-            # a mix no accelerator serves within the SLO (a run of very long prompts): size on the
-            # declared mix, as the live autoscaler does, rather than stop
-            unit = self.capacity(self.scenario.mean_input_tokens, self.scenario.mean_output_tokens)
-            self._unit_cache[key] = unit
-            self._options_cache[key] = self._options_cache[declared]
-            return unit
         if not usable:
-            reasons = "; ".join(f"{o.accelerator}: {o.reason}" for o in options)
-            raise ValueError(
-                f"no accelerator in the fleet serves {self.scenario.model} at the SLO ({reasons})"
-            )
+            return None
         best = usable[0]
-        unit = UnitCapacity(
+        self._options_cache[self._key(mean_in, mean_out)] = {
+            o.accelerator: (o.output_tokens_per_s, o.cost_per_hour) for o in usable
+        }
+        return UnitCapacity(
             best.output_tokens_per_s,
             best.input_tokens_per_s,
             256,
@@ -259,9 +267,6 @@ class Simulator:
             best.accelerator,
             best.tp,
         )
-        self._unit_cache[key] = unit
-        self._options_cache[key] = {o.accelerator: (o.output_tokens_per_s, o.cost_per_hour) for o in usable}
-        return unit
 
     # -- the run ------------------------------------------------------------------------
     def run(
@@ -297,8 +302,8 @@ class Simulator:
             nonlocal counter
             live = [r for r in replicas if not r.draining]
             key = self._key(mean_in, mean_out)
-            self.capacity(mean_in, mean_out)
-            per_type = self._options_cache[key]
+            unit = self.capacity(mean_in, mean_out)
+            per_type = self._options_cache.get(key, self._declared_options)
             existing = [
                 PlacedReplica(
                     r.replica_id,
@@ -314,7 +319,6 @@ class Simulator:
             have = sum(
                 p.output_tokens_per_s for p, r in zip(existing, replicas, strict=True) if not r.draining
             )
-            unit = self._unit_cache[key]
             target = have + count * unit.output_tokens_per_s - 1e-6
             capped = len(live) + count > s.max_replicas
             if capped:
@@ -324,7 +328,9 @@ class Simulator:
                 return 0
             plan = schedule(
                 s.nodes,
-                [self._demand(math.exp(key[0] * 0.05), math.exp(key[1] * 0.05), target)],
+                [self._demand(*bucket_mix(key), target)]
+                if key in self._options_cache
+                else [self._demand(s.mean_input_tokens, s.mean_output_tokens, target)],
                 existing,
                 self.catalog,
                 now=_EPOCH,
@@ -461,14 +467,14 @@ class Simulator:
                 )
             signals = aggregate(now, [r.replica_id for r in ready_now], samples, queued=len(queue))
             live = [r for r in replicas if not r.draining]
-            ctx = ScalingContext(
-                request_id="sim",
-                signals=signals,
+            ctx = build_context(
+                "sim",
+                signals,
                 current=len(live),
                 ready=len(ready_now),
+                capacity=self.capacity,
                 floor=s.min_replicas,
                 ceiling=s.max_replicas,
-                capacity=self.capacity,
                 cold_start_s=s.cold_start_s,
                 ttft_target_s=s.ttft_target_s,
                 tpot_target_s=s.tpot_target_s,
@@ -476,7 +482,8 @@ class Simulator:
                 mean_output_tokens=s.mean_output_tokens,
                 scale_to_zero=s.scale_to_zero,
             )
-            decision, state = policy.decide(ctx, state, now)
+            decided = step(policy, ctx, state, now)
+            decision, state = decided.decision, decided.state
             if decision.desired != ctx.current:
                 mean_in, mean_out = signals.mean_tokens(s.mean_input_tokens, s.mean_output_tokens)
                 if decision.desired > ctx.current:
