@@ -168,10 +168,21 @@ def _observe(record: ReplicaRecord, seen: Seen | None, now: datetime, cfg: Recon
     return record
 
 
-def _surplus(live: list[ReplicaRecord], target: float) -> list[ReplicaRecord]:
-    """Rule 3: replicas to drain so that predicted capacity stays >= target."""
+def _surplus(
+    live: list[ReplicaRecord], target: float, *, catalog: Catalog | None = None
+) -> list[ReplicaRecord]:
+    """Rule 3: replicas to drain so that predicted capacity stays >= target: not-yet-Ready ones
+    first, then the dearest per token (so a cheaper replica is never drained to keep a dearer one)."""
     total = sum(r.predicted_output_tokens_per_second for r in live)
-    order = sorted(live, key=lambda r: (r.state is S.READY, r.predicted_output_tokens_per_second, r.id))
+
+    def per_token(r: ReplicaRecord) -> float:
+        accelerator = catalog.accelerators.get(r.accelerator) if catalog else None
+        price = accelerator.price_per_hour * r.tensor_parallel if accelerator else 0.0
+        return price / max(r.predicted_output_tokens_per_second, EPS)
+
+    order = sorted(
+        live, key=lambda r: (r.state is S.READY, -per_token(r), r.predicted_output_tokens_per_second, r.id)
+    )
     drained = []
     for replica in order:
         if total - replica.predicted_output_tokens_per_second >= target - EPS:
@@ -307,7 +318,7 @@ def decide(
         if not request.active:
             continue
         live = [r for r in by_request[request.id] if r.state in LIVE and r.id not in departing]
-        for replica in _surplus(live, world.target(request)):
+        for replica in _surplus(live, world.target(request), catalog=catalog):
             state = S.STOPPED if replica.state is S.PENDING else S.DRAINING
             moved = replica.moved(state, "surplus: the target is met without it", now)
             updates = {u.id: u for u in out.updates}
@@ -385,7 +396,7 @@ def decide(
             planned.append(record.model_copy(update={"engine": engine_for(record)}))
         # the planner may end with a large replica that makes an earlier small one redundant
         live = [r for r in by_request[request.id] if r.state in LIVE and r.id not in departing]
-        redundant = {r.id for r in _surplus(live + planned, world.target(request))}
+        redundant = {r.id for r in _surplus(live + planned, world.target(request), catalog=catalog)}
         for record in planned:
             if record.id in redundant:
                 continue

@@ -362,3 +362,18 @@ async def test_a_new_leader_resumes_the_policy_memory_from_etcd() -> None:
     gone = rec.model_copy(update={"status": rec.status.model_copy(update={"phase": Phase.CANCELLED})})
     await new.tick(Tick(NOW + timedelta(seconds=30), [gone], [], {}, fleet()))
     assert await store.get(keys.autoscaler_state(rec.id)) is None
+
+
+def test_surplus_drains_the_dearest_replica_per_token_first() -> None:
+    from controlplane.reconcile.decide import _surplus
+
+    catalog = load_catalog()
+    # an H100 at 2.50/h serving 3,000 tok/s costs more per token than a BR104 at 0.75/h serving 2,000
+    dear = replica("h100", ReplicaState.READY, tps=3000)
+    cheap = replica("br104", ReplicaState.READY, tps=2000).model_copy(update={"accelerator": "BR104"})
+    assert [r.id for r in _surplus([cheap, dear], 1500.0, catalog=catalog)] == ["h100"]
+    # without prices the old order stands: the smallest replica first
+    assert [r.id for r in _surplus([cheap, dear], 1500.0)] == ["br104"]
+    # a replica still starting goes first whatever its price
+    starting = replica("s", ReplicaState.STARTING, tps=2000).model_copy(update={"accelerator": "BR104"})
+    assert _surplus([cheap, dear, starting], 4500.0, catalog=catalog)[0].id == "s"
