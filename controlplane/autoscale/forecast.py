@@ -82,3 +82,41 @@ def burst_rate(
             if required > best:
                 best, best_w = required, w
     return best, best_w
+
+
+@dataclass(frozen=True, slots=True)
+class Seasonal:
+    """The daily shape: the peak of a signal in each slot of a period (96 slots of 15 minutes in
+    a day), blended over periods (``weight`` for the newest), so that the policy can look up what
+    the coming slots needed on earlier days: pre-warm before a ramp it has seen before, and see a
+    fall coming. Slots are by time of day of the clock it is given (UTC seconds live; seconds
+    from the trace start in the simulator, whose traces start at midnight)."""
+
+    period_s: float = 86_400.0
+    slots: int = 96
+    peaks: tuple[float, ...] = ()  # per slot; negative: not seen yet
+    slot: int = -1  # the slot being observed, as an absolute index (period x slots + slot)
+    peak: float = 0.0  # its running peak
+
+    def _index(self, at: float) -> int:
+        return math.floor(at / (self.period_s / self.slots))
+
+    def update(self, value: float, now: float, *, weight: float = 0.5) -> Seasonal:
+        index = self._index(now)
+        if index == self.slot:
+            return Seasonal(self.period_s, self.slots, self.peaks, index, max(self.peak, value))
+        peaks = list(self.peaks) if self.peaks else [-1.0] * self.slots
+        if self.slot >= 0 and index - self.slot < self.slots:  # close the slot just observed
+            k = self.slot % self.slots
+            peaks[k] = self.peak if peaks[k] < 0 else weight * self.peak + (1 - weight) * peaks[k]
+        return Seasonal(self.period_s, self.slots, tuple(peaks), index, value)
+
+    def ahead(self, now: float, horizon_s: float) -> float:
+        """The largest learned peak of the slots from ``now`` to ``now + horizon_s`` (nan when
+        none of them has been seen on an earlier day)."""
+        if not self.peaks:
+            return math.nan
+        first, last = self._index(now), self._index(now + horizon_s)
+        seen = [self.peaks[k % self.slots] for k in range(first, last + 1)]
+        known = [v for v in seen if v >= 0]
+        return max(known) if known else math.nan

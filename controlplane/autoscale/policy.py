@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from controlplane.autoscale.forecast import Holt, burst_rate, is_burst
+from controlplane.autoscale.forecast import Holt, Seasonal, burst_rate, is_burst
 from controlplane.autoscale.signals import Signals, trim
 
 
@@ -127,6 +127,10 @@ class TokenfabConfig:
     down_cooldown_s: float = 30.0  # between two scale-downs
     zero_after_s: float = 300.0
     mix_requests: float = 200.0  # finished requests the smoothed mix spans
+    season_floor: float = (
+        0.0  # > 0: need >= this x the steady need the coming slots peaked at on earlier days
+    )
+    season_lead_s: float = 900.0  # how far past a cold start the daily shape looks ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class TokenfabState:
     last_down_at: float = -math.inf
     mean_input: float = math.nan  # smoothed request mix
     mean_output: float = math.nan
+    season: Seasonal = field(default_factory=Seasonal)  # the daily shape of the steady need
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,7 @@ class TokenfabPolicy:
             "last_down_at": state.last_down_at,
             "mean_input": state.mean_input,
             "mean_output": state.mean_output,
+            "season": [list(state.season.peaks), state.season.slot, state.season.peak],
         }
 
     def decode(self, data: dict[str, Any]) -> TokenfabState:
@@ -170,6 +176,10 @@ class TokenfabPolicy:
             return tuple((float(t), float(v)) for t, v in data[name])
 
         level, trend, at = (float(x) for x in data["holt"])
+        season = Seasonal()
+        if "season" in data:  # states written before the daily shape existed have none
+            peaks, slot, peak = data["season"]
+            season = Seasonal(peaks=tuple(float(v) for v in peaks), slot=int(slot), peak=float(peak))
         return TokenfabState(
             holt=Holt(level, trend, at),
             short=pairs("short"),
@@ -179,6 +189,7 @@ class TokenfabPolicy:
             last_down_at=float(data["last_down_at"]),
             mean_input=float(data["mean_input"]),
             mean_output=float(data["mean_output"]),
+            season=season,
         )
 
     def decide(
@@ -199,7 +210,7 @@ class TokenfabPolicy:
         last_demand = now if (demand.rate > 0 or sig.ongoing > 0) else state.last_demand_at
         new_state = TokenfabState(
             forecast.holt, forecast.short_history, need.arrivals, need.history, last_demand,
-            state.last_down_at, mean_in, mean_out,
+            state.last_down_at, mean_in, mean_out, need.season,
         )  # fmt: skip
         desired, reasons, new_state = self.anti_flap(
             ctx, sig, state, new_state, demand, forecast, need, now
@@ -244,6 +255,7 @@ class TokenfabPolicy:
                     "steady_need": need.steady,
                     "burst_need": need.burst,
                     "burst": float(forecast.burst),
+                    "seasonal_need": need.seasonal,
                 },
             ),
             new_state,
@@ -311,10 +323,17 @@ class TokenfabPolicy:
         rate, window = burst_rate(arrivals, cfg.burst_windows, slack_s)
         burst_per_replica = unit.output_tokens_per_s * cfg.burst_utilisation
         burst = rate / burst_per_replica if burst_per_replica > 0 else 0.0
-        need = max(steady, burst)
+        # The daily shape: what the coming slots needed on earlier days, a floor that pre-warms
+        # before a ramp seen before (off when season_floor is 0).
+        season = state.season.update(steady, now)
+        seasonal = season.ahead(now, ctx.cold_start_s + cfg.season_lead_s) * cfg.season_floor
+        need = max(steady, burst, seasonal if math.isfinite(seasonal) else 0.0)
         backlog = demand.backlog / unit.output_tokens_per_s if unit.output_tokens_per_s > 0 else 0.0
         history = trim((*state.needs, (now, need)), now, cfg.down_delay_s)
-        return _Need(need, steady, burst, window, slack_s, per_replica, need + backlog, arrivals, history)
+        return _Need(
+            need, steady, burst, window, slack_s, per_replica, need + backlog, arrivals, history, season,
+            seasonal if math.isfinite(seasonal) else 0.0,
+        )  # fmt: skip
 
     def anti_flap(
         self,
@@ -451,3 +470,5 @@ class _Need:
     now: float  # need plus the backlog (scale-up only)
     arrivals: tuple[tuple[float, float], ...]
     history: tuple[tuple[float, float], ...]
+    season: Seasonal
+    seasonal: float  # the daily-shape floor (0 when off or not learned yet)

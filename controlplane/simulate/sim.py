@@ -354,8 +354,8 @@ class Simulator:
                     )
                 )
                 placed += 1
-            if capped or placed < count:
-                flag_capped(now)
+            if capped or any(r.status != "satisfied" for r in plan.requests):
+                flag_capped(now)  # the fleet (or the replica ceiling) could not hold what was asked
             return placed
 
         def flag_capped(now: float) -> None:
