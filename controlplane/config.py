@@ -46,6 +46,7 @@ class ControlPlaneConfig(BaseModel):
     leader_ttl_s: Annotated[int, Field(ge=2, le=300)] = 5  # etcd lease of the leader key
     identity: str = ""  # this instance in the leader key; default: hostname:port:pid
     operator_namespaces: list[str] = []  # CapacityRequest namespaces to watch; empty: no operator
+    gateway_url: str = ""  # the gateway's base URL, shown as each capacity request's endpoint
 
     @model_validator(mode="after")
     def _etcd_tls(self) -> ControlPlaneConfig:

@@ -197,10 +197,17 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
         manager: CapacityManager,
         tenants: Callable[[], TenantDirectory | None],
         observed: Observed = lambda _: None,
+        gateway_url: str = "",
     ) -> None:
         self._manager = manager
         self._tenants = tenants
         self._observed = observed
+        self._gateway_url = gateway_url
+
+    def to_pb(self, record: CapacityRecord) -> capacity_pb2.CapacityRequest:
+        pb = record_to_pb(record)
+        pb.endpoint = self._gateway_url
+        return pb
 
     def _scope(self) -> Tenant | None:
         """The calling tenant (with its quotas), or None for an operator reading everything."""
@@ -227,13 +234,13 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
         if request.spec.tenant and request.spec.tenant != tenant.name:
             raise PermissionDenied(f"spec.tenant: you are authenticated as {tenant.name!r}")
         record, _ = await self._manager.create(tenant, spec, request.idempotency_key)
-        return record_to_pb(record)
+        return self.to_pb(record)
 
     async def Get(  # noqa: N802
         self, request: capacity_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.CapacityRequest:
         try:
-            return record_to_pb(await self._manager.get(self._scope(), request.id))
+            return self.to_pb(await self._manager.get(self._scope(), request.id))
         except InvalidStoredRecord as bad:
             return invalid_to_pb(bad)
 
@@ -244,7 +251,7 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
         records = await self._manager.list(scope, include_cancelled=request.include_cancelled)
         invalid = await self._manager.invalid(scope)
         return capacity_pb2.ListCapacityResponse(
-            requests=[record_to_pb(r) for r in records] + [invalid_to_pb(b) for b in invalid]
+            requests=[self.to_pb(r) for r in records] + [invalid_to_pb(b) for b in invalid]
         )
 
     async def Watch(  # noqa: N802
@@ -256,7 +263,7 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
                 if snapshot
                 else capacity_pb2.CapacityEvent.KIND_UPSERT
             )
-            yield capacity_pb2.CapacityEvent(kind=kind, request=record_to_pb(record))
+            yield capacity_pb2.CapacityEvent(kind=kind, request=self.to_pb(record))
 
     async def Update(  # noqa: N802
         self, request: capacity_pb2.UpdateCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -268,13 +275,13 @@ class CapacityServicer(capacity_pb2_grpc.CapacityServiceServicer):
             output_tokens_per_second=request.output_tokens_per_second,
             expected_generation=request.expected_generation,
         )
-        return record_to_pb(record)
+        return self.to_pb(record)
 
     async def Cancel(  # noqa: N802
         self, request: capacity_pb2.CancelCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> capacity_pb2.CapacityRequest:
         try:
-            return record_to_pb(await self._manager.cancel(self._tenant(), request.id))
+            return self.to_pb(await self._manager.cancel(self._tenant(), request.id))
         except InvalidStoredRecord as bad:
             return invalid_to_pb(bad, deleted=True)
 

@@ -264,6 +264,7 @@ class ControlPlane:
                 self.capacity,
                 lambda: self.tenants.get() if self.tenants is not None else None,
                 observed=lambda rid: reconciler.observed.get(rid) if reconciler else None,
+                gateway_url=self.config.gateway_url,
             ),
             server,
         )

@@ -234,6 +234,9 @@ def controlplane(
     identity: Annotated[
         str, typer.Option(envvar="POD_NAME", help="this instance in the leader key (default host:port:pid)")
     ] = "",
+    gateway_url: Annotated[
+        str, typer.Option(envvar="TOKENFAB_GATEWAY_URL", help="the gateway's base URL, shown as requests' endpoint")
+    ] = "",
     operator_namespace: Annotated[
         list[str] | None,
         typer.Option(help="run the Kubernetes operator for CapacityRequests in this namespace (repeatable)"),
@@ -283,6 +286,7 @@ def controlplane(
             operator_namespaces=operator_namespace or [],
             leader_ttl_s=leader_ttl,
             identity=identity,
+            gateway_url=gateway_url,
         )
     except ValidationError as exc:
         field, message = validation_message(exc)

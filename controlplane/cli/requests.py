@@ -43,6 +43,7 @@ def _summary(request: Any) -> dict[str, Any]:
         "id": request.id,
         "tenant": request.tenant,
         "model": request.spec.model,
+        "endpoint": request.endpoint,  # the gateway's base URL: send `model` there with your token
         "target_output_tokens_per_second": request.spec.output_tokens_per_second,
         "phase": request.status.phase,
         "predicted_output_tokens_per_second": request.status.predicted_output_tokens_per_second,

@@ -123,7 +123,7 @@ class CapacityStatus(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., predicted_output_tokens_per_second: _Optional[float] = ..., ready_output_tokens_per_second: _Optional[float] = ..., observed_generation: _Optional[int] = ..., target_output_tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class CapacityRequest(_message.Message):
-    __slots__ = ("id", "tenant", "spec", "status", "generation", "created_at", "idempotency_key")
+    __slots__ = ("id", "tenant", "spec", "status", "generation", "created_at", "idempotency_key", "endpoint")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class CapacityRequest(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     spec: CapacitySpec
@@ -138,7 +139,8 @@ class CapacityRequest(_message.Message):
     generation: int
     created_at: _timestamp_pb2.Timestamp
     idempotency_key: str
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., spec: _Optional[_Union[CapacitySpec, _Mapping]] = ..., status: _Optional[_Union[CapacityStatus, _Mapping]] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    endpoint: str
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., spec: _Optional[_Union[CapacitySpec, _Mapping]] = ..., status: _Optional[_Union[CapacityStatus, _Mapping]] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., endpoint: _Optional[str] = ...) -> None: ...
 
 class CreateCapacityRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key")
