@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from controlplane.capacity.tenants import Tenant, TenantDirectory
 from controlplane.config import parse_endpoints
 from controlplane.errors import InvalidArgument, Unauthenticated
 from controlplane.gateway import admission, openai, proxy
+from controlplane.gateway.demand import DemandMeter
 from controlplane.gateway.metering import Meter
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.router import Policy, Router
@@ -71,6 +74,8 @@ class GatewayConfig(BaseModel):
     request_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
     eject_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
     usage_flush_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    demand_publish_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    instance: str = ""  # this gateway in its demand keys; default host-port-pid
 
     @model_validator(mode="after")
     def _secure(self) -> GatewayConfig:
@@ -131,6 +136,7 @@ class Gateway:
         self.upstreams: proxy.Upstreams | None = None
         self.admission: admission.Admission | None = None
         self.meter: Meter | None = None
+        self.demand: DemandMeter | None = None
         self._runner: web.AppRunner | None = None
         self._owned_store = False
         self.port = 0
@@ -187,6 +193,11 @@ class Gateway:
         await self.upstreams.start()
         self.meter = Meter(self._store, flush_s=cfg.usage_flush_s)
         await self.meter.start()
+        instance = cfg.instance or f"{socket.gethostname()}-{cfg.port}-{os.getpid()}".replace("/", "-")
+        self.demand = DemandMeter(self._store, instance, publish_s=cfg.demand_publish_s)
+        routes = self.routes
+        self.demand.lanes = lambda: routes.lanes
+        await self.demand.start()
         app = web.Application(client_max_size=openai.MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
@@ -213,6 +224,8 @@ class Gateway:
             self._runner = None
         if self.meter is not None:
             await self.meter.stop()
+        if self.demand is not None:
+            await self.demand.stop()
         if self.routes is not None:
             await self.routes.stop()
         if self.upstreams is not None:
@@ -290,6 +303,9 @@ class Gateway:
                 code="model_not_found", param="model",
             )  # fmt: skip
         labels = (tenant.name, call.model)
+        assert self.demand is not None
+        demand = self.demand
+        demand.arrival(lane, call.prompt_tokens, call.max_tokens)
         m.arrivals.labels(*labels).inc()
         m.offered_tokens.labels(*labels, "prompt").inc(call.prompt_tokens)
         m.offered_tokens.labels(*labels, "completion").inc(call.max_tokens)
@@ -299,25 +315,29 @@ class Gateway:
             return routes.lane(tenant.name, call.model)
 
         m.queue_length.labels(*labels).inc()
+        ticket = demand.enqueue(lane)
         try:
             verdict = await self.admission.admit(lane_of, call.max_tokens)
         except admission.RateLimited as exc:
+            demand.rejected(lane)
             m.rejections.labels(*labels, "rate").inc()
             m.responses.labels(*labels, "429").inc()
             return _error(
                 429, str(exc), code="rate_limit_exceeded", **{"Retry-After": str(exc.retry_after_s)}
             )
         except admission.NoReplica as exc:
+            demand.rejected(lane)
             m.rejections.labels(*labels, "no_replica").inc()
             m.responses.labels(*labels, "503").inc()
             return _error(503, str(exc), code="no_replica", **{"Retry-After": "5"})
         finally:
+            demand.dequeue(lane, ticket)
             m.queue_length.labels(*labels).dec()
             m.queue_wait.labels(*labels).observe(time.monotonic() - started)
         m.admitted.labels(*labels, verdict.value).inc()
         try:
             if call.stream:
-                return await self._relay(request, lane_of, call, path, tenant, started)
+                return await self._relay(request, lane_of, call, path, tenant, started, lane)
             answer = await self.upstreams.send(lane_of, call, path)
         except proxy.UpstreamRejected as exc:
             m.responses.labels(*labels, str(exc.status)).inc()
@@ -329,11 +349,12 @@ class Gateway:
         m.latency.labels(*labels).observe(time.monotonic() - started)
         if answer.status == 200:
             self._meter(tenant, call, answer.backend.request_id, answer.usage)
+            demand.finished(lane, answer.usage.completion_tokens)
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
 
     async def _relay(
         self, request: web.Request, lane_of: Callable[[], Lane | None], call: openai.Call, path: str,
-        tenant: Tenant, started: float,
+        tenant: Tenant, started: float, lane: Lane,
     ) -> web.StreamResponse:  # fmt: skip
         assert self.upstreams is not None
         m, labels = self.metrics, (tenant.name, call.model)
@@ -378,6 +399,8 @@ class Gateway:
             if not usage.reported:  # no usage event (a cut): count what was sent as an estimate
                 usage.prompt_tokens, usage.completion_tokens = call.prompt_tokens, max(0, events - 1)
             self._meter(tenant, call, stream.backend.request_id, usage)
+            if self.demand is not None:
+                self.demand.finished(lane, usage.completion_tokens)
         return out
 
     def _meter(self, tenant: Tenant, call: openai.Call, request_id: str, usage: proxy.Usage) -> None:

@@ -29,6 +29,7 @@ where they were: stopping the autoscaler never shrinks capacity by itself. A req
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -53,6 +54,7 @@ from controlplane.catalog.perf import Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode, ModeRecord
 from controlplane.domain.capacity import CapacityRecord
+from controlplane.domain.demand import GatewayDemand, combine
 from controlplane.domain.replicas import LIVE, ReplicaRecord, ReplicaState
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.status import EPS
@@ -246,6 +248,7 @@ class LiveAutoscaler:
             return targets
         self._last_tick = now_s
         mode = await self.read_mode()
+        offered = await self._gateway_demand()
         active = {r.id: r for r in tick.requests if r.active and r.spec.autoscaling.enabled}
         for gone in set(self._states) - set(active):
             self._states.pop(gone)
@@ -261,7 +264,9 @@ class LiveAutoscaler:
             return {k: v for k, v in targets.items() if k in active}
         for request in active.values():
             try:
-                target = await self._decide_one(request, tick, mode, targets.get(request.id))
+                target = await self._decide_one(
+                    request, tick, mode, targets.get(request.id), offered.get(request.id)
+                )
             except Exception as exc:  # one request's trouble must not stop the others
                 self.metrics.reconcile_errors.labels(step="autoscale").inc()
                 log.exception("autoscaler.failed", request=request.id, error=str(exc))
@@ -383,22 +388,42 @@ class LiveAutoscaler:
         plan = schedule(tick.fleet, [big], placed, self._catalog, now=tick.now, config=config)
         return sum(p.output_tokens_per_s for rp in plan.requests for p in rp.placements)
 
+    async def _gateway_demand(self) -> dict[str, GatewayDemand]:
+        """What the gateways are offered per request, queue included (empty without a gateway)."""
+        try:
+            kvs, _ = await self._store.list_prefix(keys.GATEWAY_DEMAND)
+        except Exception as exc:  # the engines' signals still serve
+            log.warning("autoscaler.demand_unreadable", error=str(exc) or type(exc).__name__)
+            return {}
+        records = []
+        for kv in kvs:
+            with contextlib.suppress(ValueError):
+                records.append(GatewayDemand.model_validate_json(kv.value))
+        return combine(records)
+
     async def _decide_one(
-        self, request: CapacityRecord, tick: Tick, mode: Mode, applied: float | None
-    ) -> float | None:
+        self, request: CapacityRecord, tick: Tick, mode: Mode, applied: float | None,
+        offered: GatewayDemand | None = None,
+    ) -> float | None:  # fmt: skip
         spec, auto = request.spec, request.spec.autoscaling
         mine = [r for r in tick.replicas if r.request_id == request.id]
         live = [r for r in mine if r.state in LIVE]
         if not live:
-            # nothing to measure: the reconciler places the reserved floor (or, scaled to zero, the
-            # request waits for a router's demand signal, which Tokenfab does not have yet)
+            # nothing to measure: the reconciler places the reserved floor; scaled to zero, a call
+            # queued in the gateway wakes the request with its reserved floor (scale from zero)
+            if offered is not None and offered.queued > 0 and applied is not None and applied <= EPS:
+                log.info("autoscaler.wake", request=request.id, queued=offered.queued)
+                return spec.output_tokens_per_second
             return applied
         ready = [r.id for r in live if r.state is S.READY]
         now_s = tick.now.timestamp()
         signals = aggregate(
             now_s, ready, [self._samples[r] for r in ready if r in self._samples],
-            stale_after_s=self.settings.stale_after_s,
+            stale_after_s=self.settings.stale_after_s, queued=offered.queued if offered else 0,
         )  # fmt: skip
+        if offered is not None and offered.offered_output_tokens_per_second > signals.output_tokens_per_s:
+            # demand queued or refused at the gateway never reaches the engines: count it
+            signals = replace(signals, output_tokens_per_s=offered.offered_output_tokens_per_second)
         capacity, unit, extra = self._units(request, live, tick)
         floor = floor_replicas(spec.output_tokens_per_second, unit.output_tokens_per_s)
         spend = accelerators = 0.0

@@ -30,6 +30,9 @@ All keys live under one versioned root so that several Tokenfab installations (o
                                         on that instance's etcd lease (gone when it dies)
     /tokenfab/v1/events/<20-digit time ns>-<6-digit seq>
                                         EventRecord: failover steps and node changes (bounded)
+    /tokenfab/v1/gateway/demand/<request id>/<instance>
+                                        GatewayDemand: offered calls and tokens/s, queue, refusals
+                                        as one gateway instance sees them (on its etcd lease)
     /tokenfab/v1/usage/<tenant>/<YYYYMMDDHH>/<request id>
                                         UsageRecord: tokens the gateway served in that UTC hour
                                         (added to with compare-and-swap; billing reads them)
@@ -101,6 +104,16 @@ def presence(node_id: str) -> str:
 
 def autoscaler_state(request_id: str) -> str:
     return AUTOSCALER_STATE + request_id
+
+
+GATEWAY_DEMAND = ROOT + "gateway/demand/"
+
+
+def gateway_demand(request_id: str, instance: str) -> str:
+    for name, part in (("request_id", request_id), ("instance", instance)):
+        if not part or "/" in part:
+            raise ValueError(f"{name}: {part!r} cannot be part of a key")
+    return f"{GATEWAY_DEMAND}{request_id}/{instance}"
 
 
 USAGE = ROOT + "usage/"
