@@ -48,6 +48,8 @@ from agents.discovery.base import (
     MiB,
     NotPresent,
     ToolFailed,
+    distinct,
+    is_number,
     judge_health,
     normalise_model,
     numa_node_of,
@@ -104,11 +106,11 @@ def parse_chip_map(text: str) -> dict[tuple[int, int], ChipMapEntry]:
         row = dict(zip(columns, values, strict=False))
         npu, chip = row.get("NPU_ID", ""), row.get("Chip_ID", "")
         logic = row.get("Chip_Logic_ID", "-")
-        if not (npu.isdigit() and chip.isdigit()) or not logic.isdigit():
+        if not (is_number(npu) and is_number(chip)) or not is_number(logic):
             continue  # the MCU row ('-'), a footer or a line we do not understand
         phy = row.get("Chip_Phy-ID", "")
         out[(int(npu), int(chip))] = ChipMapEntry(
-            int(logic), int(phy) if phy.isdigit() else None, row.get("Chip_Name", "").strip()
+            int(logic), int(phy) if is_number(phy) else None, row.get("Chip_Name", "").strip()
         )
     return out
 
@@ -124,7 +126,7 @@ def parse_usages(text: str) -> dict[int, dict[str, str]]:
             if sep:
                 fields[key.strip()] = value.strip()
         chip = fields.get("Chip ID", "")
-        if chip.isdigit():
+        if is_number(chip):
             out[int(chip)] = fields
     return out
 
@@ -200,13 +202,13 @@ def parse_npu_smi_info(
     while i < len(rows):
         first = rows[i]
         f1, p1 = row_fields(head1, first, rest=("Name",))
-        if not f1.get("NPU", "").isdigit():
+        if not is_number(f1.get("NPU", "")):
             problems.append(f"row {first!r} is not a chip row")
             i += 1
             continue
         second = rows[i + 1] if i + 1 < len(rows) else ()
         f2, p2 = row_fields(head2, second) if second else ({}, ["second row missing"])
-        if not f2.get("Chip", "").isdigit():
+        if not is_number(f2.get("Chip", "")):
             problems.append(f"NPU {f1['NPU']}: no chip row after {first!r}")
             i += 1
             continue
@@ -292,7 +294,11 @@ def parse_npu_smi_info(
             replace(c, device=replace(c.device, index=i), sample=replace(c.sample, index=i))
             for i, c in enumerate(chips)
         ]
-    return chips
+    first_chip: dict[str, AscendChip] = {}
+    for chip in chips:
+        first_chip.setdefault(chip.device.uuid, chip)
+    unique = distinct([(c.device, c.sample) for c in chips], tool="npu-smi")
+    return [replace(first_chip[d.uuid], device=d, sample=smp) for d, smp in unique]
 
 
 def fill_memory(chip: AscendChip, usages: dict[int, dict[str, str]]) -> AscendChip:

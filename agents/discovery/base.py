@@ -23,8 +23,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -155,6 +156,47 @@ def run_tool(argv: list[str], *, timeout_s: float = 10.0) -> str:
     if done.returncode != 0:
         raise ToolFailed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[:200]}")
     return done.stdout
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only. ``str.isdigit`` also accepts '²' or '①', which ``int()`` then refuses:
+    a garbled cell must be skipped as "not a number", not escape as ValueError and fail the node."""
+    return text.isascii() and text.isdigit()
+
+
+def distinct(
+    pairs: list[tuple[DiscoveredDevice, DeviceSample]], *, tool: str
+) -> list[tuple[DiscoveredDevice, DeviceSample]]:
+    """Devices with unique uuids and indices, as the control plane requires (it refuses the whole
+    registration otherwise). Garbled or repeated output can list one device twice: a repeated
+    uuid keeps its first row, and an index printed for several devices keeps it for the first and
+    moves the others to unused indices. Every device involved is unhealthy with the reason, since
+    the tool's output cannot say which row is right. Deterministic, so that discovery and sampling
+    number the devices alike."""
+    by_uuid = Counter(d.uuid for d, _ in pairs)
+    first = {d.uuid: i for i, (d, _) in reversed(list(enumerate(pairs)))}
+    kept = [p for i, p in enumerate(pairs) if first[p[0].uuid] == i]
+    by_index = Counter(d.index for d, _ in kept)
+    used = set(by_index)
+    taken: set[int] = set()
+    out: list[tuple[DiscoveredDevice, DeviceSample]] = []
+    for device, sample in kept:
+        reasons: list[str] = []
+        index = device.index
+        if by_uuid[device.uuid] > 1:
+            reasons.append(f"{tool} listed uuid {device.uuid} {by_uuid[device.uuid]} times")
+        if by_index[index] > 1:
+            reasons.append(f"{tool} printed index {index} for {by_index[index]} devices")
+            if index in taken:
+                index = next(i for i in range(max(used) + 1, max(used) + 2 + len(kept)) if i not in used)
+                used.add(index)
+        taken.add(index)
+        if reasons:
+            health, reason = worst((device.health, device.health_reason), (UNHEALTHY, "; ".join(reasons)))
+            device = replace(device, index=index, health=health, health_reason=reason)
+            sample = replace(sample, index=index, health=health, health_reason=reason)
+        out.append((device, sample))
+    return out
 
 
 BUS_ID = re.compile(r"^(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")

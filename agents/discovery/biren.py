@@ -23,6 +23,7 @@ from agents.discovery.base import (
     MiB,
     NotPresent,
     ToolFailed,
+    distinct,
     judge_health,
     normalise_model,
     parse_float,
@@ -40,8 +41,12 @@ _CARD = re.compile(r"^card_?(\d+)$")
 
 
 def parse_brsmi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample]]:
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a stray carriage return or quote: not output we understand
+        raise ToolFailed(f"brsmi: not the expected CSV ({exc})") from exc
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for line_no, row in enumerate(rows, start=1):
         fields = [f.strip() for f in row]
         if not fields or not "".join(fields):
             continue
@@ -68,7 +73,7 @@ def parse_brsmi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample]]:
                 ),
             )
         )
-    return out
+    return distinct(out, tool="brsmi")
 
 
 def count_cards(dev_dir: Path, *, model: str, memory_gib: int | None = None) -> list[DiscoveredDevice]:

@@ -13,11 +13,13 @@ in tests/fixtures/discovery, see its README)::
                                 | Pwr:Usage/Cap | Temp Perf | Memory-Usage | GPU-State |
 
 Old versions print ``Power`` instead of ``Pwr:Usage/Cap`` and no GPU-State; unknown columns are
-ignored. The process table that follows (``| Process: |``) is a separate table and is skipped.
-GPU-State ``Available`` is healthy; any other state word is unhealthy with the word in the reason
-(MetaX's exporter describes the state as "0 (not available) / 1 (available)"). A GPU whose row
-cannot be read is reported unhealthy with the reason; only output in which no GPU can be
-identified is an error (ToolFailed), also when the tool is present: that is never "not present".
+ignored, but a layout that lacks GPU-State and is not one of those old layouts leaves its GPUs
+unhealthy (a renamed state column must not read as "healthy"). The process table that follows
+(``| Process: |``) is a separate table and is skipped. GPU-State ``Available`` is healthy; any other
+state word is unhealthy with the word in the reason (MetaX's exporter describes the state as "0
+(not available) / 1 (available)"). A GPU whose row cannot be read is reported unhealthy with the
+reason; only output in which no GPU can be identified is an error (ToolFailed), also when the tool
+is present: that is never "not present".
 
 The device index is the ``GPU`` column; the uuid is ``metax-<bus id>``. pymxsml would give the
 same facts without parsing but ships only inside the MACA SDK; mx-smi ships with the driver.
@@ -36,6 +38,8 @@ from agents.discovery.base import (
     MiB,
     NotPresent,
     ToolFailed,
+    distinct,
+    is_number,
     judge_health,
     normalise_model,
     numa_node_of,
@@ -52,6 +56,10 @@ log = get_logger("discovery.metax")
 TOOLS = ("mx-smi", "ht-smi")
 STATE_OK = ("Available",)
 _NAME_LABELS = ("NAME", "Name")
+# Header labels of the layouts that print no GPU-State (mx-smi 2.1.6 and 2.1.12, see the fixtures).
+OLD_LAYOUT_LABELS = frozenset(
+    {"GPU", "NAME", "Bus-id", "GPU-Util", "Temp", "Power", "Pwr:Usage/Cap", "Memory-Usage"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +101,7 @@ def parse_mx_smi(text: str, *, tool: str = "mx-smi") -> list[tuple[DiscoveredDev
     while i < len(rows):
         f1, p1 = row_fields(head1, rows[i], rest=_NAME_LABELS)
         index_text = f1.get("GPU") or f1.get("Board") or ""
-        if not index_text.isdigit():
+        if not is_number(index_text):
             problems.append(f"row {rows[i]!r} is not a GPU row")
             i += 1
             continue
@@ -106,7 +114,11 @@ def parse_mx_smi(text: str, *, tool: str = "mx-smi") -> list[tuple[DiscoveredDev
     for problem in problems:
         log.warning("mx_smi.row_skipped", tool=tool, problem=problem)
 
-    has_state = any("GPU-State" in cell.split() for cell in head1 + head2)
+    header_labels = {label for cell in head1 + head2 for label in cell.split()}
+    has_state = "GPU-State" in header_labels
+    # Only the known pre-2.2 layouts may lack GPU-State; any other layout without it (a renamed
+    # or moved state column) cannot vouch for the GPU, so its GPUs are unhealthy, not healthy.
+    old_layout = header_labels <= OLD_LAYOUT_LABELS
     bus_count = Counter(f.get("Bus-id", "").lower() for _, f, _ in parsed)
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
     for index, fields, cell_problems in parsed:
@@ -118,6 +130,8 @@ def parse_mx_smi(text: str, *, tool: str = "mx-smi") -> list[tuple[DiscoveredDev
             vendor_state(fields.get("GPU-State", ""), healthy=STATE_OK, what=f"{tool} GPU-State")
             if has_state
             else judge_health()  # versions before 2.2 print no GPU-State column
+            if old_layout
+            else (UNHEALTHY, f"{tool} printed no GPU-State column in a table layout not known")
         )
         verdicts = [judge_health(temperature_c=temperature, state=state)]
         if memory is None or memory[1] <= 0:
@@ -148,7 +162,7 @@ def parse_mx_smi(text: str, *, tool: str = "mx-smi") -> list[tuple[DiscoveredDev
                 ),
             )
         )
-    return out
+    return distinct(out, tool=tool)
 
 
 def read_metax() -> MetaxReading:

@@ -27,6 +27,7 @@ from agents.discovery.base import (
     MiB,
     NotPresent,
     ToolFailed,
+    distinct,
     judge_health,
     normalise_model,
     numa_node_of,
@@ -65,12 +66,22 @@ def parse_nvidia_smi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ToolFailed("nvidia-smi printed nothing")
-    header = [_header_name(h) for h in next(csv.reader([lines[0]], skipinitialspace=True))]
-    if "index" not in header:
+    # The header is the first line with an 'index' field, not necessarily the first line: a
+    # warning printed before it (an infoROM or persistence-mode notice) must not fail the node.
+    at, header = next(
+        (
+            (i, names)
+            for i, line in enumerate(lines)
+            if "index"
+            in (names := [_header_name(h) for h in next(csv.reader([line], skipinitialspace=True))])
+        ),
+        (-1, []),
+    )
+    if at < 0:
         raise ToolFailed(f"nvidia-smi: no CSV header with an 'index' column (got {lines[0][:80]!r})")
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    problems: list[str] = []
-    for line_no, row in enumerate(csv.reader(lines[1:], skipinitialspace=True), start=2):
+    problems: list[str] = [f"line {n}: not CSV, skipped: {lines[n - 1][:80]!r}" for n in range(1, at + 1)]
+    for line_no, row in enumerate(csv.reader(lines[at + 1 :], skipinitialspace=True), start=at + 2):
         fields = dict(zip(header, (v.strip() for v in row), strict=False))
         index = parse_int(fields.get("index", ""), default=-1)
         if index < 0:
@@ -97,7 +108,7 @@ def parse_nvidia_smi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample
                     uuid=uuid,
                     index=index,
                     model=normalise_model(fields.get("name", "") or "NVIDIA"),
-                    memory_bytes=memory_mib * MiB,
+                    memory_bytes=max(memory_mib, 0) * MiB,
                     numa_node=numa_node_of(bus_id),
                     pci_bus_id=bus_id if BUS_ID.match(bus_id) else "",
                     health=health,
@@ -118,7 +129,7 @@ def parse_nvidia_smi_csv(text: str) -> list[tuple[DiscoveredDevice, DeviceSample
         raise ToolFailed("nvidia-smi: no GPU row could be read (" + ("; ".join(problems) or "no rows") + ")")
     for problem in problems:
         log.warning("nvidia_smi.row_skipped", problem=problem)
-    return out
+    return distinct(out, tool="nvidia-smi")
 
 
 class NvidiaSmiBackend:

@@ -1,0 +1,239 @@
+"""Vendor parsers against hostile variants of the real captures (review of issue 12 section 1).
+
+Each case starts from a real capture in tests/fixtures/discovery (provenance in its README) and
+damages it the way real machines do: truncation, deleted or repeated lines, stray characters,
+CRLF line ends, a warning line before a CSV header, a renamed column. The rules checked are the
+project's: garbled output fails loudly (ToolFailed) or maps to unhealthy, never to healthy, and
+never escapes as another exception (that would end the agent's session for the whole node);
+whatever is returned can be registered (the control plane refuses duplicate uuids or indices).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.discovery.ascend import parse_chip_map, parse_npu_smi_info, parse_usages
+from agents.discovery.base import (
+    HEALTHY,
+    DeviceSample,
+    DiscoveredDevice,
+    MiB,
+    ToolFailed,
+    distinct,
+    is_number,
+)
+from agents.discovery.biren import parse_brsmi_csv
+from agents.discovery.metax import parse_mx_smi
+from agents.discovery.nvidia import parse_nvidia_smi_csv
+from tests.conftest import FIXTURES
+
+DATA = FIXTURES / "discovery"
+CAPTURES = {p.name: p.read_text() for p in sorted(DATA.iterdir()) if p.suffix in (".txt", ".csv")}
+Pairs = list[tuple[DiscoveredDevice, DeviceSample]]
+
+
+def device_parser(name: str) -> Callable[[str], Pairs] | None:
+    """The parser of a summary capture, as (device, sample) pairs; None for maps and usages."""
+    if name.startswith(("npu-smi-info-m-", "npu-smi-info-t-")):
+        return None
+    if name.startswith("npu-smi"):
+        return lambda text: [(c.device, c.sample) for c in parse_npu_smi_info(text)]
+    if name.startswith(("mx-smi", "ht-smi")):
+        return lambda text: parse_mx_smi(text, tool=name.split("-")[0] + "-smi")
+    if name.startswith("nvidia-smi"):
+        return parse_nvidia_smi_csv
+    return parse_brsmi_csv
+
+
+SUMMARIES = sorted(name for name in CAPTURES if device_parser(name) is not None)
+
+
+def parse(name: str, text: str) -> Pairs:
+    parser = device_parser(name)
+    assert parser is not None
+    return parser(text)
+
+
+def assert_registrable(pairs: Pairs) -> None:
+    devices = [d for d, _ in pairs]
+    assert len({d.uuid for d in devices}) == len(devices), [d.uuid for d in devices]
+    assert len({d.index for d in devices}) == len(devices), [d.index for d in devices]
+    for device, sample in pairs:
+        assert device.index == sample.index
+        assert device.memory_bytes >= 0
+        assert device.health in ("healthy", "degraded", "unhealthy")
+        if device.memory_bytes == 0:  # unknown memory is never a healthy device
+            assert device.health == "unhealthy" and device.health_reason
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> tuple[str, str]:
+    name = draw(st.sampled_from(SUMMARIES))
+    text = CAPTURES[name]
+    for _ in range(draw(st.integers(1, 4))):
+        if not text:
+            break
+        at = draw(st.integers(0, len(text) - 1))
+        op = draw(st.sampled_from(["delete", "insert", "truncate", "repeat-line", "drop-line"]))
+        if op == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 6)) :]
+        elif op == "insert":
+            noise = draw(st.text(alphabet=st.sampled_from('|+-=│ /09²٣\r\nNAOK%C,"'), min_size=1, max_size=4))
+            text = text[:at] + noise + text[at:]
+        elif op == "truncate":
+            text = text[:at]
+        else:
+            lines = text.splitlines(keepends=True)
+            j = draw(st.integers(0, len(lines) - 1))
+            if op == "repeat-line":
+                lines.insert(j, lines[j])
+            else:
+                del lines[j]
+            text = "".join(lines)
+    return name, text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged())
+def test_damaged_captures_fail_loudly_or_stay_registrable(case: tuple[str, str]) -> None:
+    """Any damage: ToolFailed, or devices the control plane accepts (unique uuids and indices,
+    no negative memory, unknown memory unhealthy). No other exception escapes."""
+    name, text = case
+    try:
+        pairs = parse(name, text)
+    except ToolFailed:
+        return
+    assert_registrable(pairs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_never_escapes_as_another_exception(text: str) -> None:
+    for parser in (parse_chip_map, parse_usages):
+        with contextlib.suppress(ToolFailed):
+            parser(text)
+    for name in SUMMARIES:
+        with contextlib.suppress(ToolFailed):
+            assert_registrable(parse(name, text))
+
+
+@pytest.mark.parametrize(
+    ("name", "row", "digit"),
+    [("npu-smi-info-310p3-duo-25.2.0-nvtop-421.txt", "| 2       310P3", "²"),
+     ("mx-smi-2.2.8-n260x2.txt", "| 0       MetaX N260", "²"),
+     ("ht-smi-2.2.4-x201.txt", "| 0           ", "٣")],
+)  # fmt: skip
+def test_non_ascii_digits_in_an_index_cell_do_not_escape(name: str, row: str, digit: str) -> None:
+    """'²'.isdigit() is True but int('²') raises ValueError: that escaped and failed the node."""
+    text = CAPTURES[name]
+    assert row in text
+    damaged_text = text.replace(row, row.replace(row.strip("| ")[0], digit, 1), 1)
+    try:
+        pairs = parse(name, damaged_text)
+    except ToolFailed:
+        return
+    assert_registrable(pairs)
+    assert all(
+        d.health == "unhealthy" for d, _ in pairs if d.uuid not in {x.uuid for x, _ in parse(name, text)}
+    )
+
+
+def test_is_number_is_ascii_only() -> None:
+    assert is_number("12") and not is_number("²") and not is_number("٣") and not is_number("")
+    assert parse_chip_map("NPU ID  Chip ID  Chip Logic ID  Chip Name\n²  0  0  Ascend910\n") == {}
+    assert parse_usages("Chip ID : ²\nHBM Capacity(MB) : 65536\n") == {}
+
+
+def test_mx_smi_layout_with_a_renamed_state_column_is_not_healthy() -> None:
+    """A future mx-smi that renames GPU-State (here: the real 2.2.8 capture with the column
+    renamed and GPU 0 'Lost') used to read as healthy because the state column was missing."""
+    text = (
+        CAPTURES["mx-smi-2.2.8-n260x2.txt"]
+        .replace("| GPU-State            |", "| GPU-Health           |")
+        .replace("| Available            |", "| Lost                 |", 1)
+    )
+    pairs = parse_mx_smi(text)
+    assert [d.health for d, _ in pairs] == ["unhealthy", "unhealthy"]
+    assert "no GPU-State column" in pairs[0][0].health_reason
+
+
+@pytest.mark.parametrize("name", ["mx-smi-2.1.6-mxc550x8-paddlenlp.txt", "mx-smi-2.1.12-c550-t9k.txt"])
+def test_mx_smi_old_layouts_without_state_stay_healthy(name: str) -> None:
+    assert {d.health for d, _ in parse_mx_smi(CAPTURES[name])} == {HEALTHY}
+
+
+def test_a_gpu_listed_twice_is_registrable_and_unhealthy() -> None:
+    """The two N260s with the second one's row made to repeat the first one's GPU number and
+    Bus-id: both got uuid 'metax-gpu0' and index 0, which the control plane refuses for the node."""
+    text = (
+        CAPTURES["mx-smi-2.2.8-n260x2.txt"]
+        .replace("0000:21:00.0", "0000:01:00.0")
+        .replace("| 1       MetaX N260", "| 0       MetaX N260")
+    )
+    pairs = parse_mx_smi(text)
+    assert_registrable(pairs)
+    assert [(d.uuid, d.health) for d, _ in pairs] == [("metax-gpu0", "unhealthy")]
+    assert "listed uuid metax-gpu0 2 times" in pairs[0][0].health_reason
+
+
+def test_distinct_moves_a_repeated_index_and_marks_both() -> None:
+    pairs = [
+        (DiscoveredDevice(uuid=u, index=0, model="X", memory_bytes=MiB), DeviceSample(index=0))
+        for u in ("a", "b")
+    ] + [(DiscoveredDevice(uuid="c", index=1, model="X", memory_bytes=MiB), DeviceSample(index=1))]
+    out = distinct(pairs, tool="t")
+    assert [(d.uuid, d.index, d.health) for d, _ in out] == [
+        ("a", 0, "unhealthy"),
+        ("b", 2, "unhealthy"),
+        ("c", 1, "healthy"),
+    ]
+    assert [s.index for _, s in out] == [0, 2, 1]
+    assert distinct(pairs[2:], tool="t") == pairs[2:]  # nothing repeated: unchanged
+
+
+def test_nvidia_smi_rows_repeated_by_the_tool_are_one_unhealthy_gpu() -> None:
+    row = "0, GPU-5f3c, NVIDIA H100 80GB HBM3, 81559"
+    pairs = parse_nvidia_smi_csv("\n".join(["index, uuid, name, memory.total [MiB]", row, row]))
+    assert [(d.uuid, d.index, d.health) for d, _ in pairs] == [("GPU-5f3c", 0, "unhealthy")]
+
+
+def test_nvidia_smi_warning_before_the_header_is_skipped() -> None:
+    """The header was required on the first line; a notice printed before it failed the node."""
+    text = (
+        "WARNING: infoROM is corrupted at gpu 0000:01:00.0\n"
+        + CAPTURES["nvidia-smi-query-h100-590.48.01.csv"]
+    )
+    [(device, _)] = parse_nvidia_smi_csv(text)
+    assert (device.model, device.memory_bytes, device.health) == ("H100", 81559 * MiB, "healthy")
+
+
+def test_nvidia_smi_negative_memory_is_unknown_not_negative() -> None:
+    [(device, _)] = parse_nvidia_smi_csv("index, uuid, name, memory.total [MiB]\n0, GPU-1, NVIDIA L40S, -5\n")
+    assert (device.memory_bytes, device.health) == (0, "unhealthy")
+
+
+def test_brsmi_stray_carriage_return_is_tool_failed() -> None:
+    with pytest.raises(ToolFailed, match="brsmi"):
+        parse_brsmi_csv('0,BR-1,BR104,32768\r"1,BR-2\rx,BR104,32768\n')
+
+
+@pytest.mark.parametrize("name", SUMMARIES)
+def test_crlf_line_ends_read_like_lf(name: str) -> None:
+    def key(pairs: Pairs) -> list[Any]:
+        return [(d.uuid, d.index, d.memory_bytes, d.health) for d, _ in pairs]
+
+    assert key(parse(name, CAPTURES[name].replace("\n", "\r\n"))) == key(parse(name, CAPTURES[name]))
+
+
+@pytest.mark.parametrize("name", SUMMARIES)
+def test_empty_output_is_tool_failed_or_nothing(name: str) -> None:
+    """Empty output is never devices; the Biren CSV parser returns [] and its backend then
+    reports 'brsmi listed no devices' (tests/unit/test_discovery.py)."""
+    with contextlib.suppress(ToolFailed):
+        assert parse(name, "") == [] and name.startswith("brsmi")
