@@ -10,6 +10,13 @@ Keys (see controlplane/store/keys.py)::
 Quotas charge each active request its *estimate*: the replicas of the catalog's cheapest option
 that meet its targets (accelerators and spend per hour). Over a quota: RESOURCE_EXHAUSTED.
 
+Admission is atomic with creation. A tenant with a quota has an admission counter,
+``/tokenfab/v1/capacity/admission/<tenant>/<20-digit n>``: a create reads the newest ticket ``n``
+*first*, then the tenant's usage, and creates the request together with ticket ``n + 1`` in one
+etcd transaction (``create_all``: all keys or none). Every request admitted before ``n`` was
+committed before the usage was read, so it is counted; a concurrent create wins ``n + 1`` and the
+loser re-reads and decides again. So concurrent creates never exceed a quota.
+
 Status at creation comes from a dry run of the scheduler on the current fleet: the planned
 replicas (state Planned) or the constraint that makes the request unsatisfiable (no allowed
 accelerator can serve the model, price cap below the cheapest option, fleet full). Starting the
@@ -58,6 +65,8 @@ from tokenfab.logs import get_logger
 
 log = get_logger("capacity")
 MAX_KEY = 256
+ADMISSION = keys.ROOT + "capacity/admission/"
+ADMISSION_RETRIES = 200
 MAX_LIST = 10_000  # requests one List answers with (bounded: a response is at most this many)
 
 
@@ -245,8 +254,18 @@ class CapacityManager:
                 f"of {tenant.max_priority}"
             )
 
+    @staticmethod
+    def _has_quota(tenant: Tenant) -> bool:
+        return tenant.max_accelerators is not None or tenant.max_spend_per_hour is not None
+
+    async def _ticket(self, tenant: Tenant) -> tuple[str, list[tuple[str, int]]]:
+        """The next admission ticket's key, and the older tickets (to delete once it is taken)."""
+        kvs, _ = await self._store.list_prefix(f"{ADMISSION}{tenant.name}/")
+        newest = int(kvs[-1].key.rpartition("/")[2]) if kvs else 0
+        return f"{ADMISSION}{tenant.name}/{newest + 1:020d}", [(kv.key, kv.mod_revision) for kv in kvs]
+
     async def _check_quota(self, tenant: Tenant, estimate: Estimate | None, *, excluding: str = "") -> None:
-        if estimate is None or (tenant.max_accelerators is None and tenant.max_spend_per_hour is None):
+        if estimate is None or not self._has_quota(tenant):
             return
         used_acc, used_spend = 0, 0.0
         for record, _ in await self._records():
@@ -288,6 +307,17 @@ class CapacityManager:
                         "idempotency_key: already used for a request with a different spec"
                     )
                 return record, False
+        for _ in range(ADMISSION_RETRIES):
+            created = await self._admit(tenant, spec, idempotency_key, idem_key)
+            if created is not None:
+                return created
+        raise Conflict(f"tenant {tenant.name}: too many concurrent creates; retry")
+
+    async def _admit(
+        self, tenant: Tenant, spec: CapacitySpec, idempotency_key: str, idem_key: str
+    ) -> tuple[CapacityRecord, bool] | None:
+        """One admission attempt; None when a concurrent create of the tenant took the ticket."""
+        ticket, old = await self._ticket(tenant) if self._has_quota(tenant) else ("", [])
         record_id = self._new_id()
         estimate = self.estimate(record_id, spec)
         await self._check_quota(tenant, estimate)
@@ -303,10 +333,16 @@ class CapacityManager:
         items = [(keys.capacity_request(record_id), record.model_dump_json().encode())]
         if idem_key:
             items.append((idem_key, record_id.encode()))
+        if ticket:
+            items.append((ticket, record_id.encode()))
         if await self._store.create_all(items) is None:
             if idem_key and (winner := await self._store.get(idem_key)) is not None:
                 return await self.get(tenant, winner.value.decode()), False  # a concurrent twin won
+            if ticket and await self._store.get(ticket) is not None:
+                return None  # another create of this tenant was admitted first: decide again
             raise Conflict("capacity request id collision; retry")
+        for key, revision in old:  # only the newest ticket matters
+            await self._store.compare_and_delete(key, expected_mod_revision=revision)
         log.info(
             "capacity.created", request=record_id, tenant=tenant.name, model=spec.model,
             output_tps=spec.output_tokens_per_second, phase=record.status.phase.value,

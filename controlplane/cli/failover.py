@@ -191,3 +191,56 @@ def preempt_command(
     end = datetime.now(UTC) + timedelta(seconds=parse_duration(notice))
     write_notice(notice_file(state, node), end, action)
     typer.echo(f"node/{node}: {action} notice published; it goes away at {end.isoformat(timespec='seconds')}")
+
+
+def audit_summary(entry: Any) -> dict[str, Any]:
+    return {
+        "at": entry.at.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "principal": entry.principal,
+        "method": entry.method,
+        "target": entry.target,
+        "result": entry.result,
+        "reason": entry.reason,
+        "peer": entry.peer,
+    }
+
+
+def audit_command(
+    limit: Annotated[int, typer.Option(help="newest N entries (at most 1000)")] = 50,
+    principal: Annotated[str, typer.Option(help="only principals containing this, e.g. tenant/alice")] = "",
+    result: Annotated[str, typer.Option(help="only this result: OK, PERMISSION_DENIED, ...")] = "",
+    output: OutputOpt = "table",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    tls_ca: CaOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    tls_server_name: NameOpt = None,
+) -> None:
+    """The audit log (admins): every change and every refused call, oldest of the newest first."""
+    from controlplane.cli.client import call_operator_api
+    from tokenfab.v1 import audit_pb2, audit_pb2_grpc
+
+    if not 0 <= limit <= 1000:
+        typer.echo("error: --limit: between 0 and 1000", err=True)
+        raise typer.Exit(1)
+    query = audit_pb2.ListAuditRequest(limit=limit, principal=principal, result=result)
+    response = call_operator_api(
+        address, (tls_ca, tls_cert, tls_key, tls_server_name), audit_pb2_grpc.AuditServiceStub,
+        lambda s: s.ListAudit(query, timeout=10),
+    )  # fmt: skip
+    rows = [audit_summary(e) for e in response.entries]
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    from controlplane.cli.views import console
+
+    table = Table()
+    for column in ("AT", "PRINCIPAL", "METHOD", "TARGET", "RESULT", "REASON"):
+        table.add_column(column, no_wrap=column != "REASON")
+    for row in rows:
+        table.add_row(
+            row["at"][11:23], row["principal"], row["method"], row["target"], row["result"], row["reason"]
+        )
+    console().print(table)

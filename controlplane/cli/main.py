@@ -38,6 +38,7 @@ app.add_typer(autoscaler_commands.app, name="autoscaler")
 app.add_typer(failover_commands.lease_app, name="lease")
 app.command("drain")(failover_commands.drain_command)
 app.command("events")(failover_commands.events_command)
+app.command("audit")(failover_commands.audit_command)
 app.command("preempt")(failover_commands.preempt_command)
 app.command("replicas")(request_commands.replicas_command)
 app.command("simulate")(simulate_command)
@@ -184,16 +185,32 @@ def executor(
     cluster: Annotated[str, typer.Option(help="the cluster this executor drives")] = "default",
     ray_address: Annotated[str, typer.Option(help="the cluster's Ray GCS host:port")] = "127.0.0.1:6379",
     listen: Annotated[str, typer.Option(help="host:port to serve ExecutorService on")] = "127.0.0.1:50061",
+    tls_cert: Annotated[Path | None, typer.Option(envvar="TOKENFAB_SERVER_CERT")] = None,
+    tls_key: Annotated[Path | None, typer.Option(envvar="TOKENFAB_SERVER_KEY")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_CLIENT_CA", help="CA of the control planes' certificates")
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(help="allow plaintext on a non-loopback --listen (anyone there can start replicas)"),
+    ] = False,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run one cluster's executor: its Ray driver, taking placement commands from the control plane."""
+    from controlplane.errors import InvalidArgument
     from controlplane.executor.service import run_executor
     from tokenfab.logs import configure
+    from tokenfab.tls import ServerTLS
 
     configure(fmt=log_format.value, level=log_level)
+    if (tls_cert is None) != (tls_key is None):
+        raise _fail("tls_cert and tls_key: give both or neither")
+    tls = ServerTLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
     try:
-        run_executor(cluster, ray_address, listen)
+        run_executor(cluster, ray_address, listen, tls=tls, insecure=insecure)
+    except InvalidArgument as exc:
+        raise _fail(exc.message) from None
     except (ConnectionError, OSError, TimeoutError) as exc:
         raise _fail(f"ray_address: cannot use Ray at {ray_address}: {exc}", 3) from None
 
@@ -222,6 +239,16 @@ def controlplane(
         typer.Option(envvar="TOKENFAB_CLIENT_CA", help="require client certs from this CA (mTLS)"),
     ] = None,
     tenants: Annotated[Path | None, typer.Option(help="tenants YAML: bearer tokens and quotas")] = None,
+    operators_file: Annotated[
+        Path | None, typer.Option(envvar="TOKENFAB_OPERATORS_FILE", help="operators YAML: tokens and roles")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="allow plaintext on a non-loopback --address (no TLS: tokens in the clear)")
+    ] = False,
+    executor_tls_ca: Annotated[
+        Path | None,
+        typer.Option(envvar="TOKENFAB_EXECUTOR_CA", help="mTLS to executors (this instance's --tls-cert)"),
+    ] = None,
     catalog: Annotated[Path | None, typer.Option(help="catalog YAML overriding the packaged one")] = None,
     executor: Annotated[
         list[str] | None, typer.Option(help="CLUSTER=HOST:PORT of a cluster's executor (repeatable)")
@@ -235,7 +262,7 @@ def controlplane(
         str, typer.Option(envvar="POD_NAME", help="this instance in the leader key (default host:port:pid)")
     ] = "",
     gateway_url: Annotated[
-        str, typer.Option(envvar="TOKENFAB_GATEWAY_URL", help="the gateway's base URL, shown as requests' endpoint")
+        str, typer.Option(envvar="TOKENFAB_GATEWAY_URL", help="gateway base URL (requests' endpoint)")
     ] = "",
     operator_namespace: Annotated[
         list[str] | None,
@@ -275,6 +302,9 @@ def controlplane(
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
             tenants_file=tenants,
+            operators_file=operators_file,
+            insecure=insecure,
+            executor_tls_ca=executor_tls_ca,
             catalog_file=catalog,
             executors=_pairs(executor or [], "executor"),
             reconcile_interval_s=reconcile_interval,

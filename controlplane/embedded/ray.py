@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from controlplane.embedded.etcd import free_port
 from tokenfab.logs import get_logger
@@ -123,16 +124,28 @@ class RayHead(_Child):
 
 
 class ExecutorProcess(_Child):
-    def __init__(self, cluster: str, ray_address: str, *, log_file: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        ray_address: str,
+        *,
+        log_file: Path,
+        port: int | None = None,
+        tls: Any = None,  # tokenfab.tls.ClientTLS: serve mTLS with this identity, probe health with it
+    ) -> None:
         super().__init__(log_file=log_file, port=port)
         self.cluster = cluster
         self.ray_address = ray_address
+        self.tls = tls
 
     def spawn(self) -> None:
         argv = [
             sys.executable, "-m", "controlplane.cli.main", "executor", "--cluster", self.cluster,
             "--ray-address", self.ray_address, "--listen", self.address, "--log-format", "json",
         ]  # fmt: skip
+        if self.tls is not None:
+            argv += ["--tls-cert", str(self.tls.cert_file), "--tls-key", str(self.tls.key_file),
+                     "--tls-client-ca", str(self.tls.ca_file)]  # fmt: skip
         self._popen(argv, {**os.environ, PARENT_ENV: str(os.getpid())})  # it stops if its parent dies
 
     async def wait_ready(self, timeout_s: float = 180.0) -> None:
@@ -141,8 +154,10 @@ class ExecutorProcess(_Child):
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+        from tokenfab.tls import client_channel
+
         deadline = time.monotonic() + timeout_s
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with client_channel(self.address, self.tls) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:

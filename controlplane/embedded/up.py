@@ -15,6 +15,12 @@
    Ready replicas), so tokens/s are real engine output and the autoscaler has demand to follow.
 6. A live view (or, headless, log lines), until Ctrl-C or SIGTERM; then load, agents (and their
    raylets), control plane, executors, Ray heads and etcd are stopped in that order.
+
+Secure by default, with no step for the user: a local CA in ``<state_dir>/pki`` signs one
+certificate per component (the control plane, each executor, each node's agent, the CLI), every
+gRPC hop is mutual TLS, the operators file holds one admin whose token is ``<state_dir>/admin-token``
+and the demo tenant's token stays in ``<state_dir>/demo-token`` (both 0600). ``<state_dir>/endpoint``
+tells the CLI which address these credentials are for (:mod:`controlplane.cli.client`).
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from controlplane.domain.replicas import ReplicaState
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.loadgen import LoadGenerator
 from controlplane.embedded.ray import ExecutorProcess, RayHead, reap_stale_children, remember_children
+from controlplane.security import Issued, Kind, LocalCA
 from tokenfab.logs import get_logger
 from tokenfab.parent import ENV as PARENT_ENV
 from tokenfab.parent import die_with_parent
+from tokenfab.tls import ClientTLS
 
 log = get_logger("up")
 
@@ -80,14 +88,8 @@ def demo_credentials(state_dir: Path) -> Path:
 
     The token is also written to ``<state_dir>/demo-token`` (mode 0600) where the CLI finds it.
     """
-    import secrets
-
-    token_file = state_dir / "demo-token"
     tenants_file = state_dir / "tenants.yaml"
-    if not token_file.exists():
-        token_file.write_text(secrets.token_urlsafe(24))
-        token_file.chmod(0o600)
-    token = token_file.read_text().strip()
+    token = _secret(state_dir / "demo-token")
     from controlplane.capacity.tenants import token_digest
 
     tenants_file.write_text(
@@ -95,6 +97,36 @@ def demo_credentials(state_dir: Path) -> Path:
         f"    max_accelerators: 512\n    max_spend_per_hour: 2000\n"
     )
     return tenants_file
+
+
+def _secret(path: Path) -> str:
+    import secrets
+
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def operator_credentials(state_dir: Path) -> Path:
+    """An operators file with one admin whose token is in ``<state_dir>/admin-token`` (0600)."""
+    from controlplane.security import token_digest
+
+    token = _secret(state_dir / "admin-token")
+    operators_file = state_dir / "operators.yaml"
+    operators_file.write_text(
+        f"operators:\n  - name: local-admin\n    role: admin\n    token_sha256: {token_digest(token)}\n"
+    )
+    return operators_file
+
+
+def local_pki(state_dir: Path) -> LocalCA:
+    return LocalCA.open(state_dir / "pki")
+
+
+def _client(issued: Issued) -> ClientTLS:
+    return ClientTLS(issued.ca, issued.cert, issued.key)
 
 
 def fleet_epoch(state_dir: Path) -> float:
@@ -247,12 +279,18 @@ async def run_up(
     agents = AgentProcesses(logs)
     plane: ControlPlane | None = None
     clusters = sorted({n.cluster for n in nodes}) if with_ray else []
+    pki = local_pki(state_dir)
+    (state_dir / "endpoint").write_text(address)
+    pki.issue(Kind.CLIENT, "cli")  # the CLI's transport certificate (rights come with the token)
     ray_root = ray_temp_root(state_dir)
     heads = {
         c: RayHead(ray_root / f"head{i}", log_file=logs / f"ray-head-{c}.log") for i, c in enumerate(clusters)
     }
     executors = {
-        c: ExecutorProcess(c, heads[c].address, log_file=logs / f"executor-{c}.log") for c in clusters
+        c: ExecutorProcess(
+            c, heads[c].address, log_file=logs / f"executor-{c}.log", tls=_client(pki.issue(Kind.EXECUTOR, c))
+        )
+        for c in clusters
     }
     load_task: asyncio.Task[None] | None = None
     try:
@@ -266,9 +304,15 @@ async def run_up(
             executor.spawn()
         for executor in executors.values():
             await executor.wait_ready()
+        server = pki.issue(Kind.CONTROLPLANE, "up")
         config = ControlPlaneConfig(
             address=address,
             etcd_endpoint=etcd.endpoint,
+            tls_cert=server.cert,
+            tls_key=server.key,
+            tls_client_ca=pki.cert_file,
+            executor_tls_ca=pki.cert_file,
+            operators_file=operator_credentials(state_dir),
             tenants_file=demo_credentials(state_dir),
             executors={c: e.address for c, e in executors.items()},
             **config_overrides,  # type: ignore[arg-type]
@@ -281,6 +325,15 @@ async def run_up(
             notice.parent.mkdir(parents=True, exist_ok=True)
             notice.unlink(missing_ok=True)  # a notice is for this run only
             extra = ["--lease-notice-url", notice.resolve().as_uri(), "--lease-notice-interval", "1"]
+            identity = pki.issue(Kind.NODE, node.node_id)
+            extra += [
+                "--tls-ca",
+                str(pki.cert_file),
+                "--tls-cert",
+                str(identity.cert),
+                "--tls-key",
+                str(identity.key),
+            ]
             if node.cluster in heads:
                 extra += [
                     "--ray-address",

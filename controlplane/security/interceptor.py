@@ -37,7 +37,7 @@ from controlplane.errors import (
 )
 from controlplane.security.audit import AuditEntry, now
 from controlplane.security.authn import Authenticator
-from controlplane.security.policy import POLICY, Rule, allowed, needs, short
+from controlplane.security.policy import POLICY, Access, Rule, allowed, needs, short
 from controlplane.security.principals import Kind, Principal
 from tokenfab.logs import get_logger
 
@@ -161,6 +161,8 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                 context.peer(),
             )
         except Unauthenticated as exc:
+            if entry is not None and Access.PUBLIC in entry.allow:
+                return None  # a public method (health) answers whatever the credentials say
             await self._refuse(context, method, None, grpc.StatusCode.UNAUTHENTICATED,
                                f"{short(method)}: {exc.message}", request, entry)  # fmt: skip
             raise AssertionError("unreachable") from None
@@ -234,6 +236,8 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         """The status for a handler's typed error (re-raised when it has none: INTERNAL). A
         scoping refusal inside a handler (a node naming another node) counts as a denial."""
         mapped = self._errors(exc)
+        if mapped is None and isinstance(exc, NotImplementedError):  # e.g. grpc's Health/List stub
+            mapped = (grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server")
         if mapped is None:
             raise exc
         if mapped[0] is grpc.StatusCode.PERMISSION_DENIED and self._metrics is not None:

@@ -12,6 +12,12 @@ All keys live under one versioned root so that several Tokenfab installations (o
     /tokenfab/v1/capacity/idempotency/<tenant>/<sha256 of the key>
                                         the request id; created in one transaction with the
                                         request, so one key never yields two requests
+    /tokenfab/v1/capacity/admission/<tenant>/<20-digit n>
+                                        the request id admitted n-th under the tenant's quota,
+                                        created with it (one txn): concurrent creates serialise
+    /tokenfab/v1/audit/<20-digit time ns>-<6-digit seq>
+                                        AuditEntry: mutating and refused calls (append-only,
+                                        bounded; controlplane.security.audit)
 
     /tokenfab/v1/replicas/<replica id>  ReplicaRecord (pydantic JSON): placement, state, reason;
                                         written by the reconciler before it acts

@@ -25,8 +25,14 @@ REQUIRED_KEYS = {"id", "cluster", "vendor", "accelerator", "device_count", "memo
                  "lease_expires_at"}  # fmt: skip
 
 
+STATE: dict[str, Path] = {}  # address -> the state dir of the `up` serving it
+
+
 def tokenfab(*args: str, address: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user of the demo runs it: no credential flags; it finds them in the state dir."""
     env = {**os.environ, "TOKENFAB_ADDRESS": address}
+    if address in STATE:
+        env["TOKENFAB_STATE_DIR"] = str(STATE[address])
     return subprocess.run(
         [sys.executable, "-m", "controlplane.cli.main", *args],
         capture_output=True, text=True, timeout=60, env=env, check=check,
@@ -45,6 +51,7 @@ def nodes_json(address: str) -> list[dict[str, object]]:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     state = tmp_path_factory.mktemp("up")
     address = f"127.0.0.1:{free_port()}"
+    STATE[address] = state
     log = (state / "up.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "controlplane.cli.main", "up", "--headless", "--address", address,
@@ -172,6 +179,36 @@ def test_capacity_requests_through_the_cli(embedded: tuple[str, subprocess.Popen
         return not left
 
     _wait_for(f"{request_id}'s replicas stopped", drained, 60, state)
+
+
+def test_the_demo_refuses_callers_without_the_right_credentials(
+    embedded: tuple[str, subprocess.Popen[bytes], Path], tmp_path: Path
+) -> None:
+    """mTLS and tokens with no step for the user: the state dir's credentials work; nothing else."""
+    address, _, state = embedded
+    assert (state / "pki" / "ca.crt").exists() and (state / "admin-token").stat().st_mode & 0o077 == 0
+    cli = [sys.executable, "-m", "controlplane.cli.main"]
+    elsewhere = {**os.environ, "TOKENFAB_STATE_DIR": str(tmp_path)}  # no credentials at all
+    for args in (["drain", "cn-east-br104-01"], ["autoscaler", "mode", "off"], ["nodes"]):
+        done = subprocess.run([*cli, *args, "--address", address], capture_output=True, text=True,
+                              timeout=60, env=elsewhere, check=False)  # fmt: skip
+        assert done.returncode == 3 and "UNAVAILABLE" in done.stderr, done.stderr  # no client certificate
+    tenant = {
+        **os.environ,
+        "TOKENFAB_STATE_DIR": str(state),
+        "TOKENFAB_TOKEN": (state / "demo-token").read_text(),
+    }
+    for args, method in ((["drain", "cn-east-br104-01"], "FleetService/Drain"),
+                         (["autoscaler", "mode", "off"], "AutoscalerService/SetMode")):  # fmt: skip
+        done = subprocess.run([*cli, *args, "--address", address], capture_output=True, text=True,
+                              timeout=60, env=tenant, check=False)  # fmt: skip
+        assert done.returncode == 2 and "PERMISSION_DENIED" in done.stderr, done.stderr
+        assert "tenant/demo" in done.stderr and method in done.stderr
+    audit = json.loads(
+        tokenfab("audit", "--result", "PERMISSION_DENIED", "-o", "json", address=address).stdout
+    )
+    assert {"FleetService/Drain", "AutoscalerService/SetMode"} <= {a["method"] for a in audit}
+    assert all(a["principal"] == "tenant/demo" for a in audit)
 
 
 def test_sigterm_stops_everything_cleanly(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
