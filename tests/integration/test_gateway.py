@@ -29,7 +29,6 @@ from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.store import keys
 from controlplane.store.etcd import EtcdStore
-from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -303,7 +302,11 @@ async def test_plain_and_streamed_calls(
         usage = [e["usage"] for e in events if isinstance(e, dict) and e.get("usage")]
         assert [(u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) for u in usage] == [(2, 6, 8)]
     # metering: Prometheus at once, etcd hourly buckets after a flush
-    assert await gateway.metric("tokenfab_gateway_tokens_total", tenant="alpha", kind="completion") == 30
+    # (a stream is metered once its last event is sent: poll, the client may read [DONE] first)
+    deadline = time.monotonic() + 10
+    while await gateway.metric("tokenfab_gateway_tokens_total", tenant="alpha", kind="completion") != 30:
+        assert time.monotonic() < deadline, "completion tokens never reached 30 in the gateway's metrics"
+        await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
     out = await asyncio.to_thread(
         subprocess.run,
