@@ -9,9 +9,13 @@
   on the short window at once instead of waiting for the smoother (the code trace's request rate
   jumps tenfold from one minute to the next).
 
-Why these and not a seasonal model: the traces are an hour long with no repeating period to fit,
-and a control loop needs an estimate that is cheap, stateless apart from two numbers, and
-explainable in one sentence. docs/design/autoscaler.md shows the data behind the choice.
+* :class:`Seasonal` keeps the daily shape (the peak of a signal per 15-minute slot, blended over
+  days) so that a policy can look up what the coming slots needed on earlier days; the policy can
+  use it as a pre-warm floor (off by default: on the two-day ServeGen trace it bought 0.0003 of
+  attainment for 15 % more accelerator-hours, docs/design/autoscaler.md).
+
+Holt and the burst bound stay the core: a control loop needs an estimate that is cheap, small in
+state and explainable in one sentence, and an hour-long trace has no period to fit.
 """
 
 from __future__ import annotations
