@@ -338,8 +338,8 @@ class CapacityManager:
         if await self._store.create_all(items) is None:
             if idem_key and (winner := await self._store.get(idem_key)) is not None:
                 return await self.get(tenant, winner.value.decode()), False  # a concurrent twin won
-            if ticket and await self._store.get(ticket) is not None:
-                return None  # another create of this tenant was admitted first: decide again
+            if ticket:  # another create of this tenant took the ticket first: decide again
+                return None
             raise Conflict("capacity request id collision; retry")
         for key, revision in old:  # only the newest ticket matters
             await self._store.compare_and_delete(key, expected_mod_revision=revision)
