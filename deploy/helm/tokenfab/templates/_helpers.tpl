@@ -136,12 +136,22 @@ its NetworkPolicy can name every port it admits. */}}
 {{- toJson (dict "gcs" 6379 "dashboard" 8265 "client" 10001 "nodeManager" 6380 "objectManager" 6381 "metrics" 8080) -}}
 {{- end -}}
 
+{{/* Every Ray cluster with its executor: ray.clusters and the KubeRay one (named cluster.name).
+A name given twice would render two executors (Deployment, Service, certificate) of one name. */}}
 {{- define "tokenfab.rayClusters" -}}
 {{- $clusters := list -}}
+{{- $seen := dict -}}
 {{- range .Values.ray.clusters -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "ray.clusters: the name %q is given twice (each Ray cluster has one executor)" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
 {{- $clusters = append $clusters (dict "name" .name "address" .address) -}}
 {{- end -}}
 {{- if .Values.ray.kuberay.enabled -}}
+{{- if hasKey $seen .Values.cluster.name -}}
+{{- fail (printf "ray.clusters: %q is also cluster.name, whose Ray cluster ray.kuberay renders; remove it from ray.clusters or disable ray.kuberay" .Values.cluster.name) -}}
+{{- end -}}
 {{- $clusters = append $clusters (dict "name" .Values.cluster.name "address" (printf "%s-ray-head-svc:6379" (include "tokenfab.fullname" .))) -}}
 {{- end -}}
 {{- toJson $clusters -}}
