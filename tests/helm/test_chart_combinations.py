@@ -69,6 +69,10 @@ def test_no_two_objects_share_kind_name_and_namespace(name: str) -> None:
             },
             'agents.metax.nodes: node "n1" is also listed under agents.nvidia.nodes',
         ),
+        (  # a Service name may have 63 characters; cluster.name may have 63 by the schema
+            {"cluster": {"name": "a" * 50}, "ray": {"kuberay": {"enabled": True}}},
+            "longer than the 63 characters a Service name may have",
+        ),
         (  # two Roles of one name in one namespace
             {"controlPlane": {"operator": {"namespaces": ["a", "a"]}}},
             "/controlPlane/operator/namespaces",
@@ -113,3 +117,14 @@ def test_executor_api_port_is_reachable_from_the_control_plane_only(name: str) -
             assert ports == set(range(1, 65536)) - {API_PORT}  # Ray picks the driver's ports
             assert {"ray-head", "agent"} <= components
     assert ray_rules == 1
+
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@pytest.mark.parametrize("name", list(COMBINATIONS))
+def test_service_names_are_dns_labels(name: str) -> None:
+    """The API server refuses a Service whose name is not a DNS-1035 label (63 characters at
+    most); kubernetes-validate's OpenAPI schemas do not check names, so this does."""
+    for svc in by_kind(render(COMBINATIONS[name]), "Service"):
+        assert DNS_1035.match(svc["metadata"]["name"]), svc["metadata"]["name"]

@@ -154,5 +154,11 @@ A name given twice would render two executors (Deployment, Service, certificate)
 {{- end -}}
 {{- $clusters = append $clusters (dict "name" .Values.cluster.name "address" (printf "%s-ray-head-svc:6379" (include "tokenfab.fullname" .))) -}}
 {{- end -}}
+{{- range $clusters -}}
+{{- $svc := printf "%s-executor-%s" (include "tokenfab.fullname" $) .name -}}
+{{- if gt (len $svc) 63 -}}
+{{- fail (printf "ray.clusters / cluster.name: the executor Service of Ray cluster %q would be named %q, longer than the 63 characters a Service name may have; shorten the cluster name or the release name" .name $svc) -}}
+{{- end -}}
+{{- end -}}
 {{- toJson $clusters -}}
 {{- end -}}
