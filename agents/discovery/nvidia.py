@@ -10,13 +10,16 @@ zero timeout at each sample; nvidia-smi cannot report them, so the fallback sees
 The CSV is read by its header (``--format=csv,nounits`` keeps the header line), so extra or
 reordered fields and the unit suffixes of a plain ``--format=csv`` are fine. A GPU whose row
 cannot be read in full (``[N/A]`` in memory.total) is reported unhealthy with the reason; the
-other GPUs of the node are unaffected. Only output with no readable GPU row is an error.
+other GPUs of the node are unaffected. Only output with no readable GPU row is an error. NVML
+discovery isolates GPUs the same way: one that NVML cannot read (GPU_IS_LOST) is reported
+unhealthy with NVML's error, and only NotSupported sends the whole node to nvidia-smi.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from dataclasses import replace
 from typing import Any
 
 from agents.discovery.base import (
@@ -160,6 +163,7 @@ class NvmlBackend:
     def __init__(self) -> None:
         self._nvml: Any = None
         self._handles: list[tuple[int, Any]] = []
+        self._no_handle: dict[int, str] = {}  # GPUs NVML gave no handle for: index -> error
         self._events: Any = None
 
     def _init(self) -> Any:
@@ -181,34 +185,61 @@ class NvmlBackend:
         return getattr(exc, "value", None) == code
 
     def discover(self) -> list[DiscoveredDevice]:
+        """Every GPU NVML counts. A GPU that NVML cannot read (GPU_IS_LOST after an XID 79, for
+        example) is reported unhealthy with NVML's error, under its uuid when NVML still gave it
+        and ``nvidia-gpu<index>`` otherwise; the other GPUs are unaffected. NotSupported on any
+        GPU still raises NvmlUnsupported, so that the node falls back to nvidia-smi."""
         nvml = self._init()
         devices: list[DiscoveredDevice] = []
         self._handles = []
+        self._no_handle = {}
         try:
             count = nvml.nvmlDeviceGetCount()
-            for index in range(count):
+        except nvml.NVMLError as exc:
+            raise ToolFailed(f"NVML: {exc}") from exc
+        for index in range(count):
+            uuid = ""
+            try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 self._handles.append((index, handle))
-                name = _text(nvml.nvmlDeviceGetName(handle))
                 uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                name = _text(nvml.nvmlDeviceGetName(handle))
                 bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            except nvml.NVMLError as exc:
+                if self._not_supported(exc):
+                    raise NvmlUnsupported(f"NVML: {exc} (GPU {index})") from exc
+                log.warning("nvml.gpu_unreadable", index=index, error=str(exc))
+                if not any(i == index for i, _ in self._handles):
+                    self._no_handle[index] = f"NVML: {exc}"
                 devices.append(
                     DiscoveredDevice(
-                        uuid=uuid,
+                        uuid=uuid or f"nvidia-gpu{index}",
                         index=index,
-                        model=normalise_model(name),
-                        memory_bytes=int(memory.total),
-                        numa_node=numa_node_of(bus_id),
-                        pci_bus_id=bus_id,
+                        model="",  # filled below from the readable GPUs when they agree
+                        memory_bytes=0,
+                        health=UNHEALTHY,
+                        health_reason=f"NVML: {exc}",
                     )
                 )
-        except nvml.NVMLError as exc:
-            if self._not_supported(exc):
-                raise NvmlUnsupported(f"NVML: {exc} (GPU {len(self._handles) - 1})") from exc
-            raise ToolFailed(f"NVML: {exc}") from exc
+                continue
+            devices.append(
+                DiscoveredDevice(
+                    uuid=uuid,
+                    index=index,
+                    model=normalise_model(name),
+                    memory_bytes=int(memory.total),
+                    numa_node=numa_node_of(bus_id),
+                    pci_bus_id=bus_id,
+                )
+            )
         if not devices:
             raise NotPresent("NVML reports no GPUs")
+        if all(d.health == UNHEALTHY and not d.model for d in devices):
+            raise ToolFailed("NVML: no GPU could be read (" + devices[0].health_reason + ")")
+        known = {d.model for d in devices if d.model}
+        fill = known.pop() if len(known) == 1 else "NVIDIA"
+        devices = [d if d.model else replace(d, model=fill) for d in devices]
         self._register_xid_events()
         return devices
 
@@ -216,10 +247,14 @@ class NvmlBackend:
         nvml = self._nvml
         try:
             self._events = nvml.nvmlEventSetCreate()
-            for _, handle in self._handles:
-                nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, self._events)
         except nvml.NVMLError:
             self._events = None  # not supported (e.g. some virtualised GPUs): ECC only
+            return
+        for index, handle in self._handles:
+            try:  # per GPU: one lost GPU must not turn off XID events for the others
+                nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, self._events)
+            except nvml.NVMLError as exc:
+                log.warning("nvml.xid_events_unavailable", index=index, error=str(exc))
 
     def _drain_xid(self) -> dict[int, int]:
         nvml = self._nvml
@@ -241,7 +276,10 @@ class NvmlBackend:
         if not self._handles:
             self.discover()
         xid = self._drain_xid()
-        samples: list[DeviceSample] = []
+        samples = [
+            DeviceSample(index=index, health=UNHEALTHY, health_reason=reason)
+            for index, reason in self._no_handle.items()
+        ]
         for index, handle in self._handles:
             try:
                 util = nvml.nvmlDeviceGetUtilizationRates(handle).gpu
@@ -271,7 +309,7 @@ class NvmlBackend:
                     health_reason=reason,
                 )
             )
-        return samples
+        return sorted(samples, key=lambda s: s.index)
 
 
 class NvidiaBackend:

@@ -131,3 +131,64 @@ def test_nvml_failing_without_nvidia_smi_is_loud(monkeypatch: pytest.MonkeyPatch
         NvidiaBackend().discover()
     assert not isinstance(info.value, NotPresent)
     assert "nvidia-smi not found" in str(info.value)
+
+
+GPU_IS_LOST = 15  # NVML_ERROR_GPU_IS_LOST (nvml.h), e.g. after XID 79 "fallen off the bus"
+
+
+@pytest.mark.parametrize("where", ["handle", "memory"])
+def test_a_lost_gpu_is_isolated_not_the_node(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """GPU 1 answers GPU_IS_LOST: it used to raise ToolFailed for the whole node (and the agent
+    then refused to start); now GPU 1 is unhealthy with NVML's error and GPU 0 is unaffected,
+    in discovery and in every sample, and XID events stay registered for GPU 0."""
+    mod = fake_pynvml(ecc={}, xid_on=[0])
+    registered: list[int] = []
+
+    def lost(h: Any) -> None:
+        raise FakeNVMLError(GPU_IS_LOST)
+
+    if where == "handle":
+        get_handle = mod.nvmlDeviceGetHandleByIndex
+
+        def handle(i: int) -> Any:
+            if i == 1:
+                raise FakeNVMLError(GPU_IS_LOST)
+            return get_handle(i)
+
+        mod.nvmlDeviceGetHandleByIndex = handle  # type: ignore[attr-defined]
+    else:
+        get_memory = mod.nvmlDeviceGetMemoryInfo
+        mod.nvmlDeviceGetMemoryInfo = lambda h: lost(h) if h.index == 1 else get_memory(h)  # type: ignore[attr-defined]
+
+    def register(h: Any, kinds: int, event_set: object) -> None:
+        if h.index == 1:
+            raise FakeNVMLError(GPU_IS_LOST)
+        registered.append(h.index)
+
+    mod.nvmlDeviceRegisterEvents = register  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", mod)
+    backend = NvmlBackend()
+    devices = backend.discover()
+    expected_uuid = "nvidia-gpu1" if where == "handle" else "GPU-fake-1"
+    assert [(d.index, d.uuid, d.model, d.health) for d in devices] == [
+        (0, "GPU-fake-0", "H20", "healthy"),
+        (1, expected_uuid, "H20", "unhealthy"),
+    ]
+    assert devices[1].memory_bytes == 0 and devices[1].health_reason == f"NVML: NVML error {GPU_IS_LOST}"
+    assert registered == [0]
+    samples = backend.sample()
+    assert [(s.index, s.health) for s in samples] == [(0, "unhealthy"), (1, "unhealthy")]
+    assert "XID" in samples[0].health_reason  # GPU 0's event still arrives
+    assert [(s.index, s.health) for s in backend.sample()] == [(0, "healthy"), (1, "unhealthy")]
+
+
+def test_nvml_with_no_readable_gpu_is_tool_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = fake_pynvml(ecc={}, xid_on=[])
+
+    def lost(i: int) -> Any:
+        raise FakeNVMLError(GPU_IS_LOST)
+
+    mod.nvmlDeviceGetHandleByIndex = lost  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", mod)
+    with pytest.raises(ToolFailed, match="no GPU could be read"):
+        NvmlBackend().discover()
