@@ -59,6 +59,22 @@ async def autoscaler_views(
     return status, [decision_summary(decision_to_pb(d)) for d in changes]
 
 
+def gateway_line(embedded: Embedded, last: dict[str, float]) -> str:
+    """The gateway's traffic since the previous call: calls/s, queue, refusals, retries."""
+    gateway = embedded.gateway
+    if gateway is None:
+        return ""
+    now, totals = time.monotonic(), gateway.metrics.totals()
+    span = max(1e-3, now - last.get("at", now - 1.0))
+    rate = (totals.get("arrivals", 0.0) - last.get("arrivals", 0.0)) / span
+    last.update(totals, at=now)
+    return (
+        f"gateway {gateway.base_url}: {rate:,.1f} calls/s, queue {totals.get('queue_length', 0):.0f}, "
+        f"429 {totals.get('responses_429', 0):.0f}, 503 {totals.get('responses_503', 0):.0f}, "
+        f"retries {totals.get('retries', 0):.0f}, cut streams {totals.get('stream_cuts', 0):.0f}"
+    )
+
+
 async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
     plane, agents = embedded.plane, embedded.agents
     assert plane.registry is not None
@@ -79,6 +95,7 @@ async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
 
     follower = asyncio.create_task(follow())
     console = Console()
+    traffic: dict[str, float] = {}
     try:
         with Live(console=console, refresh_per_second=4, screen=False) as live:
             while not stop.is_set():
@@ -103,12 +120,14 @@ async def run_live(embedded: Embedded, stop: asyncio.Event) -> None:
                         f"serving {served:,.0f} output tokens/s"
                         + (
                             f"  (demo demand offered: {load.offered_tps:,.0f} tokens/s; "
-                            f"{load.completed} completions, {load.errors} errors, {load.shed} shed)"
+                            f"{load.completed} completions, {load.rejected} refused, {load.errors} errors, "
+                            f"{load.shed} shed)"
                             if load
                             else ""
                         ),
                         style="bold",
                     ),
+                    Text(gateway_line(embedded, traffic)),
                     status_table(status),
                     history_table(scaling) if scaling else Text("no scaling yet", style="dim"),
                     nodes_table(nodes, title="fleet"),
@@ -134,7 +153,10 @@ async def run_headless(embedded: Embedded, stop: asyncio.Event) -> None:
     assert plane.registry is not None
     registry = plane.registry
     reported_exits: set[str] = set()
+    traffic: dict[str, float] = {}
     while not stop.is_set():
+        if embedded.gateway is not None:
+            log.info("up.gateway", traffic=gateway_line(embedded, traffic))
         nodes = summaries(registry)
         log.info("up.fleet", summary=state_counts(nodes))
         requests, replicas = await capacity_views(plane)

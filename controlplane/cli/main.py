@@ -451,6 +451,9 @@ def up(
     metrics_address: Annotated[str | None, typer.Option(help="host:port for /metrics")] = "127.0.0.1:9464",
     ray: Annotated[bool, typer.Option(help="start local Ray clusters and executors")] = True,
     sample: Annotated[bool, typer.Option(help="create the sample capacity request and load")] = True,
+    gateway_address: Annotated[
+        str, typer.Option(help="the OpenAI-compatible gateway's host:port (loopback)")
+    ] = "127.0.0.1:8080",
     autoscale_down_delay: Annotated[
         float, typer.Option(help="seconds demand must stay low before a scale-down (demo: short)")
     ] = 60.0,
@@ -487,6 +490,7 @@ def up(
                 on_ready=run_headless if headless else run_live,
                 with_ray=ray,
                 sample=sample,
+                gateway_address=gateway_address,
             )
         )
     except Exception as exc:

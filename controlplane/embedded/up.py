@@ -5,16 +5,20 @@
 2. One local Ray cluster per fleet cluster (a head with no resources of its own) and one
    executor process per cluster, the Ray driver there (``tokenfab executor``).
 3. The control plane, in this process, on ``address`` (default 127.0.0.1:50051), with the
-   reconciler driving those executors.
+   reconciler driving those executors; and the gateway, in this process too, on
+   ``gateway_address`` (default http://127.0.0.1:8080/v1, loopback), the tenants' one
+   OpenAI-compatible endpoint (its metrics are exported with the control plane's).
 4. One agent process per node of the fleet file (``tokenfab agent --backend simulated``), which
    also starts the node's raylet with its simulated accelerators as Ray resources; logs in
    ``<state_dir>/logs``. Lease times of the simulated fleet are anchored to the first start
    (``<state_dir>/epoch``), so restarts re-register identical facts.
 5. The sample capacity request (idempotent: a restart finds the same one), autoscaled, and a
-   demand generator whose offered load rises, falls and bursts (open-loop arrivals routed to the
-   Ready replicas), so tokens/s are real engine output and the autoscaler has demand to follow.
+   demand generator whose offered load rises, falls and bursts (open-loop arrivals sent through
+   the gateway with the demo tenant's token), so tokens/s are real engine output and the
+   autoscaler has demand to follow.
 6. A live view (or, headless, log lines), until Ctrl-C or SIGTERM; then load, agents (and their
-   raylets), control plane, executors, Ray heads and etcd are stopped in that order.
+   raylets), control plane, executors, Ray heads and etcd are stopped in that order (the gateway
+   right after the load).
 
 Secure by default, with no step for the user: a local CA in ``<state_dir>/pki`` signs one
 certificate per component (the control plane, each executor, each node's agent, the CLI), every
@@ -43,10 +47,11 @@ from controlplane.api.server import ControlPlane
 from controlplane.capacity.tenants import Tenant
 from controlplane.config import ControlPlaneConfig
 from controlplane.domain.capacity import CapacitySpec
-from controlplane.domain.replicas import ReplicaState
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.loadgen import LoadGenerator
 from controlplane.embedded.ray import ExecutorProcess, RayHead, reap_stale_children, remember_children
+from controlplane.gateway import Gateway, GatewayConfig
+from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.security import Issued, Kind, LocalCA
 from tokenfab.logs import get_logger
 from tokenfab.parent import ENV as PARENT_ENV
@@ -228,6 +233,7 @@ class Embedded:
     agents: AgentProcesses
     load: LoadGenerator | None = None
     sample_request: str = ""
+    gateway: Gateway | None = None
     ray_heads: dict[str, str] = field(default_factory=dict)  # cluster -> Ray address
 
 
@@ -260,6 +266,7 @@ async def run_up(
     on_ready: Callable[[Embedded, asyncio.Event], object],
     with_ray: bool = True,
     sample: bool = True,
+    gateway_address: str = "127.0.0.1:8080",
 ) -> int:
     """Start everything, hand over to ``on_ready`` (the live view or headless loop), stop it all."""
     from agents.discovery.simulated import load_fleet  # validate the fleet before starting anything
@@ -293,6 +300,7 @@ async def run_up(
         for c in clusters
     }
     load_task: asyncio.Task[None] | None = None
+    gateway: Gateway | None = None
     try:
         await etcd.start()
         for head in heads.values():
@@ -314,11 +322,20 @@ async def run_up(
             executor_tls_ca=pki.cert_file,
             operators_file=operator_credentials(state_dir),
             tenants_file=demo_credentials(state_dir),
+            gateway_url=f"http://{gateway_address}/v1",
             executors={c: e.address for c, e in executors.items()},
             **config_overrides,  # type: ignore[arg-type]
         )
         plane = ControlPlane(config)
         await plane.start()
+        assert config.tenants_file is not None
+        gateway = Gateway(
+            GatewayConfig(
+                listen=gateway_address, tenants_file=config.tenants_file, etcd_endpoint=etcd.endpoint
+            ),
+            metrics=GatewayMetrics(plane.metrics.registry),  # exported with the control plane's metrics
+        )
+        await gateway.start()
         epoch = fleet_epoch(state_dir)
         for node in nodes:
             notice = notice_file(state_dir, node.node_id)
@@ -345,7 +362,9 @@ async def run_up(
                 node.node_id,
                 agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch, extra=extra),
             )
-        embedded = Embedded(plane, agents, ray_heads={c: h.address for c, h in heads.items()})
+        embedded = Embedded(
+            plane, agents, ray_heads={c: h.address for c, h in heads.items()}, gateway=gateway
+        )
         if with_ray and sample and plane.capacity is not None:
             # like an operator would: ask for capacity once the fleet (and its Ray nodes) is up,
             # or the first plan only sees the nodes that happened to be quick
@@ -353,16 +372,8 @@ async def run_up(
             tenant = Tenant(DEMO_TENANT)
             record, _ = await plane.capacity.create(tenant, sample_spec(), SAMPLE_KEY)
             embedded.sample_request = record.id
-            capacity = plane.capacity
-
-            async def endpoints() -> dict[str, tuple[str, float]]:
-                return {
-                    r.id: (r.endpoint, r.predicted_output_tokens_per_second)
-                    for r in await capacity.replicas(tenant)
-                    if r.state is ReplicaState.READY and r.endpoint
-                }
-
-            embedded.load = LoadGenerator(endpoints)
+            token = (state_dir / "demo-token").read_text().strip()
+            embedded.load = LoadGenerator(gateway.base_url, token, record.spec.model)
             load_task = asyncio.create_task(embedded.load.run(stop))
         log.info(
             "up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint,
@@ -379,6 +390,8 @@ async def run_up(
         stop.set()
         if load_task is not None:
             await load_task
+        if gateway is not None:
+            await gateway.stop()
         await asyncio.to_thread(agents.stop, 15.0)
         if plane is not None:
             await plane.stop()

@@ -95,3 +95,23 @@ class GatewayMetrics:
             ["tenant", "model"],
             registry=r,
         )
+
+    def totals(self) -> dict[str, float]:
+        """Counters summed over their labels, for a live view: arrivals, admitted, rejections (and
+        ``rejections_rate``), queue_length, retries, stream_cuts, responses_<code>."""
+        out: dict[str, float] = {}
+        for metric in (self.arrivals, self.admitted, self.rejections, self.queue_length, self.retries,
+                       self.stream_cuts, self.responses):  # fmt: skip
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    name = family.name.removeprefix("tokenfab_gateway_")
+                    out[name] = out.get(name, 0.0) + sample.value
+                    if family.name.endswith("rejections"):
+                        reason = f"rejections_{sample.labels.get('reason', '')}"
+                        out[reason] = out.get(reason, 0.0) + sample.value
+                    if family.name.endswith("responses"):
+                        code = f"responses_{sample.labels.get('code', '')}"
+                        out[code] = out.get(code, 0.0) + sample.value
+        return out

@@ -112,7 +112,7 @@ def test_kill_9_of_up_ends_every_child(tmp_path: Path) -> None:
     up = subprocess.Popen(
         [sys.executable, "-m", "controlplane.cli.main", "up", "--headless", "--no-sample",
          "--address", f"127.0.0.1:{free_port()}", "--state-dir", str(state), "--fleet", str(fleet),
-         "--metrics-address", f"127.0.0.1:{free_port()}"],
+         "--metrics-address", f"127.0.0.1:{free_port()}", "--gateway-address", f"127.0.0.1:{free_port()}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     tree: dict[int, str] = {}

@@ -55,7 +55,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, su
     log = (state / "up.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "controlplane.cli.main", "up", "--headless", "--address", address,
-         "--state-dir", str(state), "--metrics-address", f"127.0.0.1:{free_port()}"],
+         "--state-dir", str(state), "--metrics-address", f"127.0.0.1:{free_port()}",
+         "--gateway-address", f"127.0.0.1:{free_port()}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
