@@ -148,14 +148,22 @@ def run_tool(argv: list[str], *, timeout_s: float = 10.0) -> str:
     if shutil.which(argv[0]) is None:
         raise NotPresent(f"{argv[0]} not found on PATH")
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ToolFailed(f"{argv[0]} timed out after {timeout_s:g}s") from exc
     except OSError as exc:
         raise NotPresent(f"{argv[0]}: {exc.strerror}") from exc
     if done.returncode != 0:
-        raise ToolFailed(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[:200]}")
-    return done.stdout
+        stderr = decode_output(done.stderr).strip()[:200]
+        raise ToolFailed(f"{' '.join(argv)} exited {done.returncode}: {stderr}")
+    return decode_output(done.stdout)
+
+
+def decode_output(raw: bytes) -> str:
+    """A tool's output as text. Bytes that are not UTF-8 (a tool printing in a GBK locale, a
+    truncated multi-byte character) become U+FFFD instead of raising UnicodeDecodeError, which
+    no caller expects: the parsers then see an unknown word, never a crash of the whole node."""
+    return raw.decode("utf-8", errors="replace")
 
 
 def is_number(text: str) -> bool:

@@ -237,3 +237,55 @@ def test_empty_output_is_tool_failed_or_nothing(name: str) -> None:
     reports 'brsmi listed no devices' (tests/unit/test_discovery.py)."""
     with contextlib.suppress(ToolFailed):
         assert parse(name, "") == [] and name.startswith("brsmi")
+
+
+def test_tool_output_that_is_not_utf8_is_decoded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``subprocess.run(text=True)`` raised UnicodeDecodeError (not ToolFailed) when a tool printed
+    in a GBK locale; that escaped every caller. The real ht-smi 2.2.9 capture, with a GBK-encoded
+    Chinese word in its banner and a GPU-State in GBK, is read; the garbled state is unhealthy."""
+    import subprocess
+
+    from agents.discovery import base
+
+    text = CAPTURES["ht-smi-2.2.9-x201x8.txt"]
+    banner = text.splitlines()[0]
+    raw = text.replace(banner, banner + " 版本", 1).replace(
+        "| Available            |", "| 可用                 |", 1
+    )
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        calls.append(argv)
+        assert "text" not in kwargs and "encoding" not in kwargs  # bytes in, decoded here
+        return subprocess.CompletedProcess(argv, 0, raw.encode("gbk"), "错误".encode("gbk"))
+
+    monkeypatch.setattr(base.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(base.subprocess, "run", fake_run)
+    pairs = parse_mx_smi(base.run_tool(["ht-smi"]), tool="ht-smi")
+    assert calls == [["ht-smi"]]
+    assert len(pairs) == 8
+    assert pairs[0][0].health == "unhealthy" and "unknown ht-smi GPU-State" in pairs[0][0].health_reason
+    assert {d.health for d, _ in pairs[1:]} == {"healthy"}
+    assert base.decode_output(b"\xff\xfe ok") == "\ufffd\ufffd ok"
+
+
+def test_a_tool_exiting_non_zero_with_partial_output_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool that exits non-zero after printing some rows (here a real L40S row, exit code 15
+    and a device-handle error on stderr): the rows are not taken as the node's devices (a GPU
+    missing from them would silently vanish); the failure is ToolFailed with the tool's stderr,
+    which the agent's sampling reports on every device."""
+    import subprocess
+
+    from agents.discovery import base
+
+    partial = CAPTURES["nvidia-smi-query-l40s-595.80.csv"]
+
+    def fake_run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.CompletedProcess(
+            argv, 15, partial.encode(), b"Unable to determine the device handle for GPU1"
+        )
+
+    monkeypatch.setattr(base.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(base.subprocess, "run", fake_run)
+    with pytest.raises(ToolFailed, match="exited 15: Unable to determine the device handle for GPU1"):
+        base.run_tool(["nvidia-smi"])
