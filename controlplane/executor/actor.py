@@ -18,20 +18,31 @@ import math
 import os
 import tempfile
 
+from controlplane.errors import InvalidArgument
 from controlplane.executor.adapters import Engine, EngineStartError, ProcessEngine, SimulatedEngineServer
+from controlplane.executor.engines import LaunchSpec
+from controlplane.executor.expand import log_path
 from tokenfab.accelerators import VISIBLE_DEVICES
 from tokenfab.v1 import executor_pb2
 
 STATS_TIMEOUT_S = 2.0
 
 
-def make_engine(launch: executor_pb2.ReplicaLaunch) -> Engine:
+def make_engine(launch: executor_pb2.ReplicaLaunch, command: LaunchSpec | None = None) -> Engine:
+    """The replica's engine. A process engine runs ``command``, which the executor expanded from
+    its catalog and templates; the launch itself carries no command."""
     kind = launch.WhichOneof("kind")
     if kind == "simulated":
         return SimulatedEngineServer(launch.model, launch.simulated)
     if kind == "process":
+        if command is None:
+            raise EngineStartError("launch.process: the executor gave no expanded command")
         log_dir = os.environ.get("TOKENFAB_ENGINE_LOG_DIR", tempfile.gettempdir())
-        return ProcessEngine(launch.process, os.path.join(log_dir, f"{launch.replica_id}.log"))
+        return ProcessEngine(
+            command,
+            log_path(log_dir, launch.replica_id),
+            ready_timeout_s=launch.process.ready_timeout_s or 900.0,
+        )
     raise EngineStartError("launch.kind: neither simulated nor process")
 
 
@@ -40,8 +51,9 @@ def _finite(value: float) -> float:
 
 
 class ReplicaActor:
-    def __init__(self, launch: bytes) -> None:
+    def __init__(self, launch: bytes, command: LaunchSpec | None = None) -> None:
         self.launch = executor_pb2.ReplicaLaunch.FromString(launch)
+        self.command = command
         self.state = "starting"
         self.message = ""
         self.engine: Engine | None = None
@@ -68,9 +80,9 @@ class ReplicaActor:
 
     async def _start(self) -> None:
         try:
-            self.engine = make_engine(self.launch)
+            self.engine = make_engine(self.launch, self.command)
             await self.engine.start()
-        except (EngineStartError, OSError, ValueError) as exc:
+        except (EngineStartError, OSError, ValueError, InvalidArgument) as exc:
             self.state, self.message = "failed", str(exc)
             return
         if self.state == "starting":

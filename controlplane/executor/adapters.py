@@ -11,8 +11,8 @@ load generators and the metrics scraper never care which one they talk to.
   reply's ``usage`` is real (with ``prompt_tokens_details.cached_tokens`` from the engine's
   prefix cache, which sees the prompt in blocks of 16 tokens: 16 ids or 64 characters); its
   text is empty.
-* :class:`ProcessEngine` starts the real server (``vllm serve`` and friends) from the
-  :class:`~tokenfab.v1.executor_pb2.ProcessEngine` command the control plane built, in its own
+* :class:`ProcessEngine` starts the real server (``vllm serve`` and friends) from the command
+  the executor expanded itself (catalog + operator templates; nothing from the wire), in its own
   process group, waits for ``/health`` and stops it with SIGTERM, then SIGKILL after the drain.
 """
 
@@ -31,6 +31,7 @@ from typing import Protocol
 
 from controlplane.catalog.perf import EngineProfile
 from controlplane.executor import httpio
+from controlplane.executor.engines import LaunchSpec
 from controlplane.executor.enginestats import EngineExporter, Scraper, Stats
 from controlplane.executor.simengine import SimEngine, SimRequest
 from tokenfab.v1 import executor_pb2
@@ -277,45 +278,45 @@ class SimulatedEngineServer:
 
 
 class ProcessEngine:
-    def __init__(self, config: executor_pb2.ProcessEngine, log_path: str) -> None:
-        if not config.argv:
-            raise EngineStartError("process.argv: empty command")
-        self.config = config
+    """A real engine server as a child process, from a command the executor built itself
+    (:func:`controlplane.executor.expand.expand_process`), never one from the wire."""
+
+    def __init__(self, spec: LaunchSpec, log_path: str, *, ready_timeout_s: float = 900.0) -> None:
+        if not spec.argv:
+            raise EngineStartError("process: empty command")
+        self.spec = spec
+        self.ready_timeout_s = ready_timeout_s
         self.log_path = log_path
         self.endpoint = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._scraper = Scraper()
 
-    def _port(self) -> str:
-        argv = list(self.config.argv)
-        return argv[argv.index("--port") + 1] if "--port" in argv else "8000"
-
     async def start(self) -> None:
-        env = {**os.environ, **dict(self.config.env)}
+        env = {**os.environ, **self.spec.env}
         with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - once per engine start
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.config.argv, env=env, stdout=log_file, stderr=log_file, start_new_session=True
+                    *self.spec.argv, env=env, stdout=log_file, stderr=log_file, start_new_session=True
                 )
             except OSError as exc:
-                raise EngineStartError(f"cannot run {self.config.argv[0]!r}: {exc}") from None
-        self.endpoint = f"http://127.0.0.1:{self._port()}"
-        deadline = time.monotonic() + (self.config.ready_timeout_s or 900.0)
-        health = self.endpoint + (self.config.health_path or "/health")
+                raise EngineStartError(f"cannot run {self.spec.argv[0]!r}: {exc}") from None
+        self.endpoint = f"http://127.0.0.1:{self.spec.port}"
+        deadline = time.monotonic() + self.ready_timeout_s
+        health = self.endpoint + self.spec.health_path
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:
                 raise EngineStartError(
-                    f"{self.config.argv[0]} exited with {self._proc.returncode} (log: {self.log_path})"
+                    f"{self.spec.argv[0]} exited with {self._proc.returncode} (log: {self.log_path})"
                 )
             with contextlib.suppress(OSError, TimeoutError):
                 if (await httpio.request("GET", health, timeout_s=2.0)).status == 200:
                     return
             await asyncio.sleep(1.0)
         await self.stop(0.0)
-        raise EngineStartError(f"not healthy after {self.config.ready_timeout_s:g} s (log: {self.log_path})")
+        raise EngineStartError(f"not healthy after {self.ready_timeout_s:g} s (log: {self.log_path})")
 
     async def stats(self) -> Stats:
-        url = self.endpoint + (self.config.metrics_path or "/metrics")
+        url = self.endpoint + "/metrics"
         page = await httpio.request("GET", url, timeout_s=2.0)
         return self._scraper.update(page.body.decode(), time.monotonic())
 

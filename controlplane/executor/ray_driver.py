@@ -29,6 +29,7 @@ import os
 from typing import Any
 
 from controlplane.executor.actor import ReplicaActor
+from controlplane.executor.expand import EngineConfig, expand_process, launch_env
 from tokenfab.accelerators import NODE_LABEL
 from tokenfab.logs import get_logger
 from tokenfab.v1 import executor_pb2
@@ -45,10 +46,13 @@ def pg_name(replica_id: str) -> str:
 
 
 class RayExecutor:
-    def __init__(self, cluster: str, address: str, *, namespace: str = NAMESPACE) -> None:
+    def __init__(
+        self, cluster: str, address: str, *, namespace: str = NAMESPACE, engines: EngineConfig | None = None
+    ) -> None:
         self.cluster = cluster
         self.address = address
         self.namespace = namespace
+        self.engines = engines
         self._handles: dict[str, Any] = {}
         self._remote_class: Any = None
 
@@ -112,6 +116,11 @@ class RayExecutor:
 
         resources = dict(launch.resources)
         selector = {NODE_LABEL: launch.node_id}
+        env = launch_env(launch)  # derived here from checked fields; the launch carries none
+        command = None
+        if launch.WhichOneof("kind") == "process":
+            command = expand_process(launch, self.engines or EngineConfig.load())
+            env.update(command.env)
         options: dict[str, Any] = {
             "name": launch.replica_id,
             "namespace": self.namespace,
@@ -119,7 +128,7 @@ class RayExecutor:
             "num_cpus": 0,
             "max_restarts": 0,
             "max_concurrency": 64,
-            "runtime_env": {"env_vars": dict(launch.env)},
+            "runtime_env": {"env_vars": env},
         }
         if launch.tensor_parallel > 1:
             per_device = {k: v / launch.tensor_parallel for k, v in resources.items()}
@@ -138,7 +147,7 @@ class RayExecutor:
             options["num_gpus"] = gpus
             options["resources"] = {k: v for k, v in resources.items() if k not in GPU_RESOURCES}
             options["label_selector"] = selector
-        handle = self._remote_class.options(**options).remote(launch.SerializeToString())
+        handle = self._remote_class.options(**options).remote(launch.SerializeToString(), command)
         self._handles[launch.replica_id] = handle
         return handle
 

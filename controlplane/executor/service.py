@@ -20,8 +20,10 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from controlplane.catalog.types import Catalog, load_catalog
 from controlplane.config import is_loopback
 from controlplane.errors import InvalidArgument
+from controlplane.executor.expand import ID, EngineConfig, check_launch
 from controlplane.security import Authenticator, SecurityInterceptor
 from tokenfab.logs import get_logger
 from tokenfab.parent import exit_with_parent
@@ -47,8 +49,12 @@ class Executor(Protocol):
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
-    def __init__(self, backend: Executor) -> None:
+    """Checks every launch (:func:`controlplane.executor.expand.check_launch`) before the backend
+    sees it; who may call is the interceptor chain's (control-plane instances only)."""
+
+    def __init__(self, backend: Executor, catalog: Catalog) -> None:
         self._backend = backend
+        self._catalog = catalog
 
     async def Inventory(  # noqa: N802
         self, request: executor_pb2.InventoryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -58,20 +64,16 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def StartReplica(  # noqa: N802
         self, request: executor_pb2.StartReplicaRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> executor_pb2.ReplicaObservation:
-        launch = request.launch
-        if not launch.replica_id or not launch.node_id or launch.WhichOneof("kind") is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "launch: replica_id, node_id and an engine are required"
-            )
-        return await self._backend.start(launch)
+        check_launch(request.launch, self._catalog)
+        return await self._backend.start(request.launch)
 
     async def StopReplica(  # noqa: N802
         self, request: executor_pb2.StopReplicaRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> executor_pb2.StopReplicaResponse:
-        if not request.replica_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id: required")
-        if not 0 <= request.drain_s <= 3600:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "drain_s: between 0 and 3600")
+        if not ID.match(request.replica_id):
+            raise InvalidArgument("replica_id", f"{request.replica_id[:40]!r} is not a replica id")
+        if not 0 <= request.drain_s <= 3600:  # also false for NaN
+            raise InvalidArgument("drain_s", "between 0 and 3600")
         existed = await self._backend.stop(request.replica_id, request.drain_s)
         return executor_pb2.StopReplicaResponse(existed=existed)
 
@@ -120,10 +122,14 @@ class RemoteExecutor:
         await self._channel.close()
 
 
-def executor_server(backend: Executor) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+def executor_server(
+    backend: Executor, catalog: Catalog | None = None
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The executor's gRPC server with the interceptor chain (only control-plane instances)."""
     server = grpc.aio.server(interceptors=[SecurityInterceptor(Authenticator(trust_loopback_plaintext=True))])
-    executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(backend), server)
+    executor_pb2_grpc.add_ExecutorServiceServicer_to_server(
+        ExecutorServicer(backend, catalog or load_catalog()), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     return server, health_servicer
@@ -147,13 +153,15 @@ async def serve_executor(
     *,
     tls: ServerTLS | None = None,
     insecure: bool = False,
+    engines: EngineConfig | None = None,
 ) -> None:
     from controlplane.executor.ray_driver import RayExecutor  # Ray is imported only here
 
     check_listen(listen, tls, insecure=insecure)
-    backend = RayExecutor(cluster, ray_address)
+    engines = engines or EngineConfig.load()
+    backend = RayExecutor(cluster, ray_address, engines=engines)
     await asyncio.to_thread(backend.connect)
-    server, health_servicer = executor_server(backend)
+    server, health_servicer = executor_server(backend, engines.catalog)
     port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"listen: cannot listen on {listen}")
@@ -172,7 +180,13 @@ async def serve_executor(
 
 
 def run_executor(
-    cluster: str, ray_address: str, listen: str, *, tls: ServerTLS | None = None, insecure: bool = False
+    cluster: str,
+    ray_address: str,
+    listen: str,
+    *,
+    tls: ServerTLS | None = None,
+    insecure: bool = False,
+    engines: EngineConfig | None = None,
 ) -> None:
     check_listen(listen, tls, insecure=insecure)
 
@@ -182,7 +196,7 @@ def run_executor(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         watchdog = asyncio.create_task(exit_with_parent(stop))
-        await serve_executor(cluster, ray_address, listen, stop, tls=tls, insecure=insecure)
+        await serve_executor(cluster, ray_address, listen, stop, tls=tls, insecure=insecure, engines=engines)
         watchdog.cancel()
 
     asyncio.run(main())

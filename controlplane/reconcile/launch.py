@@ -1,7 +1,8 @@
-"""Replica record -> the executor's launch message: Ray resources, visible devices and the engine.
+"""Replica record -> the executor's launch message: placement, Ray resources and the engine.
 
-The control plane builds the whole launch (the executor only executes it), so what a replica
-runs is decided, persisted and explainable in one place.
+The control plane decides what a replica runs (model, engine, devices, dtype, port, prefill chunk);
+the executor turns that into a command and an environment itself, from its own catalog and
+operator-owned templates (:mod:`controlplane.executor.expand`): no command travels on the wire.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Literal
 from controlplane.catalog.perf import EngineProfile, PerfAssumptions, Workload, prefill_chunk_tokens
 from controlplane.catalog.types import Catalog, Dtype
 from controlplane.domain.replicas import ReplicaRecord
-from controlplane.executor.engines import launch_spec
-from tokenfab.accelerators import RAY_RESOURCE, visible_devices_env
+from tokenfab.accelerators import RAY_RESOURCE
 from tokenfab.v1 import executor_pb2
 
 SIMULATED: Literal["simulated"] = "simulated"
@@ -57,7 +57,6 @@ def build_launch(
         if workload is not None
         else None
     )
-    env = visible_devices_env(record.vendor.value, record.devices)
     launch = executor_pb2.ReplicaLaunch(
         replica_id=record.id,
         request_id=record.request_id,
@@ -83,27 +82,10 @@ def build_launch(
             )
         )
     else:
-        spec = launch_spec(
-            catalog, model, accelerator, record.engine,
-            tp=record.tensor_parallel, dtype=dtype, devices=record.devices,
-            port=settings.base_port + min(record.devices),
-            model_path=settings.model_paths.get(record.model), templates=settings.templates,
-            max_num_batched_tokens=chunk,
-        )  # fmt: skip
-        env.update(spec.env)
         launch.process.CopyFrom(
             executor_pb2.ProcessEngine(
-                argv=list(spec.argv), env=spec.env, health_path=spec.health_path,
-                metrics_path="/metrics", ready_timeout_s=settings.ready_timeout_s,
+                dtype=dtype.value, port=settings.base_port + min(record.devices),
+                max_num_batched_tokens=chunk or 0, ready_timeout_s=settings.ready_timeout_s,
             )
         )  # fmt: skip
-    launch.env.update(env)
-    # Fencing: the agent finds the replica's processes (actor worker, engine) by these.
-    launch.env.update(
-        {
-            "TOKENFAB_NODE_ID": record.node_id,
-            "TOKENFAB_REPLICA_ID": record.id,
-            "TOKENFAB_GENERATION": str(record.generation),
-        }
-    )
     return launch

@@ -30,6 +30,7 @@ from controlplane.embedded.loadgen import DemandShape, LoadGenerator
 from controlplane.embedded.ray import ExecutorProcess, RayHead
 from controlplane.executor import httpio
 from controlplane.executor.service import RemoteExecutor
+from controlplane.gateway import Gateway, GatewayConfig
 from tests.integration.conftest import AgentProcess, ControlPlaneFactory, wait_for
 from tokenfab.v1 import (
     autoscaler_pb2,
@@ -135,8 +136,8 @@ async def start_plane(ray_world: RayWorld, control_plane: ControlPlaneFactory, *
     settings: dict[str, Any] = {
         "reconcile_interval_s": 0.3, "sim_start_delay_s": 0.5, "heartbeat_interval_s": 0.5, "lost_after_s": 10,
     }  # fmt: skip
-    plane = await control_plane(
-        port=int(ray_world.address.rpartition(":")[2]), tenants_file=ray_world.tenants,
+    plane = await control_plane(  # plaintext loopback: Ray is the subject here (test_authz.py: who may call)
+        secure=False, port=int(ray_world.address.rpartition(":")[2]), tenants_file=ray_world.tenants,
         executors={c: e.address for c, e in ray_world.executors.items()}, **(settings | extra),
     )  # fmt: skip
     assert plane.registry is not None
@@ -277,11 +278,11 @@ async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld,
 
 
 async def test_demand_scales_a_request_up_and_the_decision_is_explained(
-    ray_world: RayWorld, control_plane: ControlPlaneFactory
+    ray_world: RayWorld, control_plane: ControlPlaneFactory, etcd: EtcdProcess
 ) -> None:
-    """Real load on a real engine actor: the autoscaler in the reconcile loop sees the demand in
-    the engines' metrics, raises the target, the scheduler places another replica, and the
-    decision is in the history with its reason."""
+    """Real load on a real engine actor, sent through the gateway: the autoscaler in the reconcile
+    loop sees the demand in the engines' metrics (and the gateway's), raises the target, the
+    scheduler places another replica, and the decision is in the history with its reason."""
     plane = await start_plane(ray_world, control_plane, autoscale_interval_s=1.0, autoscale_down_delay_s=3600)
     async with grpc.aio.insecure_channel(plane.config.address) as channel:
         stub = capacity_pb2_grpc.CapacityServiceStub(channel)
@@ -296,21 +297,19 @@ async def test_demand_scales_a_request_up_and_the_decision_is_explained(
         created = await stub.Create(capacity_pb2.CreateCapacityRequest(spec=autoscaled), metadata=TOKEN)
         await wait_ready(stub, created.id)
         query = capacity_pb2.ListReplicasRequest(request_id=created.id)
-
-        async def endpoints() -> dict[str, tuple[str, float]]:
-            replicas = (await stub.ListReplicas(query, metadata=TOKEN)).replicas
-            return {
-                r.id: (r.endpoint, r.predicted_output_tokens_per_second)
-                for r in replicas
-                if r.state == "Ready"
-            }
-
+        gateway = Gateway(
+            GatewayConfig(
+                listen=f"127.0.0.1:{free_port()}", tenants_file=ray_world.tenants, etcd_endpoint=etcd.endpoint
+            )
+        )
+        await gateway.start()
         # offered: about the replica's whole capacity at the SLO, more than its 80% target
         load = LoadGenerator(
-            endpoints, DemandShape(low=3000, high=3000, burst_factor=1.0), mean_input_tokens=600
-        )
+            gateway.base_url, "ray-token", autoscaled.model, DemandShape(low=3000, high=3000, burst_factor=1.0),
+            mean_input_tokens=600,
+        )  # fmt: skip
         stop = asyncio.Event()
-        running = asyncio.create_task(load.run(stop, interval_s=0.5))
+        running = asyncio.create_task(load.run(stop))
         try:
             deadline = time.monotonic() + 120
             ups: list[Any] = []
@@ -327,6 +326,7 @@ async def test_demand_scales_a_request_up_and_the_decision_is_explained(
         finally:
             stop.set()
             await running
+            await gateway.stop()
         up = ups[-1]
         assert up.desired_replicas > up.current_replicas >= 1 and "replicas" in up.reason
         assert up.target_output_tokens_per_second > 1000 and up.demand_output_tokens_per_second > 0
@@ -499,7 +499,7 @@ async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.StartReplica(executor_pb2.StartReplicaRequest(launch=launch))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert (info.value.details() or "").startswith("launch:")
+            assert (info.value.details() or "").startswith("launch."), info.value.details()
         for request, field in (
             (executor_pb2.StopReplicaRequest(), "replica_id"),
             (executor_pb2.StopReplicaRequest(replica_id="x", drain_s=-1), "drain_s"),

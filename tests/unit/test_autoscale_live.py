@@ -20,6 +20,7 @@ from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode,
 from controlplane.domain.capacity import CapacitySpec, Phase
 from controlplane.domain.replicas import ReplicaState
 from controlplane.errors import InvalidArgument
+from controlplane.executor.expand import EngineConfig, expand_process
 from controlplane.reconcile.autoscaler import (
     AutoscalerSettings,
     LiveAutoscaler,
@@ -129,7 +130,7 @@ def test_the_launch_carries_the_chunk_for_simulated_and_vllm_engines() -> None:
     real = build_launch(
         record.model_copy(update={"engine": "vllm"}), CATALOG, EngineSettings(mode="real"), workload
     )
-    argv = list(real.process.argv)
+    argv = list(expand_process(real, EngineConfig(CATALOG)).argv)  # the executor builds the command
     assert argv[argv.index("--max-num-batched-tokens") + 1] == str(simulated.simulated.chunk_tokens)
 
 

@@ -1,4 +1,5 @@
-"""Pure pieces of the executor side: the raylet command, metric scraping, visible devices."""
+"""Pure pieces of the executor side: the raylet command, metric scraping, visible devices, and the
+executor's own expansion of launches (the allowlist)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from agents.raylet import RayletSpec
+from controlplane.catalog.types import load_catalog
+from controlplane.errors import InvalidArgument
 from controlplane.executor.enginestats import EngineExporter, Scraper, _quantile
+from controlplane.executor.expand import EngineConfig, expand_process, launch_env, log_path
 from tokenfab.accelerators import visible_devices_env
+from tokenfab.v1 import executor_pb2
 
 
 def spec(vendor: str, accelerator: str) -> RayletSpec:
@@ -89,3 +94,73 @@ def test_scraper_turns_the_exporters_page_into_rates_and_percentiles() -> None:
 def test_scraper_reads_older_vllm_cache_gauge() -> None:
     page = '# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name="m"} 0.7\n'
     assert Scraper().update(page, now=1.0).kv_cache_usage == pytest.approx(0.7)
+
+
+# -- the executor expands launches itself: nothing from the wire becomes a command or a path --
+
+
+def launch(**over: object) -> executor_pb2.ReplicaLaunch:
+    fields: dict[str, object] = {
+        "replica_id": "cr-1-r1", "request_id": "cr-1", "generation": 3, "model": "qwen2.5-7b-instruct",
+        "vendor": "nvidia", "accelerator": "H100", "node_id": "gpu-1", "devices": [2], "tensor_parallel": 1,
+        "engine": "vllm", "resources": {"GPU": 1.0},
+        "process": executor_pb2.ProcessEngine(dtype="bf16", port=18002, ready_timeout_s=60),
+    }  # fmt: skip
+    return executor_pb2.ReplicaLaunch(**(fields | over))  # type: ignore[arg-type]
+
+
+def test_the_executor_builds_the_command_and_the_environment() -> None:
+    config = EngineConfig(load_catalog())
+    command = expand_process(launch(), config)
+    assert command.argv[:3] == ("vllm", "serve", "Qwen/Qwen2.5-7B-Instruct")
+    assert command.argv[command.argv.index("--port") + 1] == "18002"
+    env = launch_env(launch())
+    assert env == {
+        "CUDA_VISIBLE_DEVICES": "2", "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
+        "TOKENFAB_NODE_ID": "gpu-1", "TOKENFAB_REPLICA_ID": "cr-1-r1", "TOKENFAB_GENERATION": "3",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"replica_id": "../../etc/passwd"}, "launch.replica_id"),
+        ({"replica_id": "x/y"}, "launch.replica_id"),
+        ({"replica_id": ""}, "launch.replica_id"),
+        ({"node_id": "a b"}, "launch.node_id"),
+        ({"engine": "bash"}, "launch.engine"),
+        ({"model": "rm -rf /"}, "launch.model"),
+        ({"accelerator": "910B3"}, "launch.vendor"),  # an Ascend part named on an NVIDIA launch
+        ({"resources": {"GPU": 1.0, "memory": 1e12}}, "launch.resources"),
+        ({"devices": [1, 1], "tensor_parallel": 2}, "launch.devices"),
+        (
+            {"process": executor_pb2.ProcessEngine(dtype="bf16", port=22, ready_timeout_s=60)},
+            "launch.process",
+        ),
+        (
+            {"process": executor_pb2.ProcessEngine(dtype="exec", port=18002, ready_timeout_s=60)},
+            "launch.process.dtype",
+        ),
+    ],
+)
+def test_a_launch_outside_the_allowlist_is_refused_naming_the_field(
+    over: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        expand_process(launch(**over), EngineConfig(load_catalog()))
+    assert info.value.field == field
+
+
+def test_an_engine_without_an_operator_template_cannot_start() -> None:
+    ascend = launch(vendor="ascend", accelerator="910B3", engine="mindie", resources={"NPU": 1.0})
+    with pytest.raises(InvalidArgument, match="template"):
+        expand_process(ascend, EngineConfig(load_catalog()))
+    configured = EngineConfig(load_catalog(), templates={"mindie": "mindie-server --port {port} --tp {tp}"})
+    assert expand_process(ascend, configured).argv[:2] == ("mindie-server", "--port")
+
+
+def test_log_files_stay_in_the_log_directory(tmp_path: Path) -> None:
+    assert log_path(str(tmp_path), "cr-1-r1") == str(tmp_path.resolve() / "cr-1-r1.log")
+    for bad in ("../x", "a/../../b", "/etc/passwd", ".hidden", ""):
+        with pytest.raises(InvalidArgument):
+            log_path(str(tmp_path), bad)

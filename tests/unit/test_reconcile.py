@@ -19,6 +19,7 @@ from controlplane.domain.replicas import (
     ReplicaState,
     check_transition,
 )
+from controlplane.executor.expand import EngineConfig, expand_process, launch_env
 from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, calibration_samples, decide
 from controlplane.reconcile.launch import EngineSettings, build_launch
 from controlplane.scheduler import NodeSlot, SchedulerConfig
@@ -203,17 +204,19 @@ def test_launch_pins_devices_and_asks_ray_for_the_vendor_resource() -> None:
     )
     launch = build_launch(rec, CATALOG, EngineSettings())
     assert dict(launch.resources) == {"NPU": 2.0}
-    assert launch.env["ASCEND_RT_VISIBLE_DEVICES"] == "3,5"
-    assert launch.env["RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES"] == "1"
+    env = launch_env(launch)  # the executor derives the environment; none travels on the wire
+    assert env["ASCEND_RT_VISIBLE_DEVICES"] == "3,5"
+    assert env["RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES"] == "1"
     assert launch.WhichOneof("kind") == "simulated" and launch.tensor_parallel == 2
     real = rec.model_copy(update={"engine": "vllm-ascend"})
-    process = build_launch(real, CATALOG, EngineSettings(mode="real")).process
-    assert process.argv[:2] == ["vllm", "serve"] and "--tensor-parallel-size" in process.argv
-    argv = list(process.argv)
+    argv = list(
+        expand_process(build_launch(real, CATALOG, EngineSettings(mode="real")), EngineConfig(CATALOG)).argv
+    )
+    assert argv[:2] == ["vllm", "serve"] and "--tensor-parallel-size" in argv
     assert argv[argv.index("--port") + 1] == "18003"  # base port + first device
     biren = rec.model_copy(update={"vendor": Vendor.BIREN, "accelerator": "BR104"})
     assert dict(build_launch(biren, CATALOG, EngineSettings()).resources) == {"biren_gpu": 2.0}
-    assert build_launch(biren, CATALOG, EngineSettings()).env["SUPA_VISIBLE_DEVICES"] == "3,5"
+    assert launch_env(build_launch(biren, CATALOG, EngineSettings()))["SUPA_VISIBLE_DEVICES"] == "3,5"
 
 
 def test_no_new_replica_is_redundant() -> None:

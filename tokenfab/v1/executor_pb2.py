@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atokenfab/v1/executor.proto\x12\x0btokenfab.v1\"\x12\n\x10InventoryRequest\"\x89\x02\n\x07RayNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bray_node_id\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x36\n\tresources\x18\x04 \x03(\x0b\x32#.tokenfab.v1.RayNode.ResourcesEntry\x12\x30\n\x06labels\x18\x05 \x03(\x0b\x32 .tokenfab.v1.RayNode.LabelsEntry\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x11InventoryResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0bray_address\x18\x02 \x01(\t\x12#\n\x05nodes\x18\x03 \x03(\x0b\x32\x14.tokenfab.v1.RayNode\"\xbf\x01\n\rProcessEngine\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x30\n\x03\x65nv\x18\x02 \x03(\x0b\x32#.tokenfab.v1.ProcessEngine.EnvEntry\x12\x13\n\x0bhealth_path\x18\x03 \x01(\t\x12\x14\n\x0cmetrics_path\x18\x04 \x01(\t\x12\x17\n\x0fready_timeout_s\x18\x05 \x01(\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x0fSimulatedEngine\x12\x14\n\x0cprofile_json\x18\x01 \x01(\t\x12\r\n\x05speed\x18\x02 \x01(\x01\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x14\n\x0c\x63hunk_tokens\x18\x04 \x01(\r\x12\x15\n\rstart_delay_s\x18\x05 \x01(\x01\"\x82\x04\n\rReplicaLaunch\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06vendor\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x06 \x01(\t\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x08 \x03(\r\x12\x17\n\x0ftensor_parallel\x18\t \x01(\r\x12\x0e\n\x06\x65ngine\x18\n \x01(\t\x12<\n\tresources\x18\x0b \x03(\x0b\x32).tokenfab.v1.ReplicaLaunch.ResourcesEntry\x12\x30\n\x03\x65nv\x18\x0c \x03(\x0b\x32#.tokenfab.v1.ReplicaLaunch.EnvEntry\x12\x31\n\tsimulated\x18\r \x01(\x0b\x32\x1c.tokenfab.v1.SimulatedEngineH\x00\x12-\n\x07process\x18\x0e \x01(\x0b\x32\x1a.tokenfab.v1.ProcessEngineH\x00\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04kind\"A\n\x13StartReplicaRequest\x12*\n\x06launch\x18\x01 \x01(\x0b\x32\x1a.tokenfab.v1.ReplicaLaunch\"9\n\x12StopReplicaRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64rain_s\x18\x02 \x01(\x01\"&\n\x13StopReplicaResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x10\n\x0eObserveRequest\"\xec\x01\n\x0b\x45ngineStats\x12\x1f\n\x17input_tokens_per_second\x18\x01 \x01(\x01\x12 \n\x18output_tokens_per_second\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x05 \x01(\x01\x12\x12\n\nttft_p50_s\x18\x06 \x01(\x01\x12\x12\n\nttft_p95_s\x18\x07 \x01(\x01\x12\x12\n\ntpot_p50_s\x18\x08 \x01(\x01\x12\x12\n\ntpot_p95_s\x18\t \x01(\x01\x12\x10\n\x08\x66inished\x18\n \x01(\x04\"\xc6\x02\n\x12ReplicaObservation\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\t\x12\x13\n\x0bray_node_id\x18\x04 \x01(\t\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\'\n\x05stats\x18\x08 \x01(\x0b\x32\x18.tokenfab.v1.EngineStats\x12\x12\n\ngeneration\x18\t \x01(\x03\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x35\n\x03\x65nv\x18\x0b \x03(\x0b\x32(.tokenfab.v1.ReplicaObservation.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x0fObserveResponse\x12\x31\n\x08replicas\x18\x01 \x03(\x0b\x32\x1f.tokenfab.v1.ReplicaObservation2\xc8\x02\n\x0f\x45xecutorService\x12J\n\tInventory\x12\x1d.tokenfab.v1.InventoryRequest\x1a\x1e.tokenfab.v1.InventoryResponse\x12Q\n\x0cStartReplica\x12 .tokenfab.v1.StartReplicaRequest\x1a\x1f.tokenfab.v1.ReplicaObservation\x12P\n\x0bStopReplica\x12\x1f.tokenfab.v1.StopReplicaRequest\x1a .tokenfab.v1.StopReplicaResponse\x12\x44\n\x07Observe\x12\x1b.tokenfab.v1.ObserveRequest\x1a\x1c.tokenfab.v1.ObserveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atokenfab/v1/executor.proto\x12\x0btokenfab.v1\"\x12\n\x10InventoryRequest\"\x89\x02\n\x07RayNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bray_node_id\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x36\n\tresources\x18\x04 \x03(\x0b\x32#.tokenfab.v1.RayNode.ResourcesEntry\x12\x30\n\x06labels\x18\x05 \x03(\x0b\x32 .tokenfab.v1.RayNode.LabelsEntry\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x11InventoryResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0bray_address\x18\x02 \x01(\t\x12#\n\x05nodes\x18\x03 \x03(\x0b\x32\x14.tokenfab.v1.RayNode\"\xa3\x01\n\rProcessEngine\x12\x17\n\x0fready_timeout_s\x18\x05 \x01(\x01\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0c\n\x04port\x18\x07 \x01(\r\x12\x1e\n\x16max_num_batched_tokens\x18\x08 \x01(\rJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x04\x61rgvR\x03\x65nvR\x0bhealth_pathR\x0cmetrics_path\"v\n\x0fSimulatedEngine\x12\x14\n\x0cprofile_json\x18\x01 \x01(\t\x12\r\n\x05speed\x18\x02 \x01(\x01\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x14\n\x0c\x63hunk_tokens\x18\x04 \x01(\r\x12\x15\n\rstart_delay_s\x18\x05 \x01(\x01\"\xaf\x03\n\rReplicaLaunch\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06vendor\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x06 \x01(\t\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x08 \x03(\r\x12\x17\n\x0ftensor_parallel\x18\t \x01(\r\x12\x0e\n\x06\x65ngine\x18\n \x01(\t\x12<\n\tresources\x18\x0b \x03(\x0b\x32).tokenfab.v1.ReplicaLaunch.ResourcesEntry\x12\x31\n\tsimulated\x18\r \x01(\x0b\x32\x1c.tokenfab.v1.SimulatedEngineH\x00\x12-\n\x07process\x18\x0e \x01(\x0b\x32\x1a.tokenfab.v1.ProcessEngineH\x00\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x06\n\x04kindJ\x04\x08\x0c\x10\rR\x03\x65nv\"A\n\x13StartReplicaRequest\x12*\n\x06launch\x18\x01 \x01(\x0b\x32\x1a.tokenfab.v1.ReplicaLaunch\"9\n\x12StopReplicaRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64rain_s\x18\x02 \x01(\x01\"&\n\x13StopReplicaResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x10\n\x0eObserveRequest\"\xec\x01\n\x0b\x45ngineStats\x12\x1f\n\x17input_tokens_per_second\x18\x01 \x01(\x01\x12 \n\x18output_tokens_per_second\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x05 \x01(\x01\x12\x12\n\nttft_p50_s\x18\x06 \x01(\x01\x12\x12\n\nttft_p95_s\x18\x07 \x01(\x01\x12\x12\n\ntpot_p50_s\x18\x08 \x01(\x01\x12\x12\n\ntpot_p95_s\x18\t \x01(\x01\x12\x10\n\x08\x66inished\x18\n \x01(\x04\"\xc6\x02\n\x12ReplicaObservation\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\t\x12\x13\n\x0bray_node_id\x18\x04 \x01(\t\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\'\n\x05stats\x18\x08 \x01(\x0b\x32\x18.tokenfab.v1.EngineStats\x12\x12\n\ngeneration\x18\t \x01(\x03\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x35\n\x03\x65nv\x18\x0b \x03(\x0b\x32(.tokenfab.v1.ReplicaObservation.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x0fObserveResponse\x12\x31\n\x08replicas\x18\x01 \x03(\x0b\x32\x1f.tokenfab.v1.ReplicaObservation2\xc8\x02\n\x0f\x45xecutorService\x12J\n\tInventory\x12\x1d.tokenfab.v1.InventoryRequest\x1a\x1e.tokenfab.v1.InventoryResponse\x12Q\n\x0cStartReplica\x12 .tokenfab.v1.StartReplicaRequest\x1a\x1f.tokenfab.v1.ReplicaObservation\x12P\n\x0bStopReplica\x12\x1f.tokenfab.v1.StopReplicaRequest\x1a .tokenfab.v1.StopReplicaResponse\x12\x44\n\x07Observe\x12\x1b.tokenfab.v1.ObserveRequest\x1a\x1c.tokenfab.v1.ObserveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAYNODE_RESOURCESENTRY']._serialized_options = b'8\001'
   _globals['_RAYNODE_LABELSENTRY']._loaded_options = None
   _globals['_RAYNODE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PROCESSENGINE_ENVENTRY']._loaded_options = None
-  _globals['_PROCESSENGINE_ENVENTRY']._serialized_options = b'8\001'
   _globals['_REPLICALAUNCH_RESOURCESENTRY']._loaded_options = None
   _globals['_REPLICALAUNCH_RESOURCESENTRY']._serialized_options = b'8\001'
-  _globals['_REPLICALAUNCH_ENVENTRY']._loaded_options = None
-  _globals['_REPLICALAUNCH_ENVENTRY']._serialized_options = b'8\001'
   _globals['_REPLICAOBSERVATION_ENVENTRY']._loaded_options = None
   _globals['_REPLICAOBSERVATION_ENVENTRY']._serialized_options = b'8\001'
   _globals['_INVENTORYREQUEST']._serialized_start=43
@@ -54,33 +50,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVENTORYRESPONSE']._serialized_start=331
   _globals['_INVENTORYRESPONSE']._serialized_end=425
   _globals['_PROCESSENGINE']._serialized_start=428
-  _globals['_PROCESSENGINE']._serialized_end=619
-  _globals['_PROCESSENGINE_ENVENTRY']._serialized_start=577
-  _globals['_PROCESSENGINE_ENVENTRY']._serialized_end=619
-  _globals['_SIMULATEDENGINE']._serialized_start=621
-  _globals['_SIMULATEDENGINE']._serialized_end=739
-  _globals['_REPLICALAUNCH']._serialized_start=742
-  _globals['_REPLICALAUNCH']._serialized_end=1256
+  _globals['_PROCESSENGINE']._serialized_end=591
+  _globals['_SIMULATEDENGINE']._serialized_start=593
+  _globals['_SIMULATEDENGINE']._serialized_end=711
+  _globals['_REPLICALAUNCH']._serialized_start=714
+  _globals['_REPLICALAUNCH']._serialized_end=1145
   _globals['_REPLICALAUNCH_RESOURCESENTRY']._serialized_start=234
   _globals['_REPLICALAUNCH_RESOURCESENTRY']._serialized_end=282
-  _globals['_REPLICALAUNCH_ENVENTRY']._serialized_start=577
-  _globals['_REPLICALAUNCH_ENVENTRY']._serialized_end=619
-  _globals['_STARTREPLICAREQUEST']._serialized_start=1258
-  _globals['_STARTREPLICAREQUEST']._serialized_end=1323
-  _globals['_STOPREPLICAREQUEST']._serialized_start=1325
-  _globals['_STOPREPLICAREQUEST']._serialized_end=1382
-  _globals['_STOPREPLICARESPONSE']._serialized_start=1384
-  _globals['_STOPREPLICARESPONSE']._serialized_end=1422
-  _globals['_OBSERVEREQUEST']._serialized_start=1424
-  _globals['_OBSERVEREQUEST']._serialized_end=1440
-  _globals['_ENGINESTATS']._serialized_start=1443
-  _globals['_ENGINESTATS']._serialized_end=1679
-  _globals['_REPLICAOBSERVATION']._serialized_start=1682
-  _globals['_REPLICAOBSERVATION']._serialized_end=2008
-  _globals['_REPLICAOBSERVATION_ENVENTRY']._serialized_start=577
-  _globals['_REPLICAOBSERVATION_ENVENTRY']._serialized_end=619
-  _globals['_OBSERVERESPONSE']._serialized_start=2010
-  _globals['_OBSERVERESPONSE']._serialized_end=2078
-  _globals['_EXECUTORSERVICE']._serialized_start=2081
-  _globals['_EXECUTORSERVICE']._serialized_end=2409
+  _globals['_STARTREPLICAREQUEST']._serialized_start=1147
+  _globals['_STARTREPLICAREQUEST']._serialized_end=1212
+  _globals['_STOPREPLICAREQUEST']._serialized_start=1214
+  _globals['_STOPREPLICAREQUEST']._serialized_end=1271
+  _globals['_STOPREPLICARESPONSE']._serialized_start=1273
+  _globals['_STOPREPLICARESPONSE']._serialized_end=1311
+  _globals['_OBSERVEREQUEST']._serialized_start=1313
+  _globals['_OBSERVEREQUEST']._serialized_end=1329
+  _globals['_ENGINESTATS']._serialized_start=1332
+  _globals['_ENGINESTATS']._serialized_end=1568
+  _globals['_REPLICAOBSERVATION']._serialized_start=1571
+  _globals['_REPLICAOBSERVATION']._serialized_end=1897
+  _globals['_REPLICAOBSERVATION_ENVENTRY']._serialized_start=1855
+  _globals['_REPLICAOBSERVATION_ENVENTRY']._serialized_end=1897
+  _globals['_OBSERVERESPONSE']._serialized_start=1899
+  _globals['_OBSERVERESPONSE']._serialized_end=1967
+  _globals['_EXECUTORSERVICE']._serialized_start=1970
+  _globals['_EXECUTORSERVICE']._serialized_end=2298
 # @@protoc_insertion_point(module_scope)

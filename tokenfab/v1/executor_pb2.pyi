@@ -49,25 +49,16 @@ class InventoryResponse(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., ray_address: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[RayNode, _Mapping]]] = ...) -> None: ...
 
 class ProcessEngine(_message.Message):
-    __slots__ = ("argv", "env", "health_path", "metrics_path", "ready_timeout_s")
-    class EnvEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-    ARGV_FIELD_NUMBER: _ClassVar[int]
-    ENV_FIELD_NUMBER: _ClassVar[int]
-    HEALTH_PATH_FIELD_NUMBER: _ClassVar[int]
-    METRICS_PATH_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ready_timeout_s", "dtype", "port", "max_num_batched_tokens")
     READY_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    argv: _containers.RepeatedScalarFieldContainer[str]
-    env: _containers.ScalarMap[str, str]
-    health_path: str
-    metrics_path: str
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ready_timeout_s: float
-    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., health_path: _Optional[str] = ..., metrics_path: _Optional[str] = ..., ready_timeout_s: _Optional[float] = ...) -> None: ...
+    dtype: str
+    port: int
+    max_num_batched_tokens: int
+    def __init__(self, ready_timeout_s: _Optional[float] = ..., dtype: _Optional[str] = ..., port: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ...) -> None: ...
 
 class SimulatedEngine(_message.Message):
     __slots__ = ("profile_json", "speed", "max_batch", "chunk_tokens", "start_delay_s")
@@ -84,7 +75,7 @@ class SimulatedEngine(_message.Message):
     def __init__(self, profile_json: _Optional[str] = ..., speed: _Optional[float] = ..., max_batch: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., start_delay_s: _Optional[float] = ...) -> None: ...
 
 class ReplicaLaunch(_message.Message):
-    __slots__ = ("replica_id", "request_id", "generation", "model", "vendor", "accelerator", "node_id", "devices", "tensor_parallel", "engine", "resources", "env", "simulated", "process")
+    __slots__ = ("replica_id", "request_id", "generation", "model", "vendor", "accelerator", "node_id", "devices", "tensor_parallel", "engine", "resources", "simulated", "process")
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,13 +83,6 @@ class ReplicaLaunch(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    class EnvEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -110,7 +94,6 @@ class ReplicaLaunch(_message.Message):
     TENSOR_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
-    ENV_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
     PROCESS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
@@ -124,10 +107,9 @@ class ReplicaLaunch(_message.Message):
     tensor_parallel: int
     engine: str
     resources: _containers.ScalarMap[str, float]
-    env: _containers.ScalarMap[str, str]
     simulated: SimulatedEngine
     process: ProcessEngine
-    def __init__(self, replica_id: _Optional[str] = ..., request_id: _Optional[str] = ..., generation: _Optional[int] = ..., model: _Optional[str] = ..., vendor: _Optional[str] = ..., accelerator: _Optional[str] = ..., node_id: _Optional[str] = ..., devices: _Optional[_Iterable[int]] = ..., tensor_parallel: _Optional[int] = ..., engine: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ..., env: _Optional[_Mapping[str, str]] = ..., simulated: _Optional[_Union[SimulatedEngine, _Mapping]] = ..., process: _Optional[_Union[ProcessEngine, _Mapping]] = ...) -> None: ...
+    def __init__(self, replica_id: _Optional[str] = ..., request_id: _Optional[str] = ..., generation: _Optional[int] = ..., model: _Optional[str] = ..., vendor: _Optional[str] = ..., accelerator: _Optional[str] = ..., node_id: _Optional[str] = ..., devices: _Optional[_Iterable[int]] = ..., tensor_parallel: _Optional[int] = ..., engine: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ..., simulated: _Optional[_Union[SimulatedEngine, _Mapping]] = ..., process: _Optional[_Union[ProcessEngine, _Mapping]] = ...) -> None: ...
 
 class StartReplicaRequest(_message.Message):
     __slots__ = ("launch",)
