@@ -51,6 +51,11 @@ class ControlPlaneMetrics:
             "tokenfab_authz_denials_total", "Calls refused by the authorization policy, by method and "
             "principal kind", ["method", "kind"], registry=self.registry,
         )  # fmt: skip
+        self.health_flaps_damped = Counter(
+            "tokenfab_device_health_flaps_damped_total",
+            "Devices held unhealthy because their reported health kept changing",
+            registry=self.registry,
+        )
         self.quarantined_records = Counter(
             "tokenfab_quarantined_records_total", "Stored records that failed to load and were quarantined",
             ["kind"], registry=self.registry,

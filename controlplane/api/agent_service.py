@@ -5,6 +5,8 @@ the same node, and an agent may only bind its stream to the node in its certific
 node is checked by the interceptor chain, the policy's ``node_field``). Errors end the stream
 with a status the agent understands: NOT_FOUND (register first), FAILED_PRECONDITION (declared
 lost: register again), INVALID_ARGUMENT (a bad field), PERMISSION_DENIED (another node's id).
+A device whose reported health keeps changing is held unhealthy (:mod:`controlplane.api.damping`)
+instead of costing an etcd write and a replica move per flap.
 Acks and commands share the stream; a per-stream lock keeps their writes from interleaving.
 
 After the first heartbeat the agent may send a ``LeaseNotice`` (its lease source announced an
@@ -23,6 +25,7 @@ from typing import Any
 import grpc
 
 from controlplane.api import convert
+from controlplane.api.damping import HealthDamper
 from controlplane.api.status import HANDLED, code_for, message_for
 from controlplane.errors import InvalidArgument
 from controlplane.fleet.events import EventLog
@@ -69,6 +72,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._metrics = registry.metrics
         self._events = events
         self._fence = fence
+        self._damper = HealthDamper()
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -126,7 +130,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         raise InvalidArgument(
                             "heartbeat.node_id", f"this stream is bound to node {node_id!r}"
                         )
-                    state = await registry.heartbeat(node_id, convert.telemetry_from_pb(beat.devices))
+                    telemetry, newly_held = self._damper.damp(
+                        node_id, convert.telemetry_from_pb(beat.devices), time.monotonic()
+                    )
+                    if newly_held:
+                        self._metrics.health_flaps_damped.inc(newly_held)
+                        log.warning("node.health_flapping", node=node_id, devices=self._damper.held(node_id))
+                    state = await registry.heartbeat(node_id, telemetry)
                 except HANDLED:
                     self._metrics.heartbeats.labels("rejected").inc()
                     raise  # the interceptor chain ends the stream with the error's status code

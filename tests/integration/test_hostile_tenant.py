@@ -1,6 +1,7 @@
 """A hostile (or careless) tenant against the real control plane: it can break nothing but its
 own requests. The update above its ceiling, a record that no longer loads, a burst of concurrent
-creates against a quota, a flood of watches, a priority above its ceiling; and an admin's typo."""
+creates against a quota, a flood of watches, a priority above its ceiling; an admin's typo; and a
+node that flaps its device health."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from controlplane.embedded.etcd import EtcdProcess
 from controlplane.security import Kind
 from tests.integration.conftest import ControlPlaneFactory, Deployment, dial
 from tests.integration.helpers import register_request
-from tokenfab.v1 import agent_pb2_grpc, capacity_pb2, capacity_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+from tokenfab.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    capacity_pb2,
+    capacity_pb2_grpc,
+    fleet_pb2,
+    fleet_pb2_grpc,
+    types_pb2,
+)
 
 TENANTS = (
     "tenants:\n"
@@ -187,3 +196,30 @@ async def test_a_far_future_lease_extension_is_invalid_argument(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await fleet.ExtendLease(out_of_range, timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_node_flapping_its_device_health_is_damped(
+    plane: ControlPlane, deployment: Deployment, etcd: EtcdProcess
+) -> None:
+    """A (compromised or broken) node flips a device's health on every beat: after a few changes
+    the device is held unhealthy, so etcd sees a handful of writes, not one per beat."""
+    async with dial(plane, "anonymous", tls=deployment.tls(Kind.NODE, "flappy")) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        await stub.Register(register_request("flappy"), timeout=5)
+        call = stub.Connect()
+        for seq in range(1, 41):
+            health = types_pb2.DEVICE_HEALTH_UNHEALTHY if seq % 2 else types_pb2.DEVICE_HEALTH_HEALTHY
+            devices = [types_pb2.DeviceTelemetry(index=0, health=health), types_pb2.DeviceTelemetry(index=1)]
+            await call.write(
+                agent_pb2.AgentMessage(
+                    heartbeat=agent_pb2.Heartbeat(node_id="flappy", seq=seq, devices=devices)
+                )
+            )
+            while (await asyncio.wait_for(call.read(), 5)).WhichOneof("body") != "ack":
+                pass
+        call.cancel()
+    async with aetcd.Client(host=etcd.host, port=etcd.client_port) as client:
+        record = await client.get(b"/tokenfab/v1/nodes/flappy")
+    assert record is not None
+    assert record.version <= 10, f"{record.version} writes for 40 flapping beats"
+    assert plane.metrics.health_flaps_damped._value.get() == 1
