@@ -194,11 +194,18 @@ def executor(
         bool,
         typer.Option(help="allow plaintext on a non-loopback --listen (anyone there can start replicas)"),
     ] = False,
+    catalog: Annotated[Path | None, typer.Option(help="catalog YAML overriding the packaged one")] = None,
+    engines_file: Annotated[
+        Path | None,
+        typer.Option(help="engines YAML: templates (engine -> command) and model_paths (model -> path)"),
+    ] = None,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run one cluster's executor: its Ray driver, taking placement commands from the control plane."""
+    from controlplane.catalog.types import CatalogError
     from controlplane.errors import InvalidArgument
+    from controlplane.executor.expand import EngineConfig
     from controlplane.executor.service import run_executor
     from tokenfab.logs import configure
     from tokenfab.tls import ServerTLS
@@ -208,7 +215,11 @@ def executor(
         raise _fail("tls_cert and tls_key: give both or neither")
     tls = ServerTLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
     try:
-        run_executor(cluster, ray_address, listen, tls=tls, insecure=insecure)
+        engines = EngineConfig.load(catalog, engines_file)
+    except CatalogError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        run_executor(cluster, ray_address, listen, tls=tls, insecure=insecure, engines=engines)
     except InvalidArgument as exc:
         raise _fail(exc.message) from None
     except (ConnectionError, OSError, TimeoutError) as exc:
