@@ -202,10 +202,26 @@ class Reconciler:
         now = self._wall()
         request_kvs, _ = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
         replica_kvs, _ = await self._store.list_prefix(keys.REPLICAS)
-        requests = [CapacityRecord.model_validate_json(kv.value) for kv in request_kvs]
-        request_rev = {r.id: kv.mod_revision for r, kv in zip(requests, request_kvs, strict=True)}
-        records = [ReplicaRecord.model_validate_json(kv.value) for kv in replica_kvs]
-        replica_rev = {r.id: kv.mod_revision for r, kv in zip(records, replica_kvs, strict=True)}
+        # a record that does not load is skipped (the capacity API quarantines and shows it), never
+        # the end of the pass for everyone else
+        requests, request_rev = [], {}
+        for kv in request_kvs:
+            try:
+                request = CapacityRecord.model_validate_json(kv.value)
+            except ValueError:
+                log.error("reconcile.request_unreadable", key=kv.key)
+                continue
+            requests.append(request)
+            request_rev[request.id] = kv.mod_revision
+        records, replica_rev = [], {}
+        for kv in replica_kvs:
+            try:
+                replica = ReplicaRecord.model_validate_json(kv.value)
+            except ValueError:
+                log.error("reconcile.replica_unreadable", key=kv.key)
+                continue
+            records.append(replica)
+            replica_rev[replica.id] = kv.mod_revision
         results = await asyncio.gather(*(self._observe_cluster(c, e) for c, e in self.executors.items()))
         this_pass: dict[str, executor_pb2.ReplicaObservation] = {}
         seen: dict[str, dict[str, Seen]] = {}

@@ -16,8 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from controlplane.api.server import ControlPlane
 from controlplane.embedded.etcd import EtcdProcess
+from controlplane.executor.service import executor_server
 from controlplane.security import Kind
-from tests.integration.conftest import ControlPlaneFactory, Deployment, dial
+from tests.integration.conftest import ControlPlaneFactory, Deployment, dial, wait_for
 from tests.integration.helpers import register_request
 from tokenfab.v1 import (
     agent_pb2,
@@ -223,3 +224,42 @@ async def test_a_node_flapping_its_device_health_is_damped(
     assert record is not None
     assert record.version <= 10, f"{record.version} writes for 40 flapping beats"
     assert plane.metrics.health_flaps_damped._value.get() == 1
+
+
+async def test_reconcile_passes_go_on_past_a_record_that_does_not_load(
+    control_plane: ControlPlaneFactory, tmp_path: Path, etcd: EtcdProcess
+) -> None:
+    """The leader's reconcile loop (with an executor: the real executor server over an empty
+    cluster) keeps completing passes past a request that does not load (before, every pass failed
+    for every tenant)."""
+    from controlplane.embedded.etcd import free_port
+    from tests.integration.authz_matrix import EmptyCluster
+
+    server, _ = executor_server(EmptyCluster())
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        tenants = tmp_path / "tenants.yaml"
+        tenants.write_text(TENANTS)
+        plane = await control_plane(
+            tenants_file=tenants, executors={"c": f"127.0.0.1:{port}"}, reconcile_interval_s=0.1
+        )
+        async with aetcd.Client(host=etcd.host, port=etcd.client_port) as client:
+            await client.put(
+                b"/tokenfab/v1/capacity/requests/cr-broken", b'{"id": "cr-broken", "tenant": "mallory"}'
+            )
+
+        def passes() -> float:
+            samples = plane.metrics.reconcile_seconds.collect()[0].samples
+            return next(x.value for x in samples if x.name.endswith("_count"))
+
+        async with dial(plane, "anonymous") as channel:
+            stub = capacity_pb2_grpc.CapacityServiceStub(channel)
+            await stub.Create(capacity_pb2.CreateCapacityRequest(spec=spec()), metadata=ALICE)
+            start = passes()
+            await wait_for(lambda: passes() >= start + 5, what="five reconcile passes after the bad record")
+        failed = plane.metrics.reconcile_errors.labels(step="pass")._value.get()
+        assert failed == 0
+    finally:
+        await server.stop(0.1)
