@@ -48,6 +48,7 @@ from agents.discovery.base import (
     MiB,
     NotPresent,
     ToolFailed,
+    bounded,
     distinct,
     is_number,
     judge_health,
@@ -295,8 +296,8 @@ def parse_npu_smi_info(
             for i, c in enumerate(chips)
         ]
     first_chip: dict[str, AscendChip] = {}
-    for chip in chips:
-        first_chip.setdefault(chip.device.uuid, chip)
+    for chip in chips:  # keyed as distinct() will name them (it may shorten a garbled uuid)
+        first_chip.setdefault(bounded(chip.device, "npu-smi")[0].uuid, chip)
     unique = distinct([(c.device, c.sample) for c in chips], tool="npu-smi")
     return [replace(first_chip[d.uuid], device=d, sample=smp) for d, smp in unique]
 

@@ -172,32 +172,67 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# What the control plane accepts for one device (controlplane/domain/nodes.py, Device); a value
+# outside these bounds makes it refuse the whole node's registration, so it is caught here.
+MAX_UUID_CHARS, MAX_MODEL_CHARS, MAX_INDEX, MAX_MEMORY_BYTES = 128, 64, 1024, 2 * 1024**4
+MIN_MEMORY_BYTES = 256 * MiB  # less: only an unhealthy device may register
+
+
+def bounded(device: DiscoveredDevice, tool: str) -> tuple[DiscoveredDevice, list[str]]:
+    """The device with every field inside the control plane's bounds, and what had to change."""
+    reasons: list[str] = []
+    uuid, model, memory = device.uuid.strip(), device.model.strip(), device.memory_bytes
+    if not uuid:
+        uuid = f"{tool}-index{device.index}"
+        reasons.append(f"{tool} printed no uuid")
+    elif len(uuid) > MAX_UUID_CHARS:
+        uuid = uuid[:MAX_UUID_CHARS]
+        reasons.append(f"{tool} printed a uuid longer than {MAX_UUID_CHARS} characters")
+    if not model:
+        model = "unknown"
+        reasons.append(f"{tool} printed no model name")
+    elif len(model) > MAX_MODEL_CHARS:
+        model = model[:MAX_MODEL_CHARS]
+        reasons.append(f"{tool} printed a model name longer than {MAX_MODEL_CHARS} characters")
+    if memory > MAX_MEMORY_BYTES:
+        reasons.append(f"{tool} printed {memory // MiB} MiB of memory, more than any device has")
+        memory = 0
+    elif memory < MIN_MEMORY_BYTES and device.health != UNHEALTHY:
+        reasons.append(f"{tool} printed {memory // MiB} MiB of memory, less than any accelerator has")
+    if not 0 <= device.index < MAX_INDEX:
+        reasons.append(f"{tool} printed index {device.index}, outside 0-{MAX_INDEX - 1}")
+    return replace(device, uuid=uuid, model=model, memory_bytes=memory), reasons
+
+
 def distinct(
     pairs: list[tuple[DiscoveredDevice, DeviceSample]], *, tool: str
 ) -> list[tuple[DiscoveredDevice, DeviceSample]]:
-    """Devices with unique uuids and indices, as the control plane requires (it refuses the whole
-    registration otherwise). Garbled or repeated output can list one device twice: a repeated
-    uuid keeps its first row, and an index printed for several devices keeps it for the first and
-    moves the others to unused indices. Every device involved is unhealthy with the reason, since
-    the tool's output cannot say which row is right. Deterministic, so that discovery and sampling
-    number the devices alike."""
-    by_uuid = Counter(d.uuid for d, _ in pairs)
-    first = {d.uuid: i for i, (d, _) in reversed(list(enumerate(pairs)))}
-    kept = [p for i, p in enumerate(pairs) if first[p[0].uuid] == i]
-    by_index = Counter(d.index for d, _ in kept)
-    used = set(by_index)
+    """Devices the control plane can register (it refuses the whole node otherwise): unique
+    uuids and indices, and every field within its bounds. Garbled or repeated output can list one
+    device twice: a repeated uuid keeps its first row, and an index printed for several devices
+    (or outside 0-1023) keeps it for the first in range and moves the others to the lowest unused
+    indices. Every device involved is unhealthy with the reason, since the tool's output cannot
+    say which row is right. Deterministic, so that discovery and sampling number devices alike."""
+    checked = [(*bounded(d, tool), s) for d, s in pairs]
+    by_uuid = Counter(d.uuid for d, _, _ in checked)
+    first = {d.uuid: i for i, (d, _, _) in reversed(list(enumerate(checked)))}
+    kept = [c for i, c in enumerate(checked) if first[c[0].uuid] == i]
+    by_index = Counter(d.index for d, _, _ in kept)
+    used = {i for i in by_index if 0 <= i < MAX_INDEX}
     taken: set[int] = set()
+    free = (i for i in range(MAX_INDEX) if i not in used)
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    for device, sample in kept:
-        reasons: list[str] = []
+    for device, bounds, sample in kept:
+        reasons = list(bounds)
         index = device.index
         if by_uuid[device.uuid] > 1:
             reasons.append(f"{tool} listed uuid {device.uuid} {by_uuid[device.uuid]} times")
         if by_index[index] > 1:
             reasons.append(f"{tool} printed index {index} for {by_index[index]} devices")
-            if index in taken:
-                index = next(i for i in range(max(used) + 1, max(used) + 2 + len(kept)) if i not in used)
-                used.add(index)
+        if index in taken or not 0 <= index < MAX_INDEX:
+            index = next(free, -1)
+            if index < 0:
+                continue  # more than MAX_INDEX devices: the control plane refuses the node anyway
         taken.add(index)
         if reasons:
             health, reason = worst((device.health, device.health_reason), (UNHEALTHY, "; ".join(reasons)))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from agents.discovery.ascend import parse_chip_map, parse_npu_smi_info, parse_usages
 from agents.discovery.base import (
     HEALTHY,
+    UNHEALTHY,
     DeviceSample,
     DiscoveredDevice,
     MiB,
@@ -61,14 +62,18 @@ def parse(name: str, text: str) -> Pairs:
 
 
 def assert_registrable(pairs: Pairs) -> None:
+    """What the control plane's Device and NodeRegistration accept (controlplane/domain/nodes.py):
+    anything else makes it refuse the whole node."""
     devices = [d for d, _ in pairs]
-    assert len({d.uuid for d in devices}) == len(devices), [d.uuid for d in devices]
+    assert len({d.uuid.strip() for d in devices}) == len(devices), [d.uuid for d in devices]
     assert len({d.index for d in devices}) == len(devices), [d.index for d in devices]
     for device, sample in pairs:
         assert device.index == sample.index
-        assert device.memory_bytes >= 0
+        assert 0 <= device.index < 1024
+        assert 1 <= len(device.uuid.strip()) <= 128 and 1 <= len(device.model.strip()) <= 64
+        assert 0 <= device.memory_bytes <= 2 * 1024**4
         assert device.health in ("healthy", "degraded", "unhealthy")
-        if device.memory_bytes == 0:  # unknown memory is never a healthy device
+        if device.memory_bytes < 256 * MiB:  # unknown (0) or implausible memory: never healthy
             assert device.health == "unhealthy" and device.health_reason
 
 
@@ -184,9 +189,9 @@ def test_a_gpu_listed_twice_is_registrable_and_unhealthy() -> None:
 
 def test_distinct_moves_a_repeated_index_and_marks_both() -> None:
     pairs = [
-        (DiscoveredDevice(uuid=u, index=0, model="X", memory_bytes=MiB), DeviceSample(index=0))
+        (DiscoveredDevice(uuid=u, index=0, model="X", memory_bytes=1024 * MiB), DeviceSample(index=0))
         for u in ("a", "b")
-    ] + [(DiscoveredDevice(uuid="c", index=1, model="X", memory_bytes=MiB), DeviceSample(index=1))]
+    ] + [(DiscoveredDevice(uuid="c", index=1, model="X", memory_bytes=1024 * MiB), DeviceSample(index=1))]
     out = distinct(pairs, tool="t")
     assert [(d.uuid, d.index, d.health) for d, _ in out] == [
         ("a", 0, "unhealthy"),
@@ -289,3 +294,51 @@ def test_a_tool_exiting_non_zero_with_partial_output_fails_loudly(monkeypatch: p
     monkeypatch.setattr(base.subprocess, "run", fake_run)
     with pytest.raises(ToolFailed, match="exited 15: Unable to determine the device handle for GPU1"):
         base.run_tool(["nvidia-smi"])
+
+
+_DEVICES = st.lists(
+    st.tuples(
+        st.text(min_size=0, max_size=140),
+        st.integers(-5, 1100),
+        st.text(max_size=70),
+        st.integers(0, 3 * 1024**4),
+        st.sampled_from(["healthy", "degraded", "unhealthy"]),
+    ),
+    max_size=12,
+)
+
+
+def reason(health: str) -> str:
+    return "" if health == "healthy" else f"the parser's reason for {health}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DEVICES)
+def test_distinct_always_returns_registrable_devices(rows: list[tuple[str, int, str, int, str]]) -> None:
+    """Any list of devices a parser could build (a reason with every verdict but healthy): what
+    comes out is registrable, and every device that had to change is unhealthy with a reason."""
+    pairs = [
+        (
+            DiscoveredDevice(uuid=u, index=i, model=m, memory_bytes=b, health=h, health_reason=reason(h)),
+            DeviceSample(index=i, health=h, health_reason=reason(h)),
+        )
+        for u, i, m, b, h in rows
+    ]
+    out = distinct(pairs, tool="t")
+    assert_registrable(out)
+    # the control plane strips whitespace itself: only other changes count
+    originals = {(d.uuid.strip(), d.index, d.model.strip(), d.memory_bytes) for d, _ in pairs}
+    for device, sample in out:
+        if (device.uuid, device.index, device.model, device.memory_bytes) not in originals:
+            assert device.health == sample.health == UNHEALTHY and device.health_reason
+
+
+def test_npu_smi_absurd_npu_id_is_bounded_not_a_crash() -> None:
+    """A 200-digit NPU id (garbled output) made a uuid the control plane refuses; shortening it
+    must not lose the chip either (the chips are matched to their rows by uuid)."""
+    text = CAPTURES["npu-smi-info-310-21.0.3.1-na-busid.txt"]
+    row = next(line for line in text.splitlines() if line.startswith("| 0 "))
+    damaged_text = text.replace(row, "| " + "9" * 200 + row[3:], 1)
+    [chip] = parse_npu_smi_info(damaged_text)
+    assert len(chip.device.uuid) == 128 and chip.device.health == "unhealthy"
+    assert "uuid longer than 128" in chip.device.health_reason
