@@ -1,9 +1,7 @@
 """What ``tokenfab simulate`` and ``bench/autoscaler.py`` share: fleets, policy names, the run.
 
 The fleet is sized from the trace (``TYPE:autoxDEVICES``) so that no policy's comparison is
-capped by it: enough replicas for four times the busiest 10 s of demand at full predicted
-capacity, and for one replica per request in flight at the busiest minute (what a request-count
-policy such as Ray Serve's can ask for). Every result still reports ``fleet_capped_s``.
+capped by it (:func:`fleet_replicas`). Every result still reports ``fleet_capped_s``.
 """
 
 from __future__ import annotations
@@ -126,11 +124,13 @@ def scenario_for(
 
 def fleet_replicas(trace: Trace, unit: UnitCapacity, *, ttft_s: float, tpot_s: float) -> int:
     """Replicas a fleet sized for ``trace`` holds: four times the busiest 10 s at full predicted
-    capacity, and one per request in flight at the busiest minute (arrivals x (TTFT + output x
-    TPOT)), plus four."""
+    capacity, and one per request of the busiest minute (a request-count policy such as Ray
+    Serve's asks for one replica per two requests in flight, in a backlog a minute's arrivals can
+    all be in flight, and a KV-usage policy such as APA doubles per step), plus four. ``ttft_s``
+    and ``tpot_s`` count a request longer than a minute in flight as more than one."""
     peak = max(needs(trace, unit, 10.0), default=1.0)
-    in_flight: dict[int, float] = {}
+    per_minute: dict[int, float] = {}
     for r in trace.requests:
         minute = int(r.arrival_s // 60)
-        in_flight[minute] = in_flight.get(minute, 0.0) + (ttft_s + r.output_tokens * tpot_s) / 60
-    return math.ceil(max(4 * peak, max(in_flight.values(), default=1.0))) + 4
+        per_minute[minute] = per_minute.get(minute, 0.0) + max(1.0, (ttft_s + r.output_tokens * tpot_s) / 60)
+    return math.ceil(max(4 * peak, max(per_minute.values(), default=1.0))) + 4
