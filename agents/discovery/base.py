@@ -20,6 +20,7 @@ Model names are normalised once, here (:func:`normalise_model`), whatever the so
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -204,6 +205,41 @@ def bounded(device: DiscoveredDevice, tool: str) -> tuple[DiscoveredDevice, list
     return replace(device, uuid=uuid, model=model, memory_bytes=memory), reasons
 
 
+MAX_REASON_CHARS = 256  # the control plane refuses a longer health reason (and ends the stream)
+
+
+def bounded_sample(sample: DeviceSample, tool: str) -> tuple[DeviceSample, list[str]]:
+    """The sample with every figure inside what the control plane accepts in a heartbeat
+    (controlplane/domain/nodes.py, DeviceTelemetry.check); a figure outside it would end the
+    agent's stream, so it is zeroed and named instead."""
+    reasons: list[str] = []
+    util, temp, used = sample.utilization_percent, sample.temperature_celsius, sample.memory_used_bytes
+    if not 0.0 <= util <= 100.0:  # also NaN
+        reasons.append(f"{tool} printed utilization {util:g}%")
+        util = 0.0
+    if not -50.0 <= temp <= 200.0:
+        reasons.append(f"{tool} printed temperature {temp:g}C")
+        temp = 0.0
+    if not 0 <= used <= MAX_MEMORY_BYTES:
+        reasons.append(f"{tool} printed {used // MiB} MiB of memory in use")
+        used = 0
+    if sample.ecc_uncorrected_errors < 0 or sample.xid_errors < 0:
+        reasons.append(f"{tool} printed a negative error count")
+    fixed = replace(
+        sample,
+        utilization_percent=util,
+        temperature_celsius=temp,
+        memory_used_bytes=used,
+        ecc_uncorrected_errors=max(sample.ecc_uncorrected_errors, 0),
+        xid_errors=max(sample.xid_errors, 0),
+    )
+    return fixed, reasons
+
+
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
+
+
 def distinct(
     pairs: list[tuple[DiscoveredDevice, DeviceSample]], *, tool: str
 ) -> list[tuple[DiscoveredDevice, DeviceSample]]:
@@ -222,8 +258,9 @@ def distinct(
     taken: set[int] = set()
     free = (i for i in range(MAX_INDEX) if i not in used)
     out: list[tuple[DiscoveredDevice, DeviceSample]] = []
-    for device, bounds, sample in kept:
-        reasons = list(bounds)
+    for device, bounds, raw_sample in kept:
+        sample, sample_bounds = bounded_sample(raw_sample, tool)
+        reasons = [*bounds, *sample_bounds]
         index = device.index
         if by_uuid[device.uuid] > 1:
             reasons.append(f"{tool} listed uuid {device.uuid} {by_uuid[device.uuid]} times")
@@ -238,6 +275,8 @@ def distinct(
             health, reason = worst((device.health, device.health_reason), (UNHEALTHY, "; ".join(reasons)))
             device = replace(device, index=index, health=health, health_reason=reason)
             sample = replace(sample, index=index, health=health, health_reason=reason)
+        device = replace(device, health_reason=_clip(device.health_reason))
+        sample = replace(sample, health_reason=_clip(sample.health_reason))
         out.append((device, sample))
     return out
 
@@ -264,14 +303,16 @@ _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
 def parse_int(text: str, *, default: int = 0) -> int:
     """Integer from a tool field; vendor placeholders ('[N/A]', 'NA', '-') give ``default``.
     A trailing unit ('81559 MiB', '0 %') is ignored."""
-    match = _NUMBER.match(text)
-    return int(float(match.group(1))) if match else default
+    value = parse_float(text, default=math.nan)
+    return int(value) if math.isfinite(value) else default
 
 
 def parse_float(text: str, *, default: float = 0.0) -> float:
-    """Float from a tool field ('37C', '69.85 W', '12%'); placeholders give ``default``."""
+    """Float from a tool field ('37C', '69.85 W', '12%'); placeholders give ``default``, and so
+    does a digit string too long for a float (it would read as infinity)."""
     match = _NUMBER.match(text)
-    return float(match.group(1)) if match else default
+    value = float(match.group(1)) if match else default
+    return value if math.isfinite(value) or not match else default
 
 
 _PREFIX = re.compile(r"^(?:nvidia|tesla|metax|mars|huawei|ascend|biren)(?:\s+|(?=\d))", re.IGNORECASE)

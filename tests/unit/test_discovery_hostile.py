@@ -75,6 +75,12 @@ def assert_registrable(pairs: Pairs) -> None:
         assert device.health in ("healthy", "degraded", "unhealthy")
         if device.memory_bytes < 256 * MiB:  # unknown (0) or implausible memory: never healthy
             assert device.health == "unhealthy" and device.health_reason
+        # and what a heartbeat may carry (DeviceTelemetry.check): anything else ends the stream
+        assert 0.0 <= sample.utilization_percent <= 100.0
+        assert -50.0 <= sample.temperature_celsius <= 200.0
+        assert 0 <= sample.memory_used_bytes <= 2 * 1024**4
+        assert sample.ecc_uncorrected_errors >= 0 and sample.xid_errors >= 0
+        assert len(device.health_reason) <= 256 and len(sample.health_reason) <= 256
 
 
 @st.composite
@@ -303,6 +309,12 @@ _DEVICES = st.lists(
         st.text(max_size=70),
         st.integers(0, 3 * 1024**4),
         st.sampled_from(["healthy", "degraded", "unhealthy"]),
+        st.tuples(  # utilization, temperature, memory used, ECC errors
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(-1, 3 * 1024**4),
+            st.integers(-2, 5),
+        ),
     ),
     max_size=12,
 )
@@ -314,15 +326,25 @@ def reason(health: str) -> str:
 
 @settings(max_examples=300, deadline=None)
 @given(_DEVICES)
-def test_distinct_always_returns_registrable_devices(rows: list[tuple[str, int, str, int, str]]) -> None:
+def test_distinct_always_returns_registrable_devices(
+    rows: list[tuple[str, int, str, int, str, tuple[float, float, int, int]]],
+) -> None:
     """Any list of devices a parser could build (a reason with every verdict but healthy): what
     comes out is registrable, and every device that had to change is unhealthy with a reason."""
     pairs = [
         (
             DiscoveredDevice(uuid=u, index=i, model=m, memory_bytes=b, health=h, health_reason=reason(h)),
-            DeviceSample(index=i, health=h, health_reason=reason(h)),
+            DeviceSample(
+                index=i,
+                utilization_percent=live[0],
+                temperature_celsius=live[1],
+                memory_used_bytes=live[2],
+                ecc_uncorrected_errors=live[3],
+                health=h,
+                health_reason=reason(h),
+            ),
         )
-        for u, i, m, b, h in rows
+        for u, i, m, b, h, live in rows
     ]
     out = distinct(pairs, tool="t")
     assert_registrable(out)
@@ -342,3 +364,49 @@ def test_npu_smi_absurd_npu_id_is_bounded_not_a_crash() -> None:
     [chip] = parse_npu_smi_info(damaged_text)
     assert len(chip.device.uuid) == 128 and chip.device.health == "unhealthy"
     assert "uuid longer than 128" in chip.device.health_reason
+
+
+def test_parse_int_and_float_survive_digit_strings_too_long_for_a_float() -> None:
+    """float('9' * 400) is inf and int(inf) raised OverflowError, out of every parser."""
+    from agents.discovery.base import parse_float, parse_int
+
+    assert parse_int("9" * 400) == 0 and parse_int("9" * 400, default=-1) == -1
+    assert parse_float("9" * 400 + "C") == 0.0
+    assert (parse_int("81559 MiB"), parse_float("37.5C"), parse_int("[N/A]", default=-1)) == (81559, 37.5, -1)
+    row = "0, GPU-1, NVIDIA L40S, " + "9" * 400
+    [(device, _)] = parse_nvidia_smi_csv("index, uuid, name, memory.total [MiB]\n" + row)
+    assert (device.memory_bytes, device.health) == (0, "unhealthy")
+
+
+def test_out_of_range_telemetry_is_unhealthy_not_a_refused_heartbeat() -> None:
+    """The control plane refuses a heartbeat with a temperature outside -50..200 C, a utilization
+    outside 0..100 % or a negative count, and ends the stream (the agent then reconnects in a
+    loop). The real L40S capture's row with those cells garbled: that GPU is unhealthy, and
+    every figure it sends is one the control plane accepts."""
+    text = CAPTURES["nvidia-smi-query-h100-590.48.01.csv"]
+    header, row = text.splitlines()[:2]
+    names = [h.strip() for h in header.split(",")]
+    cells = [c.strip() for c in row.split(",")]
+    for name, value in [("temperature.gpu", "65535"), ("utilization.gpu [%]", "250 %"),
+                        ("ecc.errors.uncorrected.volatile.total", "-1")]:  # fmt: skip
+        cells[names.index(name)] = value
+    pairs = parse_nvidia_smi_csv(header + "\n" + ", ".join(cells))
+    assert_registrable(pairs)
+    [(device, sample)] = pairs
+    assert device.health == sample.health == "unhealthy"
+    for word in ("temperature 65535C", "utilization 250%", "negative error count"):
+        assert word in sample.health_reason
+
+
+def test_long_reasons_are_clipped_to_what_the_control_plane_takes() -> None:
+    """Several garbled cells of one npu-smi row gave a reason over 256 characters, which the
+    heartbeat carries as is and the control plane refuses."""
+    text = CAPTURES["npu-smi-info-910a-22.0.3.1-gpustack.txt"]
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| 0 ") and "|" in line[3:])
+    lines[at] = lines[at].rstrip().removesuffix("|") + " junk" * 60 + " |"  # 60 extra values
+    chips = parse_npu_smi_info("\n".join(lines))
+    assert_registrable([(c.device, c.sample) for c in chips])
+    assert chips[0].npu_id == 0 and chips[0].device.health == "unhealthy"
+    assert len(chips[0].device.health_reason) == 256 and chips[0].device.health_reason.endswith("...")
+    assert chips[0].sample.health_reason == chips[0].device.health_reason
