@@ -11,7 +11,10 @@ One bad device never fails the node. A parser that can identify a device but not
 returns the device with ``health="unhealthy"`` and the reason (for example "memory.total not
 reported"); ``memory_bytes`` is then 0, meaning unknown. Only output in which no device can be
 identified at all is an error (:class:`ToolFailed`), and then loudly: a tool that is present but
-prints nothing we understand is never reported as "not present".
+prints nothing we understand is never reported as "not present". Every parser ends with
+:func:`distinct`, which also keeps each device and sample inside what the control plane accepts
+(unique uuids and indices, field lengths and ranges): one garbled field would otherwise make it
+refuse the node's registration or end its heartbeat stream, failing the node for one device.
 
 Model names are normalised once, here (:func:`normalise_model`), whatever the source: 'NVIDIA H100
 80GB HBM3' -> 'H100', 'MXC500' and 'MetaX C500' -> 'C500', 'Ascend910B3', 'Ascend 910B3' and
