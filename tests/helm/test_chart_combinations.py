@@ -32,6 +32,9 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "operator-in-two-namespaces": {"controlPlane": {"operator": {"namespaces": ["team-a", "team-b"]}}},
+    "one-control-plane-instance": {
+        "controlPlane": {"replicas": 1, "podDisruptionBudget": {"minAvailable": 0}}
+    },
     "plaintext-kuberay": {
         "tls": {"enabled": False},
         "ray": {"kuberay": {"enabled": True}},
@@ -72,6 +75,14 @@ def test_no_two_objects_share_kind_name_and_namespace(name: str) -> None:
         (  # a Service name may have 63 characters; cluster.name may have 63 by the schema
             {"cluster": {"name": "a" * 50}, "ray": {"kuberay": {"enabled": True}}},
             "longer than the 63 characters a Service name may have",
+        ),
+        (  # one replica and the default minAvailable 2: a PDB no eviction can ever satisfy
+            {"controlPlane": {"replicas": 1}},
+            "controlPlane.podDisruptionBudget.minAvailable (2) is not less than controlPlane.replicas (1)",
+        ),
+        (  # as many as there are: the same, every drain waits forever
+            {"controlPlane": {"replicas": 2}},
+            "controlPlane.podDisruptionBudget.minAvailable (2) is not less than controlPlane.replicas (2)",
         ),
         (  # two Roles of one name in one namespace
             {"controlPlane": {"operator": {"namespaces": ["a", "a"]}}},
