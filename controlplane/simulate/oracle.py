@@ -43,7 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from controlplane.executor.simengine import SimEngine, SimRequest
-from controlplane.simulate.sim import Simulator, outstanding_tokens, warm_replicas
+from controlplane.simulate.sim import Simulator, outstanding_tokens
+from controlplane.simulate.sizing import warm_replicas
 from controlplane.simulate.trace import Trace, TraceRequest
 
 

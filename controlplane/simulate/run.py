@@ -16,7 +16,8 @@ from controlplane.autoscale.policy import Policy, TokenfabPolicy, UnitCapacity
 from controlplane.catalog import Catalog
 from controlplane.domain.nodes import Vendor
 from controlplane.scheduler import NodeSlot
-from controlplane.simulate.sim import Scenario, Simulator, needs, peak_replicas
+from controlplane.simulate.sim import Scenario, Simulator
+from controlplane.simulate.sizing import needs, peak_replicas
 from controlplane.simulate.trace import Trace
 
 POLICY_NAMES = ("tokenfab", "ray_serve", "aibrix_apa", "kpa", "static_peak", "oracle")

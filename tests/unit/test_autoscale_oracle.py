@@ -17,7 +17,8 @@ from controlplane.catalog import load_catalog
 from controlplane.simulate.compare import Setup, compare, parse_duration
 from controlplane.simulate.oracle import _search, plan_oracle
 from controlplane.simulate.run import fleet_replicas, make_policy, scenario_for
-from controlplane.simulate.sim import Simulator, peak_replicas
+from controlplane.simulate.sim import Simulator
+from controlplane.simulate.sizing import peak_replicas
 from controlplane.simulate.trace import SyntheticDemand, Trace, TraceRequest, synthetic_trace
 
 CATALOG = load_catalog()

@@ -13,7 +13,8 @@ from controlplane.autoscale.baselines import StaticPolicy
 from controlplane.catalog import load_catalog
 from controlplane.cli.main import app
 from controlplane.simulate.run import POLICY_NAMES, make_fleet, make_policy, scenario_for
-from controlplane.simulate.sim import Scenario, Simulator, peak_replicas
+from controlplane.simulate.sim import Scenario, Simulator
+from controlplane.simulate.sizing import peak_replicas
 from controlplane.simulate.trace import SyntheticDemand, Trace, TraceError, load_trace, synthetic_trace
 
 CATALOG = load_catalog()
