@@ -49,9 +49,12 @@ def gateway_command(
     policy: Annotated[str, typer.Option(help="affinity | least_load | random")] = "affinity",
     burst: Annotated[float, typer.Option(help="seconds of reserved tokens a tenant may burst")] = 2.0,
     spare_horizon: Annotated[
-        float,
-        typer.Option(help="best effort above the reservation while replicas have < this many s of work"),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            help="best effort above the reservation while replicas have < this many s of output work "
+            "(default: an average call's duration at the request's SLO)"
+        ),
+    ] = None,
     cold_start_wait: Annotated[float, typer.Option(help="s a call waits for a first replica")] = 60.0,
     max_attempts: Annotated[int, typer.Option(help="replicas tried per call before its first token")] = 3,
     first_token_timeout: Annotated[float, typer.Option(help="s to a replica's first event")] = 30.0,

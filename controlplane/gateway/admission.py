@@ -5,9 +5,11 @@ seconds of it. A call costs its ``max_tokens`` (output the reservation is sized 
 
 1. the bucket holds the call's cost (or a whole burst, for calls larger than a burst): admitted
    as **guaranteed**; the bucket pays (and may go into debt for a large call);
-2. otherwise, while the lane's replicas have spare capacity (the work queued on them, in seconds
-   at their predicted rate, stays under ``spare_horizon_s`` with this call): admitted as
-   **best effort**, free of the bucket;
+2. otherwise, while the lane's replicas have spare capacity (the output tokens still to produce
+   for the calls in flight, in seconds at their predicted rate, stay under the spare horizon with
+   this call): admitted as **best effort**, free of the bucket. The horizon is, unless set, the
+   duration of an average call at the SLO (TPOT target x mean output tokens): a replica at its
+   predicted rate with that much work queued is about full (Little's law);
 3. otherwise the call **queues** until the bucket refills or capacity frees up, at most until its
    deadline (the lane's TTFT target); a call whose wait would pass the deadline is refused at once
    with 429 and ``Retry-After`` (the seconds the bucket needs), a queued call whose deadline
@@ -106,13 +108,13 @@ def decide(
 @dataclass
 class Settings:
     burst_s: float = 2.0
-    spare_horizon_s: float = 1.0
+    spare_horizon_s: float | None = None  # None: each lane's average call duration at the SLO
     cold_start_wait_s: float = 60.0
 
 
 class Admission:
-    """Per-lane buckets and queues. ``outstanding(lane)`` gives the tokens in flight on the lane's
-    replicas (the router's accounting)."""
+    """Per-lane buckets and queues. ``outstanding(lane)`` gives the output tokens in flight on the
+    lane's replicas (the proxy's accounting)."""
 
     def __init__(
         self,
@@ -174,7 +176,9 @@ class Admission:
                     d = decide(
                         self.bucket(lane), cost,
                         queued_s=self._outstanding(lane) / capacity if capacity > 0 else math.inf,
-                        capacity_tps=capacity, spare_horizon_s=self.settings.spare_horizon_s,
+                        capacity_tps=capacity,
+                        spare_horizon_s=lane.call_s if self.settings.spare_horizon_s is None
+                        else self.settings.spare_horizon_s,
                         remaining_s=rate_deadline - now,
                     )  # fmt: skip
                     if d.verdict is Verdict.GUARANTEED:

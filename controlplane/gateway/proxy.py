@@ -141,7 +141,8 @@ class Upstreams:
         self.router = router
         self.metrics = metrics
         self.settings = settings or Settings()
-        self.outstanding: dict[str, float] = {}
+        self.outstanding: dict[str, float] = {}  # replica -> prompt + max_tokens in flight (routing)
+        self.outstanding_output: dict[str, float] = {}  # replica -> max_tokens in flight (admission)
         self._ejected: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
         self.on_release: Callable[[], None] = lambda: None
@@ -158,7 +159,8 @@ class Upstreams:
             self._session = None
 
     def lane_load(self, lane: Lane) -> float:
-        return sum(self.outstanding.get(b.replica_id, 0.0) for b in lane.backends)
+        """Output tokens the lane's replicas may still have to produce for the calls in flight."""
+        return sum(self.outstanding_output.get(b.replica_id, 0.0) for b in lane.backends)
 
     def _pick(self, lane: Lane, call: Call, tried: set[str]) -> Backend | None:
         now = time.monotonic()
@@ -170,9 +172,10 @@ class Upstreams:
             backend = self.router.choose(lane.backends, self.outstanding, cost=call.cost, exclude=tried)
         return backend
 
-    def _hold(self, backend: Backend, cost: float) -> Callable[[], None]:
+    def _hold(self, backend: Backend, cost: float, output: float) -> Callable[[], None]:
         rid = backend.replica_id
         self.outstanding[rid] = self.outstanding.get(rid, 0.0) + cost
+        self.outstanding_output[rid] = self.outstanding_output.get(rid, 0.0) + output
         self.metrics.outstanding.labels(rid).set(self.outstanding[rid])
         released = False
 
@@ -182,6 +185,11 @@ class Upstreams:
                 return
             released = True
             left = self.outstanding.get(rid, 0.0) - cost
+            left_output = self.outstanding_output.get(rid, 0.0) - output
+            if left_output <= 1e-9:
+                self.outstanding_output.pop(rid, None)
+            else:
+                self.outstanding_output[rid] = left_output
             if left <= 1e-9:
                 self.outstanding.pop(rid, None)
                 left = 0.0
@@ -210,7 +218,7 @@ class Upstreams:
             if backend is None:
                 break
             tried.add(backend.replica_id)
-            release = self._hold(backend, call.cost)
+            release = self._hold(backend, call.cost, call.max_tokens)
             try:
                 async with self._session.post(
                     backend.endpoint + path, data=body, headers={"Content-Type": "application/json"},
@@ -245,7 +253,7 @@ class Upstreams:
             if backend is None:
                 break
             tried.add(backend.replica_id)
-            release = self._hold(backend, call.cost)
+            release = self._hold(backend, call.cost, call.max_tokens)
             reply: aiohttp.ClientResponse | None = None
             try:
                 reply = await self._session.post(

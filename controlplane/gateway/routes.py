@@ -49,6 +49,7 @@ class Lane:
     ttft_budget_s: float
     scale_to_zero: bool
     backends: tuple[Backend, ...]
+    call_s: float = 8.0  # an average call's duration at the SLO (TPOT target x mean output tokens)
 
     @property
     def capacity_tps(self) -> float:
@@ -85,6 +86,7 @@ def build(requests: Iterable[CapacityRecord], replicas: Iterable[ReplicaRecord])
             ttft_budget_s=min(c.spec.latency.ttft_p95_ms for c in records) / 1000.0,
             scale_to_zero=any(c.spec.autoscaling.scale_to_zero for c in records),
             backends=backends,
+            call_s=min(c.spec.latency.tpot_p95_ms / 1000.0 * c.spec.mean_output_tokens for c in records),
         )
     return lanes
 

@@ -67,7 +67,7 @@ class GatewayConfig(BaseModel):
     metrics_address: str | None = None
     policy: Policy = "affinity"
     burst_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
-    spare_horizon_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    spare_horizon_s: Annotated[float, Field(ge=0, le=3600)] | None = None  # None: per lane, see admission
     cold_start_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     first_token_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
