@@ -1,31 +1,47 @@
-"""Chaos: kill -9 the leading control plane at random moments while capacity requests are created
-and cancelled; check that nothing acknowledged is lost and nothing is left duplicated.
+"""Chaos: inject one kind of fault at random moments while capacity requests are created and
+cancelled; check that nothing acknowledged is lost and nothing is left duplicated.
 
-    python bench/chaos.py --iterations 50 [--seed 7]
+    python bench/chaos.py --fault leader-kill --iterations 20 [--seed 7]
 
-Processes: a real etcd, one local Ray cluster (head, executor process), two simulated 4 x H100
-nodes (agent processes with raylets, talking to instance "c"), three ``tokenfab controlplane``
-processes ("a", "b", "c"; leader TTL 5 s). Each iteration: a create (while fewer than three
-requests are active) or a cancel, sent to a random instance, and at a random moment within 0-2 s
-of it a kill -9 of whichever instance leads, restarted at once. Then the system must converge:
-every acknowledged request is there with its acknowledged state (lost_requests otherwise), every
-active one is Ready with no surplus replica and every cancelled one has none left
-(duplicate_replicas counts surplus live replicas plus Ray actors no live replica claims), within
-``--converge`` seconds (convergence_s from the kill). Prints one JSON object; no assertions.
+Processes: a real three-member etcd cluster, one local Ray cluster (head, executor process), two
+simulated 4 x H100 nodes (agent processes with raylets, talking to instance "c" through one
+loopback relay each), three ``tokenfab controlplane`` processes ("a", "b", "c"; leader TTL 5 s).
+Each iteration: a create (while fewer than three requests are active) or a cancel, sent to a
+random instance, and at a random moment within 0-2 s of it the fault (``--fault``):
+
+- ``leader-kill``: kill -9 of whichever instance leads, restarted at once.
+- ``leader-pause``: SIGSTOP of the leader for TTL + 2 s (a successor is elected meanwhile), then
+  SIGCONT: the old leader wakes up mid-pass and must not act (fenced writes).
+- ``etcd-member``: kill -9 of a random etcd member, restarted 3 s later.
+- ``compaction``: kill -9 of the member every instance talks to, two writes, a compaction of
+  etcd's history at that revision, the member back 2 s later: every watcher resumes on another
+  member from a compacted revision and must list again.
+- ``agent-partition``: one agent's relay goes silent (connections stay open, no bytes pass)
+  for 3-12 s: the node goes Suspect (Lost after 10 s) and back.
+
+Then the system must converge: every acknowledged request is there with its acknowledged state
+(lost_requests otherwise), every active one is Ready with no surplus replica and every cancelled
+one has none left (duplicate_replicas counts surplus live replicas plus Ray actors no live
+replica claims), within ``--converge`` seconds (convergence_s from the fault's start). Prints one
+JSON object; no assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +54,76 @@ from bench.procs import ControlPlaneProc as Plane  # noqa: E402
 from bench.procs import stop_agents  # noqa: E402
 from controlplane.domain.capacity import CapacityRecord  # noqa: E402
 from controlplane.domain.replicas import LIVE, ReplicaRecord  # noqa: E402
-from controlplane.embedded.etcd import EtcdProcess  # noqa: E402
+from controlplane.embedded.etcd import EtcdCluster  # noqa: E402
 from controlplane.embedded.ray import ExecutorProcess, RayHead  # noqa: E402
 from controlplane.executor.service import RemoteExecutor  # noqa: E402
 from controlplane.store import keys  # noqa: E402
 from controlplane.store.etcd import EtcdStore  # noqa: E402
 from tokenfab.logs import configure  # noqa: E402
+from tokenfab.parent import die_with_parent  # noqa: E402
 from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc  # noqa: E402
 
 TOKEN = (("authorization", "Bearer bench-token"),)
 NODES = ("ch-0", "ch-1")
 TARGET = 3000.0  # one H100 replica of Qwen2.5-7B
+LEADER_TTL_S = 5
+FAULTS = ("leader-kill", "leader-pause", "etcd-member", "compaction", "agent-partition")
+
+
+class Relay:
+    """A loopback TCP relay to one control-plane instance that can go silent: connections stay
+    open but no byte passes either way (no FIN, no RST), as over a cut link."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.silent = False
+        self.server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._conns.add(writer)
+        try:
+            while self.silent:  # a connection made during the partition hears nothing
+                await asyncio.sleep(0.2)
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._conns.add(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    while self.silent:  # held while silent (TCP retransmits once the link is back)
+                        await asyncio.sleep(0.05)
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        with contextlib.suppress(asyncio.CancelledError):  # the relay is stopping
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self._conns):
+            conn.close()
+
+
+@dataclass
+class World:
+    """Everything a fault may act on."""
+
+    cluster: EtcdCluster
+    store: EtcdStore
+    planes: dict[str, Plane]
+    relays: dict[str, Relay] = field(default_factory=dict)
+    compactions: int = 0
 
 
 async def state(
@@ -92,6 +167,52 @@ async def leader(store: EtcdStore) -> str:
     return json.loads(kv.value)["identity"] if kv is not None else ""
 
 
+async def inject(fault: str, world: World, rng: random.Random) -> str:
+    """Carry out one fault; returns what was hit. Ends with everything running again."""
+    if fault in ("leader-kill", "leader-pause"):
+        name = await leader(world.store) or "a"
+        plane = world.planes[name]
+        if fault == "leader-kill":
+            plane.kill()
+            plane.start()
+        else:
+            assert plane.proc is not None
+            os.kill(plane.proc.pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(LEADER_TTL_S + 2)  # past its lease: a successor leads
+            finally:
+                os.kill(plane.proc.pid, signal.SIGCONT)
+        return name
+    if fault == "etcd-member":
+        member = rng.choice(world.cluster.members)
+        member.kill()
+        await asyncio.sleep(3)
+        await member.start()
+        return member.name
+    if fault == "compaction":
+        # the member every instance talks to: they all start on the first and, when it dies, move
+        # on to the next in order, so hitting the members in turn always hits theirs
+        member = world.cluster.members[world.compactions % len(world.cluster.members)]
+        world.compactions += 1
+        member.kill()  # every watch breaks; its owner retries a second later, on another member
+        await world.store.put("/chaos/tick", b"1")
+        revision = await world.store.put("/chaos/tick", b"2")
+        await world.store.compact(revision)  # before they resume: every resume revision is gone
+        await asyncio.sleep(2)
+        await member.start()
+        return f"{member.name}@{revision}"
+    if fault == "agent-partition":
+        node = rng.choice(sorted(world.relays))
+        relay = world.relays[node]
+        relay.silent = True
+        try:
+            await asyncio.sleep(rng.uniform(3, 12))
+        finally:
+            relay.silent = False
+        return node
+    raise ValueError(f"fault: expected one of {', '.join(FAULTS)}, got {fault!r}")
+
+
 async def operate(
     target: Plane, active: list[str], i: int, spec: Any, expected: dict[str, bool], rng: random.Random
 ) -> None:
@@ -114,11 +235,37 @@ async def operate(
                     raise
                 expected[victim] = False
     except grpc.aio.AioRpcError:
-        pass  # not acknowledged (its instance was the one killed): nothing is expected of it
+        pass  # not acknowledged (its instance was the one hit): nothing is expected of it
+
+
+def start_agent(
+    node: str, work: Path, fleet: Path, address: str, epoch: str, ray: str
+) -> subprocess.Popen[bytes]:
+    with (work / f"agent-{node}.log").open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli.main", "agent", "--backend", "simulated", "--node", node,
+             "--fleet", str(fleet), "--address", address, "--sim-epoch", epoch,
+             "--ray-address", ray, "--ray-temp-dir", str(work / node)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(),
+        )  # fmt: skip
+
+
+def evidence(work: Path) -> dict[str, int]:
+    """What the instances' logs say they did about the faults (a fault that changed nothing
+    would show here as zeros)."""
+    markers = {"followers_relisted": "follow.resynced", "fenced_passes": "reconcile.fenced",
+               "elections": "election.leader"}  # fmt: skip
+    counts = dict.fromkeys(markers, 0)
+    for log in work.glob("cp-*.log"):
+        text = log.read_text(errors="replace")
+        for name, marker in markers.items():
+            counts[name] += text.count(f'"{marker}"')
+    return counts
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--fault", choices=FAULTS, default="leader-kill")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--converge", type=float, default=60.0, help="give up on an iteration after this, s")
@@ -133,39 +280,39 @@ async def main() -> None:
     ))  # fmt: skip
     tenants = work / "tenants.yaml"
     tenants.write_text("tenants:\n  - {name: bench, token: bench-token}\n")
-    etcd = EtcdProcess(work / "etcd", log_file=work / "etcd.log")
+    cluster = EtcdCluster(work / "etcd", 3)
     head = RayHead(work / "h", log_file=work / "head.log")
     executor = ExecutorProcess("bench", "", log_file=work / "executor.log")
     agents: list[subprocess.Popen[bytes]] = []
     planes: dict[str, Plane] = {}
+    relays: dict[str, Relay] = {}
     store: EtcdStore | None = None
     result: dict[str, Any] = {
+        "fault": args.fault,
         "iterations": args.iterations,
         "seed": args.seed,
         "instances": 3,
-        "leader_ttl_s": 5,
+        "etcd_members": 3,
+        "leader_ttl_s": LEADER_TTL_S,
     }
+    failed = True
     try:
-        await etcd.start()
+        await cluster.start()
         await asyncio.to_thread(head.start)
         executor.ray_address = head.address
         executor.spawn()
         await executor.wait_ready()
-        store = EtcdStore(etcd.host, etcd.client_port)
+        store = EtcdStore(endpoints=[(m.host, m.client_port) for m in cluster.members], timeout_s=2.0)
         await store.connect()
         extra = ["--sim-start-delay", "1", "--reconcile-interval", "0.5"]
-        planes = {n: Plane(n, work, etcd.endpoint, executor.address, tenants, extra) for n in "abc"}
+        planes = {n: Plane(n, work, cluster.endpoint, executor.address, tenants, extra) for n in "abc"}
         for plane in planes.values():
             plane.start()
         epoch = f"{time.time():.3f}"
         for node in NODES:
-            with (work / f"agent-{node}.log").open("ab") as out:
-                agents.append(subprocess.Popen(
-                    [sys.executable, "-m", "controlplane.cli.main", "agent", "--backend", "simulated", "--node", node,
-                     "--fleet", str(fleet), "--address", planes["c"].address, "--sim-epoch", epoch,
-                     "--ray-address", head.address, "--ray-temp-dir", str(work / node)],
-                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                ))  # fmt: skip
+            relays[node] = Relay(planes["c"].address)
+            agents.append(start_agent(node, work, fleet, await relays[node].start(), epoch, head.address))
+        world = World(cluster, store, planes, relays)
         client = RemoteExecutor("bench", executor.address)
         deadline = time.monotonic() + 120
         while len([n for n in (await client.inventory()).nodes if n.alive and n.node_id]) < len(NODES):
@@ -175,6 +322,7 @@ async def main() -> None:
         await asyncio.sleep(3)  # registrations reach every instance
         expected: dict[str, bool] = {}
         convergence, lost_total, dup_max, failures = [], 0, 0, 0
+        hit: dict[str, int] = {}
         spec = capacity_pb2.CapacitySpec(
             model="qwen2.5-7b-instruct", output_tokens_per_second=TARGET, allowed_accelerators=["H100"],
             latency=capacity_pb2.LatencyClass(ttft_p95_ms=1000, tpot_p95_ms=50),
@@ -182,20 +330,19 @@ async def main() -> None:
         for i in range(args.iterations):
             target = planes[rng.choice("abc")]
             active = [rid for rid, on in expected.items() if on]
-
             op = asyncio.create_task(operate(target, active, i, spec, expected, rng))
             await asyncio.sleep(rng.uniform(0, 2))
-            victim_name = await leader(store) or "a"
-            killed_at = time.monotonic()
-            planes[victim_name].kill()
-            planes[victim_name].start()
+            fault_at = time.monotonic()
+            victim = await inject(args.fault, world, rng)
+            hit[victim.split("@")[0]] = hit.get(victim.split("@")[0], 0) + 1
             await op
             done = None
-            while time.monotonic() - killed_at < args.converge:
-                lost, dups, converged = judge(expected, *await state(store, client))
-                if converged:
-                    done = time.monotonic() - killed_at
-                    break
+            while time.monotonic() - fault_at < args.converge:
+                with contextlib.suppress(Exception):  # an executor or etcd hiccup: look again
+                    lost, dups, converged = judge(expected, *await state(store, client))
+                    if converged:
+                        done = time.monotonic() - fault_at
+                        break
                 await asyncio.sleep(0.25)
             lost, dups, _ = judge(expected, *await state(store, client))
             lost_total += lost
@@ -204,7 +351,7 @@ async def main() -> None:
                 failures += 1
             else:
                 convergence.append(done)
-            print(json.dumps({"iteration": i, "killed": victim_name, "converged_s": done and round(done, 2),
+            print(json.dumps({"iteration": i, "fault": args.fault, "hit": victim, "converged_s": done and round(done, 2),
                               "lost": lost, "duplicates": dups}), file=sys.stderr, flush=True)  # fmt: skip
         await client.close()
         result.update(
@@ -214,17 +361,29 @@ async def main() -> None:
             max_convergence_s=round(max(convergence), 2) if convergence else None,
             median_convergence_s=round(statistics.median(convergence), 2) if convergence else None,
             requests_acknowledged=len(expected),
+            hit=hit,
+            **evidence(work),
         )
+        failed = False
     finally:
+        for relay in relays.values():
+            relay.silent = False
         stop_agents(agents)
+        for relay in relays.values():
+            await relay.stop()
         for plane in planes.values():
+            if plane.proc is not None and plane.proc.poll() is None:
+                os.kill(plane.proc.pid, signal.SIGCONT)
             plane.kill()
         if store is not None:
             await store.close()
         executor.stop()
         head.stop(5.0)
-        etcd.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        cluster.stop()
+        if failed:
+            print(f"failed: logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 
