@@ -62,7 +62,9 @@ HEARTBEAT_MAX_S = 30.0
 ACK_DEADLINE_BEATS = 3
 ACK_DEADLINE_MIN_S = 2.0
 KEEPALIVE: list[tuple[str, object]] = [
-    ("grpc.keepalive_time_ms", 5_000),  # ping after 5 s without traffic ...
+    # ping after 10 s without traffic (the server refuses pings closer than 5 s apart when it
+    # sends nothing: api/server.py) ...
+    ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 3_000),  # ... and drop the connection if the ack takes 3 s
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),  # the stream's own beats are data; pings never stop
