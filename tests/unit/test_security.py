@@ -171,3 +171,27 @@ def test_authentication_order() -> None:
         authn.authenticate([("authorization", "Bearer x")], plaintext, "ipv4:127.0.0.1:5000")
     assert not Authenticator().authenticate([], plaintext, "ipv4:127.0.0.1:5000")
     assert is_loopback_peer("ipv6:[::1]:80") and not is_loopback_peer("ipv4:128.0.0.1:1")
+
+
+def test_plaintext_beyond_loopback_needs_insecure(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from controlplane.config import ControlPlaneConfig, is_loopback
+    from controlplane.errors import InvalidArgument
+    from controlplane.executor.service import check_listen
+    from tokenfab.tls import ServerTLS
+
+    for address in ("0.0.0.0:50051", "10.1.2.3:50051", "[::]:50051"):
+        assert not is_loopback(address)
+        with pytest.raises(ValidationError, match="address: .* not a loopback address"):
+            ControlPlaneConfig(address=address)
+        assert ControlPlaneConfig(address=address, insecure=True).insecure
+        with pytest.raises(InvalidArgument, match="listen"):
+            check_listen(address, None, insecure=False)
+        check_listen(address, None, insecure=True)
+    for address in ("127.0.0.1:1", "localhost:1", "[::1]:1"):
+        assert is_loopback(address)
+        ControlPlaneConfig(address=address)
+    pem = tmp_path / "x.pem"
+    with pytest.raises(InvalidArgument, match="tls_client_ca"):  # an executor admits only control planes
+        check_listen("0.0.0.0:1", ServerTLS(pem, pem), insecure=False)
