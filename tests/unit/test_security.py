@@ -183,7 +183,7 @@ def test_plaintext_beyond_loopback_needs_insecure(tmp_path: Path) -> None:
 
     for address in ("0.0.0.0:50051", "10.1.2.3:50051", "[::]:50051"):
         assert not is_loopback(address)
-        with pytest.raises(ValidationError, match="address: .* not a loopback address"):
+        with pytest.raises(ValidationError, match=r"address: .* not a loopback address"):
             ControlPlaneConfig(address=address)
         assert ControlPlaneConfig(address=address, insecure=True).insecure
         with pytest.raises(InvalidArgument, match="listen"):
