@@ -195,3 +195,25 @@ def test_plaintext_beyond_loopback_needs_insecure(tmp_path: Path) -> None:
     pem = tmp_path / "x.pem"
     with pytest.raises(InvalidArgument, match="tls_client_ca"):  # an executor admits only control planes
         check_listen("0.0.0.0:1", ServerTLS(pem, pem), insecure=False)
+
+
+async def test_the_audit_log_is_append_only_and_bounded() -> None:
+    from datetime import UTC, datetime
+
+    from controlplane.security import AuditEntry, AuditLog
+    from controlplane.store.memory import MemoryStore
+
+    store = MemoryStore()
+    audit = AuditLog(store, max_entries=100, trim_every=10)
+    for i in range(250):
+        await audit.append(
+            AuditEntry(at=datetime.now(UTC), principal="tenant/a", method="CapacityService/Create",
+                       target=f"k{i}", result="OK", reason="x" * 2000)
+        )  # fmt: skip
+    entries = await audit.list(limit=0)
+    assert 100 <= len(entries) <= 110  # trimmed every 10 appends to the newest 100
+    assert entries[-1].target == "k249" and int(entries[0].target[1:]) >= 140
+    assert all(len(e.reason) <= 512 for e in entries)  # bounded text
+    assert audit.failures == 0
+    await store.put("/tokenfab/v1/audit/99999999999999999999-000000", b"not json")
+    assert len(await audit.list(limit=0)) == len(entries)  # an unreadable entry is skipped
