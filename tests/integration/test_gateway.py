@@ -591,3 +591,38 @@ def test_fuzz_bodies_never_break_the_gateway(fuzz_gateway: str, body: bytes, pat
 async def fuzz_gateway(gateway: GatewayProcess, store: EtcdStore, replicas: list[Replica]) -> str:
     await setup_lane(store, gateway, replicas)
     return gateway.url
+
+
+async def test_a_replica_silent_before_its_first_token_is_given_up_for_another(
+    etcd: EtcdProcess, tmp_path: Path, store: EtcdStore, replicas: list[Replica]
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # reads the call, never answers
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    gw = await gateway_for(
+        etcd, tmp_path, "--policy", "least_load", "--first-token-timeout", "1", "--request-timeout", "2"
+    )
+    try:
+        good = Replica()
+        replicas.append(good)
+        await put_request(store, "req-alpha", "alpha")
+        # the silent one looks a thousand times faster: the router tries it first every time
+        await put_replica(store, "r-silent", "req-alpha", "alpha", silent_url, capacity=1e6)
+        await put_replica(store, "r-good", "req-alpha", "alpha", good.endpoint, capacity=1e3)
+        await routable(gw, "alpha", 2)
+        async with aiohttp.ClientSession() as s:
+            status, _ = await post(s, gw, "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 4})
+            assert status == 200
+            status, events = await stream(
+                s, gw, "/v1/completions", {"model": MODEL, "prompt": "y", "max_tokens": 4}
+            )
+            assert status == 200
+            assert events[-1] == "[DONE]"
+        assert await gw.metric("tokenfab_gateway_retries_total", cause="TimeoutError") >= 1
+    finally:
+        gw.stop()
+        server.close()

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
 
 from controlplane.domain.replicas import ReplicaState
+from controlplane.gateway import GatewayConfig
 from controlplane.gateway.metering import Meter, read_usage
 from controlplane.gateway.routes import RouteWatch
 from controlplane.store import keys
@@ -74,3 +79,20 @@ async def test_usage_adds_up_per_tenant_request_and_hour_across_instances() -> N
     later = await read_usage(store, since=datetime(2026, 1, 1, 10, 30, tzinfo=UTC))
     assert [(r.tenant, r.hour.hour) for r in later] == [("alpha", 10)]
     assert {r.tenant for r in await read_usage(store)} == {"alpha", "beta"}
+
+
+def test_the_gateway_listens_beyond_loopback_only_with_tls(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.yaml"
+    assert GatewayConfig(tenants_file=tenants).listen == "127.0.0.1:8080"
+    assert GatewayConfig(tenants_file=tenants, listen="[::1]:9000").port == 9000
+    with pytest.raises(ValidationError, match=r"0\.0\.0\.0 is not loopback"):
+        GatewayConfig(tenants_file=tenants, listen="0.0.0.0:8080")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    assert (
+        GatewayConfig(tenants_file=tenants, listen="0.0.0.0:443", tls_cert=cert, tls_key=key).host
+        == "0.0.0.0"
+    )
+    with pytest.raises(ValidationError, match="listen: expected host:port"):
+        GatewayConfig(tenants_file=tenants, listen="8080")
+    with pytest.raises(ValidationError, match="policy"):
+        GatewayConfig(tenants_file=tenants, policy="fastest")  # type: ignore[arg-type]
