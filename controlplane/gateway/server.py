@@ -140,7 +140,7 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._owned_store = False
         self.port = 0
-        self._inflight = 0
+        self._gauged: set[str] = set()  # replica ids with an outstanding-tokens series
 
     @property
     def base_url(self) -> str:
@@ -237,6 +237,13 @@ class Gateway:
     def _on_lanes(self, lanes: dict[tuple[str, str], Lane]) -> None:
         for (tenant, model), lane in lanes.items():
             self.metrics.replicas.labels(tenant, model).set(len(lane.backends))
+        current = {b.replica_id for lane in lanes.values() for b in lane.backends}
+        for gone in self._gauged - current:  # replicas come and go: their series go with them
+            if self.upstreams is None or gone not in self.upstreams.outstanding:
+                with contextlib.suppress(KeyError):
+                    self.metrics.outstanding.remove(gone)
+                self._gauged.discard(gone)
+        self._gauged |= current
         if self.admission is not None and any(self.admission.waiting.values()):
             with contextlib.suppress(RuntimeError):  # no loop while starting
                 asyncio.get_running_loop().create_task(self.admission.notify())
