@@ -626,3 +626,23 @@ async def test_a_replica_silent_before_its_first_token_is_given_up_for_another(
     finally:
         gw.stop()
         server.close()
+
+
+async def test_a_short_burst_over_the_reservation_queues_instead_of_failing(
+    etcd: EtcdProcess, tmp_path: Path, store: EtcdStore, replicas: list[Replica]
+) -> None:
+    # 100 tokens/s reserved, a one-second bucket, no best effort: three calls of 60 tokens at
+    # once are one more than the bucket holds; the others wait for it to refill, within the
+    # request's 3 s TTFT target, and are served
+    gw = await gateway_for(etcd, tmp_path, "--burst", "1", "--spare-horizon", "0")
+    try:
+        await setup_lane(store, gw, replicas, reserved=100, ttft_ms=3000)
+        body = {"model": MODEL, "prompt": "burst", "max_tokens": 60}
+        async with aiohttp.ClientSession() as s:
+            results = await asyncio.gather(*(post(s, gw, "/v1/completions", body) for _ in range(3)))
+        assert [status for status, _ in results] == [200, 200, 200]
+        assert await gw.metric("tokenfab_gateway_admitted_total", cls="guaranteed") == 3
+        assert await gw.metric("tokenfab_gateway_queue_wait_seconds_sum") >= 0.5  # 0.2 s + 0.8 s of refill
+        assert await gw.metric("tokenfab_gateway_rejections_total") == 0
+    finally:
+        gw.stop()
