@@ -50,6 +50,7 @@ from controlplane.domain.capacity import CapacitySpec
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.loadgen import LoadGenerator
 from controlplane.embedded.ray import ExecutorProcess, RayHead, reap_stale_children, remember_children
+from controlplane.errors import TokenfabError
 from controlplane.gateway import Gateway, GatewayConfig
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.security import Issued, Kind, LocalCA
@@ -370,11 +371,15 @@ async def run_up(
             # or the first plan only sees the nodes that happened to be quick
             await _wait_for_fleet(plane, {n.node_id for n in nodes}, stop)
             tenant = Tenant(DEMO_TENANT)
-            record, _ = await plane.capacity.create(tenant, sample_spec(), SAMPLE_KEY)
-            embedded.sample_request = record.id
-            token = (state_dir / "demo-token").read_text().strip()
-            embedded.load = LoadGenerator(gateway.base_url, token, record.spec.model)
-            load_task = asyncio.create_task(embedded.load.run(stop))
+            try:
+                record, _ = await plane.capacity.create(tenant, sample_spec(), SAMPLE_KEY)
+            except TokenfabError as exc:  # e.g. the stored sample no longer loads (quarantined)
+                log.error("up.sample_unavailable", error=exc.message)
+            else:
+                embedded.sample_request = record.id
+                token = (state_dir / "demo-token").read_text().strip()
+                embedded.load = LoadGenerator(gateway.base_url, token, record.spec.model)
+                load_task = asyncio.create_task(embedded.load.run(stop))
         log.info(
             "up.started", nodes=len(nodes), address=address, state_dir=str(state_dir), etcd=etcd.endpoint,
             ray={c: h.address for c, h in heads.items()}, sample_request=embedded.sample_request,
