@@ -10,6 +10,9 @@ outstanding tokens per replica (the router's view of load).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -18,6 +21,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.arrivals = Counter(
             "tokenfab_gateway_arrivals_total",
             "Calls offered, before admission",
@@ -115,3 +119,18 @@ class GatewayMetrics:
                         code = f"responses_{sample.labels.get('code', '')}"
                         out[code] = out.get(code, 0.0) + sample.value
         return out
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoized: the hot path takes a dozen per call, and
+        prometheus_client's lookup (validation, a lock) costs more than the dict here."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def forget(self, metric: Any, *labels: str) -> None:
+        """Remove a series (and its memoized child)."""
+        self._children.pop((id(metric), labels), None)
+        with contextlib.suppress(KeyError):
+            metric.remove(*labels)

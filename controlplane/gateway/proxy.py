@@ -176,7 +176,7 @@ class Upstreams:
         rid = backend.replica_id
         self.outstanding[rid] = self.outstanding.get(rid, 0.0) + cost
         self.outstanding_output[rid] = self.outstanding_output.get(rid, 0.0) + output
-        self.metrics.outstanding.labels(rid).set(self.outstanding[rid])
+        self.metrics.child(self.metrics.outstanding, rid).set(self.outstanding[rid])
         released = False
 
         def release() -> None:
@@ -195,13 +195,13 @@ class Upstreams:
                 left = 0.0
             else:
                 self.outstanding[rid] = left
-            self.metrics.outstanding.labels(rid).set(left)
+            self.metrics.child(self.metrics.outstanding, rid).set(left)
             self.on_release()
 
         return release
 
     def _failed(self, backend: Backend, cause: str, *, eject: bool) -> None:
-        self.metrics.retries.labels(cause).inc()
+        self.metrics.child(self.metrics.retries, cause).inc()
         if eject:
             self._ejected[backend.replica_id] = time.monotonic() + self.settings.eject_s
         log.info("gateway.upstream_failed", replica=backend.replica_id, cause=cause)

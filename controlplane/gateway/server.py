@@ -240,8 +240,7 @@ class Gateway:
         current = {b.replica_id for lane in lanes.values() for b in lane.backends}
         for gone in self._gauged - current:  # replicas come and go: their series go with them
             if self.upstreams is None or gone not in self.upstreams.outstanding:
-                with contextlib.suppress(KeyError):
-                    self.metrics.outstanding.remove(gone)
+                self.metrics.forget(self.metrics.outstanding, gone)
                 self._gauged.discard(gone)
         self._gauged |= current
         if self.admission is not None and any(self.admission.waiting.values()):
@@ -289,7 +288,7 @@ class Gateway:
         try:
             tenant = self._tenant(request)
         except Unauthenticated as exc:
-            m.rejections.labels("", "", "unauthenticated").inc()
+            m.child(m.rejections, "", "", "unauthenticated").inc()
             return _error(401, exc.message, code="invalid_api_key", **{"WWW-Authenticate": "Bearer"})
         try:
             raw = await request.read()
@@ -299,12 +298,12 @@ class Gateway:
                 413, f"body: larger than {openai.MAX_BODY_BYTES} bytes", code="invalid_body", param="body"
             )
         except InvalidArgument as exc:
-            m.rejections.labels(tenant.name, "", "invalid").inc()
+            m.child(m.rejections, tenant.name, "", "invalid").inc()
             return _error(400, exc.message, code="invalid_value", param=exc.field)
         routes = self.routes
         lane = routes.lane(tenant.name, call.model)
         if lane is None:
-            m.rejections.labels(tenant.name, "", "not_found").inc()
+            m.child(m.rejections, tenant.name, "", "not_found").inc()
             return _error(
                 404, f"model: {call.model!r} is not served by any capacity request of yours",
                 code="model_not_found", param="model",
@@ -313,47 +312,47 @@ class Gateway:
         assert self.demand is not None
         demand = self.demand
         demand.arrival(lane, call.prompt_tokens, call.max_tokens)
-        m.arrivals.labels(*labels).inc()
-        m.offered_tokens.labels(*labels, "prompt").inc(call.prompt_tokens)
-        m.offered_tokens.labels(*labels, "completion").inc(call.max_tokens)
+        m.child(m.arrivals, *labels).inc()
+        m.child(m.offered_tokens, *labels, "prompt").inc(call.prompt_tokens)
+        m.child(m.offered_tokens, *labels, "completion").inc(call.max_tokens)
         started = time.monotonic()
 
         def lane_of() -> Lane | None:
             return routes.lane(tenant.name, call.model)
 
-        m.queue_length.labels(*labels).inc()
+        m.child(m.queue_length, *labels).inc()
         ticket = demand.enqueue(lane)
         try:
             verdict = await self.admission.admit(lane_of, call.max_tokens)
         except admission.RateLimited as exc:
             demand.rejected(lane)
-            m.rejections.labels(*labels, "rate").inc()
-            m.responses.labels(*labels, "429").inc()
+            m.child(m.rejections, *labels, "rate").inc()
+            m.child(m.responses, *labels, "429").inc()
             return _error(
                 429, str(exc), code="rate_limit_exceeded", **{"Retry-After": str(exc.retry_after_s)}
             )
         except admission.NoReplica as exc:
             demand.rejected(lane)
-            m.rejections.labels(*labels, "no_replica").inc()
-            m.responses.labels(*labels, "503").inc()
+            m.child(m.rejections, *labels, "no_replica").inc()
+            m.child(m.responses, *labels, "503").inc()
             return _error(503, str(exc), code="no_replica", **{"Retry-After": "5"})
         finally:
             demand.dequeue(lane, ticket)
-            m.queue_length.labels(*labels).dec()
-            m.queue_wait.labels(*labels).observe(time.monotonic() - started)
-        m.admitted.labels(*labels, verdict.value).inc()
+            m.child(m.queue_length, *labels).dec()
+            m.child(m.queue_wait, *labels).observe(time.monotonic() - started)
+        m.child(m.admitted, *labels, verdict.value).inc()
         try:
             if call.stream:
                 return await self._relay(request, lane_of, call, path, tenant, started, lane)
             answer = await self.upstreams.send(lane_of, call, path)
         except proxy.UpstreamRejected as exc:
-            m.responses.labels(*labels, str(exc.status)).inc()
+            m.child(m.responses, *labels, str(exc.status)).inc()
             return web.Response(status=exc.status, body=exc.body, content_type="application/json")
         except proxy.UpstreamFailed as exc:
-            m.responses.labels(*labels, str(exc.status)).inc()
+            m.child(m.responses, *labels, str(exc.status)).inc()
             return _error(exc.status, str(exc), code="upstream_failed")
-        m.responses.labels(*labels, str(answer.status)).inc()
-        m.latency.labels(*labels).observe(time.monotonic() - started)
+        m.child(m.responses, *labels, str(answer.status)).inc()
+        m.child(m.latency, *labels).observe(time.monotonic() - started)
         if answer.status == 200:
             self._meter(tenant, call, answer.backend.request_id, answer.usage)
             demand.finished(lane, answer.usage.completion_tokens)
@@ -366,7 +365,7 @@ class Gateway:
         assert self.upstreams is not None
         m, labels = self.metrics, (tenant.name, call.model)
         stream = await self.upstreams.open_stream(lane_of, call, path)
-        m.ttft.labels(*labels).observe(time.monotonic() - started)
+        m.child(m.ttft, *labels).observe(time.monotonic() - started)
         out = web.StreamResponse(
             status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -400,8 +399,8 @@ class Gateway:
             await out.write_eof()
         finally:
             stream.close()
-            m.responses.labels(*labels, "200" if stream.done else "stream_cut").inc()
-            m.latency.labels(*labels).observe(time.monotonic() - started)
+            m.child(m.responses, *labels, "200" if stream.done else "stream_cut").inc()
+            m.child(m.latency, *labels).observe(time.monotonic() - started)
             usage = stream.usage
             if not usage.reported:  # no usage event (a cut): count what was sent as an estimate
                 usage.prompt_tokens, usage.completion_tokens = call.prompt_tokens, max(0, events - 1)
@@ -412,6 +411,8 @@ class Gateway:
 
     def _meter(self, tenant: Tenant, call: openai.Call, request_id: str, usage: proxy.Usage) -> None:
         assert self.meter is not None
-        self.metrics.tokens.labels(tenant.name, request_id, "prompt").inc(usage.prompt_tokens)
-        self.metrics.tokens.labels(tenant.name, request_id, "completion").inc(usage.completion_tokens)
+        self.metrics.child(self.metrics.tokens, tenant.name, request_id, "prompt").inc(usage.prompt_tokens)
+        self.metrics.child(self.metrics.tokens, tenant.name, request_id, "completion").inc(
+            usage.completion_tokens
+        )
         self.meter.record(tenant.name, request_id, call.model, usage.prompt_tokens, usage.completion_tokens)
