@@ -67,7 +67,7 @@ log = get_logger("capacity")
 MAX_KEY = 256
 ADMISSION = keys.ROOT + "capacity/admission/"
 ADMISSION_RETRIES = 200
-MAX_LIST = 10_000  # requests one List answers with (bounded: a response is at most this many)
+MAX_LIST = 10_000  # requests (or replicas) one List answers with: a response is bounded
 
 
 class InvalidStoredRecord(TokenfabError):
@@ -501,7 +501,7 @@ class CapacityManager:
             if _visible(tenant, r.tenant)
             and (not request_id or r.request_id == request_id)
             and (include_stopped or r.state not in TERMINAL)
-        ]
+        ][:MAX_LIST]
 
     async def watch(self, tenant: Tenant | None) -> AsyncIterator[tuple[bool, CapacityRecord]]:
         """(is_snapshot, record) for the caller's requests: the current ones, then every change;
