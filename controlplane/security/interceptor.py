@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, cast
@@ -44,6 +45,8 @@ from tokenfab.logs import get_logger
 log = get_logger("security")
 
 _CURRENT: ContextVar[Principal | None] = ContextVar("tokenfab_principal", default=None)
+AUDITED_REFUSALS = 20  # per caller and window; the rest are counted and logged only
+REFUSAL_WINDOW_S = 10.0
 
 ErrorMap = Callable[[Exception], "tuple[grpc.StatusCode, str] | None"]
 AuditSink = Callable[[AuditEntry], Awaitable[None]]
@@ -136,6 +139,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         self._audit = audit
         self._metrics = metrics
         self.limits = Limits(max_streams_per_principal)
+        self._refusals: dict[str, tuple[float, int]] = {}
 
     async def intercept_service(
         self,
@@ -203,8 +207,28 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
             else:
                 kind = principal.kind.value if principal is not None else "anonymous"
                 self._metrics.authz_denials.labels(method=short(method), kind=kind).inc()
-        await self._record(method, principal, entry, request, code.name, message, context)
+        if self._refusals_to_audit(principal, context):
+            await self._record(method, principal, entry, request, code.name, message, context)
         await context.abort(code, message)
+
+    def _refusals_to_audit(
+        self, principal: Principal | None, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bool:
+        """At most ``AUDITED_REFUSALS`` refusals per caller per ``REFUSAL_WINDOW_S`` reach etcd (a
+        caller hammering a denied method must not turn each try into an etcd write); the rest are
+        counted in Prometheus and logged only."""
+        key = principal.key if principal is not None else context.peer().rpartition(":")[0]
+        now = time.monotonic()
+        start, count = self._refusals.get(key, (now, 0))
+        if now - start > REFUSAL_WINDOW_S:
+            start, count = now, 0
+        self._refusals[key] = (start, count + 1)
+        if len(self._refusals) > 10_000:  # forget the quiet ones
+            self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] <= REFUSAL_WINDOW_S}
+        if count < AUDITED_REFUSALS:
+            return True
+        log.info("audit.refusal_suppressed", principal=key)
+        return False
 
     async def _record(
         self,

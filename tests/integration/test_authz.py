@@ -127,3 +127,23 @@ async def test_a_revoked_operator_token_stops_working_without_a_restart(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the revoked token still works")
+
+
+async def test_a_caller_hammering_a_denied_method_costs_bounded_audit_writes(
+    control_plane: ControlPlaneFactory, deployment: Deployment, tenants_file: Path
+) -> None:
+    plane = await control_plane(tenants_file=tenants_file)
+    async with dial(plane, "token-b") as channel:
+        fleet = fleet_pb2_grpc.FleetServiceStub(channel)
+        for _ in range(60):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await fleet.Cordon(fleet_pb2.CordonRequest(node_id="n1"), timeout=5)
+    denied = plane.metrics.authz_denials.labels(method="FleetService/Cordon", kind="tenant")._value.get()
+    assert denied == 60  # every refusal is counted
+    async with dial(plane, "admin") as channel:
+        entries = (
+            await audit_pb2_grpc.AuditServiceStub(channel).ListAudit(
+                audit_pb2.ListAuditRequest(principal="tenant/tenant-b", limit=1000), timeout=5
+            )
+        ).entries
+    assert 1 <= len(entries) <= 20  # but only the first of a burst reach etcd
