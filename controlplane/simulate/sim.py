@@ -294,7 +294,7 @@ class Simulator:
         max_seen = 0
         end = trace.duration_s
         tick_in = tick_out = tick_arrived = 0
-        capped_s = 0.0
+        capped_s, capped_at = 0.0, -math.inf
         kv_cap = self._kv_capacity()
         feasibility = self.feasibility
         infeasible: dict[str, int] = {}
@@ -360,9 +360,10 @@ class Simulator:
             return placed
 
         def flag_capped(now: float) -> None:
-            nonlocal capped_s
-            if now >= scored_from:
+            nonlocal capped_s, capped_at
+            if now >= scored_from and now != capped_at:  # once per tick
                 capped_s += s.tick_s
+                capped_at = now
 
         def drain(count: int, now: float) -> int:
             # cold starts first (nothing to lose), then the Ready replicas with the least work
@@ -485,6 +486,8 @@ class Simulator:
             )
             decided = step(policy, ctx, state, now)
             decision, state = decided.decision, decided.state
+            if decision.desired >= ctx.ceiling and "capped at" in decision.reason:
+                flag_capped(now)  # clamped to the ceiling (policy.clamp), as the live path reports it
             if decision.desired != ctx.current:
                 mean_in, mean_out = signals.mean_tokens(s.mean_input_tokens, s.mean_output_tokens)
                 if decision.desired > ctx.current:

@@ -110,6 +110,9 @@ def test_the_fleet_is_sized_so_that_no_policy_is_capped() -> None:
     # a one-node fleet is capped, and says so
     tiny = small(trace, fleet="L20:1x1")
     assert tiny.run(trace, make_policy("ray_serve", tiny, trace)).fleet_capped_s > 0
+    # so is a policy clamped to the replica ceiling
+    ceiling = Simulator(dataclasses.replace(sim.scenario, max_replicas=1), CATALOG)
+    assert ceiling.run(trace, make_policy("ray_serve", ceiling, trace)).fleet_capped_s > 0
 
 
 def test_the_oracle_meets_its_goal_cheaper_than_static_peak() -> None:
