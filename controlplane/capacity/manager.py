@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from controlplane.capacity.tenants import Tenant
-from controlplane.capacity.validation import check_spec, workload_of
+from controlplane.capacity.validation import check_spec
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import (
     CapacityRecord,
@@ -58,7 +58,9 @@ from controlplane.errors import (
     QuotaExceeded,
     TokenfabError,
 )
-from controlplane.scheduler import Demand, NodeSlot, SchedulerConfig, options_for, schedule
+from controlplane.scheduler import NodeSlot, SchedulerConfig, options_for, schedule
+from controlplane.scheduler.demand import demand_of as demand_of  # re-exported: moved to the pure core
+from controlplane.scheduler.reasons import plan_reason
 from controlplane.store import keys
 from controlplane.store.base import Store
 from tokenfab.logs import get_logger
@@ -96,32 +98,6 @@ def _visible(tenant: Tenant | None, owner: str) -> bool:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def demand_of(record_id: str, spec: CapacitySpec) -> Demand:
-    return Demand(
-        request_id=record_id,
-        model=spec.model,
-        target_output_tokens_per_s=spec.output_tokens_per_second,
-        target_input_tokens_per_s=spec.input_tokens_per_second,
-        workload=workload_of(spec),
-        allowed_vendors=frozenset(spec.allowed_vendors),
-        denied_vendors=frozenset(spec.denied_vendors),
-        allowed_accelerators=frozenset(spec.allowed_accelerators),
-        denied_accelerators=frozenset(spec.denied_accelerators),
-        clusters=frozenset(spec.clusters),
-        regions=frozenset(spec.regions),
-        max_price_per_million_output=spec.max_price_per_million_output_tokens,
-        priority=spec.priority,
-    )
-
-
-REASON_CODES = (  # scheduler explanation prefix -> condition reason
-    ("price cap", "PriceCapBelowCheapestOption"),
-    ("no allowed accelerator", "NoAllowedAcceleratorCanServe"),
-    ("no accelerator", "NoAcceleratorInFleet"),
-    ("fleet full", "FleetFull"),
-)
 
 
 class CapacityManager:
@@ -183,7 +159,7 @@ class CapacityManager:
             )
             for i, p in enumerate(result.placements)
         )
-        code = next((c for prefix, c in REASON_CODES if result.reason.startswith(prefix)), "Unsatisfiable")
+        code = plan_reason(result).value
         # status -> (phase, condition type, condition status, reason, message); a table, not branches
         outcomes = {
             "unsatisfiable": (Phase.UNSATISFIABLE, Phase.UNSATISFIABLE, True, code, result.reason),

@@ -9,17 +9,9 @@ from controlplane.catalog.perf import PerfAssumptions, Workload, predict, smalle
 from controlplane.catalog.types import Catalog, ModelSpec
 from controlplane.domain.capacity import CapacitySpec
 from controlplane.errors import InvalidArgument
+from controlplane.scheduler.demand import workload_of as workload_of  # re-exported: moved to the pure core
 
 BATCH_ONE = PerfAssumptions(max_batch=1)
-
-
-def workload_of(spec: CapacitySpec) -> Workload:
-    return Workload(
-        input_tokens=spec.mean_input_tokens,
-        output_tokens=spec.mean_output_tokens,
-        ttft_p95_s=spec.latency.ttft_p95_ms / 1000,
-        tpot_p95_s=spec.latency.tpot_p95_ms / 1000,
-    )
 
 
 def check_spec(spec: CapacitySpec, catalog: Catalog, *, max_tp: int = 8) -> ModelSpec:

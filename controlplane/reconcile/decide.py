@@ -46,12 +46,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from controlplane.capacity.manager import demand_of
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord, CapacityStatus
 from controlplane.domain.replicas import LIVE, TERMINAL, ReplicaRecord, ReplicaState
 from controlplane.reconcile.status import EPS, request_status
 from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, schedule
+from controlplane.scheduler.demand import demand_of
 
 S = ReplicaState
 

@@ -39,7 +39,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from controlplane.capacity.snapshot import node_slots
-from controlplane.capacity.validation import workload_of
 from controlplane.catalog.perf import Calibration, Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord
@@ -63,6 +62,7 @@ from controlplane.reconcile.decide import (
 )
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
 from controlplane.scheduler import NodeSlot
+from controlplane.scheduler.demand import workload_of
 from controlplane.store import keys
 from controlplane.store.base import Fence, Fenced, Store
 from controlplane.store.fenced import FencedStore

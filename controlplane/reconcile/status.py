@@ -5,15 +5,18 @@ The phase measures the promise (the reserved target), or less when the request i
 zero: Ready when the Ready replicas' predicted tokens/s meet it; Placing while enough replicas
 are planned or starting; Degraded when some capacity serves but the fleet cannot hold the rest
 (or replicas keep crashing); Unsatisfiable when no option can serve it at all; Pending otherwise.
+The condition's reason when capacity is short is the plan's code
+(:func:`controlplane.scheduler.reasons.plan_reason`, shared with the API's dry run).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from controlplane.capacity.manager import REASON_CODES
 from controlplane.domain.capacity import CapacityRecord, CapacityStatus, Condition, Phase, ReplicaStatus
 from controlplane.domain.replicas import LIVE, TERMINAL, ReplicaRecord, ReplicaState
+from controlplane.scheduler.reasons import plan_reason
+from controlplane.scheduler.types import RequestPlan
 
 S = ReplicaState
 EPS = 1e-6  # tokens/s: figures closer than this are equal
@@ -22,7 +25,7 @@ EPS = 1e-6  # tokens/s: figures closer than this are equal
 def request_status(
     request: CapacityRecord,
     replicas: list[ReplicaRecord],
-    plan: object,
+    plan: RequestPlan | None,
     backoff_until: datetime | None,
     now: datetime,
     applied: float,
@@ -33,12 +36,12 @@ def request_status(
     live = [r for r in shown if r.state in LIVE]
     ready_tps = sum(r.predicted_output_tokens_per_second for r in live if r.state is S.READY)
     predicted = sum(r.predicted_output_tokens_per_second for r in live)
-    reason_text = getattr(plan, "reason", "") or ""
-    rejected: dict[str, int] = getattr(plan, "rejected_nodes", None) or {}
+    reason_text = plan.reason if plan is not None else ""
+    rejected = plan.rejected_nodes if plan is not None else {}
     if rejected:
         reason_text += "; nodes rejected: " + ", ".join(f"{why} ({n})" for why, n in sorted(rejected.items()))
-    unsatisfiable = getattr(plan, "status", "") == "unsatisfiable"
-    code = next((c for prefix, c in REASON_CODES if reason_text.startswith(prefix)), "FleetFull")
+    unsatisfiable = plan is not None and plan.status == "unsatisfiable"
+    code = plan_reason(plan).value
     if not request.active:
         phase, reason, message = Phase.CANCELLED, "CancelledByTenant", f"{len(shown)} replicas draining"
     elif applied <= EPS and not live:

@@ -34,6 +34,7 @@ from datetime import datetime
 
 from controlplane.catalog.perf import PerfAssumptions, smallest_feasible_tp
 from controlplane.catalog.types import Catalog
+from controlplane.scheduler.reasons import ReasonCode
 from controlplane.scheduler.types import (
     Demand,
     NodeSlot,
@@ -298,7 +299,8 @@ def _plan_request(
     )
     placements: list[Placement] = []
     if not usable:
-        return _finish(state, "unsatisfiable", _why_no_option(options), placements, have_out, options)
+        code, why_not = _why_no_option(options)
+        return _finish(state, "unsatisfiable", code, why_not, placements, have_out, options)
     exhausted: set[str] = set()
     while (need_out > 1e-9 or need_in > 1e-9) and len(placements) < config.max_replicas_per_request:
         candidates = [o for o in usable if o.accelerator not in exhausted]
@@ -313,7 +315,7 @@ def _plan_request(
         need_out -= option.output_tokens_per_s
         need_in -= option.input_tokens_per_s
     if need_out <= 1e-9 and need_in <= 1e-9:
-        return _finish(state, "satisfied", "", placements, have_out, options)
+        return _finish(state, "satisfied", None, "", placements, have_out, options)
     # Not fully placed: recount, once per node, why each node of a usable type could not help.
     state.rejected.clear()
     state.examples.clear()
@@ -327,7 +329,7 @@ def _plan_request(
     missing = max(need_out, 0.0)
     reason = f"fleet full: {missing:.0f} output tokens/s still unplaced after {len(placements)} new replicas"
     status = "partial" if placements or mine else "unsatisfiable"
-    return _finish(state, status, reason, placements, have_out, options)
+    return _finish(state, status, ReasonCode.FLEET_FULL, reason, placements, have_out, options)
 
 
 def _pick_option(
@@ -424,17 +426,17 @@ def _place(
     )
 
 
-def _why_no_option(options: list[Option]) -> str:
+def _why_no_option(options: list[Option]) -> tuple[ReasonCode, str]:
     if not options:
-        return "no accelerator in the fleet"
+        return ReasonCode.NO_ACCELERATOR, "no accelerator in the fleet"
     priced = [o for o in options if "over the cap" in o.reason]
     if priced:
         cheapest = min(priced, key=lambda o: o.cost_per_million_output)
-        return (
+        return ReasonCode.PRICE_CAP, (
             f"price cap below the cheapest option "
             f"({cheapest.accelerator} at {cheapest.cost_per_million_output:.2f} per million output tokens)"
         )
-    return "no allowed accelerator can serve the model: " + "; ".join(
+    return ReasonCode.NO_ALLOWED_ACCELERATOR, "no allowed accelerator can serve the model: " + "; ".join(
         f"{o.accelerator}: {o.reason}" for o in options
     )
 
@@ -442,6 +444,7 @@ def _why_no_option(options: list[Option]) -> str:
 def _finish(
     state: _RequestState,
     status: str,
+    code: ReasonCode | None,
     reason: str,
     placements: list[Placement],
     have_out: float,
@@ -451,6 +454,7 @@ def _finish(
         request_id=state.demand.request_id,
         status=status,
         reason=reason,
+        code=code,
         placements=tuple(placements),
         existing_output_tokens_per_s=have_out,
         planned_output_tokens_per_s=have_out + sum(p.output_tokens_per_s for p in placements),

@@ -8,6 +8,7 @@ from datetime import datetime
 from controlplane.catalog.perf import Workload
 from controlplane.catalog.types import Dtype
 from controlplane.domain.nodes import Vendor
+from controlplane.scheduler.reasons import ReasonCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class RequestPlan:
     request_id: str
     status: str  # satisfied | partial | unsatisfiable
     reason: str
+    code: ReasonCode | None  # why not satisfied; None when satisfied
     placements: tuple[Placement, ...]
     existing_output_tokens_per_s: float
     planned_output_tokens_per_s: float
