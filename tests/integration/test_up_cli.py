@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,16 @@ def test_the_sample_request_serves_on_two_vendors(
     ready = _wait_for("sample request Ready on two vendors with live tokens/s", serving, 240, state)
     assert all(r["endpoint"].startswith("http://127.0.0.1:") and r["actor_id"] for r in ready)
     assert any(r["tensor_parallel"] > 1 for r in ready), "the 72B sample runs as tensor-parallel gangs"
+    # the tenant's one endpoint: the gateway, with the demo token (the demo's load goes there too)
+    sample = json.loads(_cli(address, state, "request", "list", "-o", "json").stdout)[0]
+    assert sample["endpoint"].startswith("http://127.0.0.1:") and sample["endpoint"].endswith("/v1")
+    call = urllib.request.Request(
+        sample["endpoint"] + "/completions",
+        data=json.dumps({"model": sample["model"], "prompt": "hi", "max_tokens": 4}).encode(),
+        headers={"Authorization": f"Bearer {(state / 'demo-token').read_text().strip()}"},
+    )
+    with urllib.request.urlopen(call, timeout=60) as reply:
+        assert json.loads(reply.read())["usage"]["completion_tokens"] == 4
 
 
 def test_capacity_requests_through_the_cli(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
