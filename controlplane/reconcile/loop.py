@@ -1,19 +1,25 @@
-"""The reconcile loop (leader only): observe -> decide -> persist -> act, every ``interval_s`` and
-whenever a capacity request changes.
+"""The reconcile loop (leader only): observe -> decide -> commit -> act, every ``interval_s`` and
+whenever a capacity request or a node's state changes. The shape of Ray's autoscaler v2
+reconciler; what travels between the steps is in :mod:`controlplane.reconcile.passes`.
 
-1. **Observe**: capacity requests and replica records from the store (with their revisions), the
-   fleet from the registry, and from every cluster's executor its replica actors and Ray nodes.
-   An executor that does not answer is counted and its cluster treated as unknown, never as
-   empty.
-2. **Decide**: the autoscaler (:mod:`controlplane.reconcile.autoscaler`, every few seconds)
-   persists the target each autoscaled request is sized for; then
-   :func:`controlplane.reconcile.decide.decide`, pure.
-3. **Persist**: new replica records in one transaction, every transition and request status as
-   a compare-and-swap on the revision it was read at. A lost race skips that item; the next pass
-   decides again from fresh reads.
-4. **Act**: only what was persisted. Pending replicas are started (the executor call is
-   idempotent, so a crash between start and the Starting write just repeats the start); Draining
-   replicas and orphan actors are stopped in the background, one stop per replica at a time.
+1. **Observe** (:meth:`Reconciler.observe`, passive, writes nothing): capacity requests and
+   replica records from the store (with their revisions), the fleet from the registry, and from
+   every cluster's executor its replica actors and Ray nodes. An executor that does not answer
+   is counted and its cluster treated as unknown, never as empty.
+2. **Decide** (:meth:`Reconciler.decide`): the node judgement (state-change events, quarantine of
+   flapping nodes: :func:`controlplane.reconcile.nodes.judge_nodes`) and the replica rules
+   (:func:`controlplane.reconcile.decide.decide`) are pure; calibration learns in memory and
+   says what to persist. The autoscaler (:mod:`controlplane.reconcile.autoscaler`, every few
+   seconds) is still the one part that writes its own records (targets, state) here.
+3. **Commit** (:meth:`Reconciler.commit`): new replica records in one transaction, every
+   transition and request status as a compare-and-swap on the revision it was read at, then the
+   calibration and the events of what landed. A lost race skips that item (and its events); the
+   next pass decides again from fresh reads. Returns :class:`~controlplane.reconcile.passes.Landed`;
+   the Decision is never edited.
+4. **Act** (:meth:`Reconciler.act`): only what landed. Pending replicas are started (the executor
+   call is idempotent, so a crash between start and the Starting write just repeats the start);
+   Draining replicas and orphan actors are stopped in the background, one stop per replica at a
+   time.
 
 Fenced: with ``fence`` (the election's), every write of the pass carries the leader's fence
 (:mod:`controlplane.store.fenced`), and step 4 starts only after the store confirmed the fence
@@ -34,7 +40,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -51,17 +57,16 @@ from controlplane.fleet.registry import NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.autoscaler import LiveAutoscaler, Tick
 from controlplane.reconcile.decide import (
-    Decision,
     ReconcileConfig,
     Seen,
     World,
     calibration_samples,
     decide,
     learned_start_times,
-    quarantined_until,
 )
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
-from controlplane.scheduler import NodeSlot
+from controlplane.reconcile.nodes import NodeMemory, judge_nodes
+from controlplane.reconcile.passes import Intent, Landed, Observed, landed_events, landed_stops
 from controlplane.scheduler.demand import workload_of
 from controlplane.store import keys
 from controlplane.store.base import Fence, Fenced, Store
@@ -120,9 +125,7 @@ class Reconciler:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._workloads: dict[str, Workload] = {}  # request id -> mix and latency, for launches
-        self._node_states: dict[str, str] = {}  # node id -> state at the last pass (for events)
-        self._comebacks: defaultdict[str, list[datetime]] = defaultdict(list)  # back from Lost, when
-        self._quarantined: set[str] = set()
+        self._nodes = NodeMemory()  # the fleet as the last committed pass saw it
         self.replicas_by_node: dict[str, int] = {}  # live and draining replicas, after the last pass
         self.events = EventLog(self._store)
 
@@ -179,7 +182,7 @@ class Reconciler:
                     await self._wake.wait()
             self._wake.clear()
 
-    # -- one pass -----------------------------------------------------------------------------
+    # -- one pass: observe -> decide -> commit -> act -------------------------------------------
 
     async def _observe_cluster(
         self, cluster: str, executor: Executor
@@ -198,7 +201,9 @@ class Reconciler:
         self.metrics.executor_up.labels(cluster=cluster).set(1)
         return cluster, actors, inventory
 
-    async def run_once(self) -> Decision:
+    async def observe(self) -> Observed:
+        """Step 1, passive: the store's records (with their revisions), every executor's actors and
+        Ray nodes, the registry's fleet. Writes nothing."""
         now = self._wall()
         request_kvs, _ = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
         replica_kvs, _ = await self._store.list_prefix(keys.REPLICAS)
@@ -223,7 +228,7 @@ class Reconciler:
             records.append(replica)
             replica_rev[replica.id] = kv.mod_revision
         results = await asyncio.gather(*(self._observe_cluster(c, e) for c, e in self.executors.items()))
-        this_pass: dict[str, executor_pb2.ReplicaObservation] = {}
+        actors_seen: dict[str, executor_pb2.ReplicaObservation] = {}
         seen: dict[str, dict[str, Seen]] = {}
         ray_nodes: dict[str, frozenset[str]] = {}
         for result in results:
@@ -238,21 +243,28 @@ class Reconciler:
                 for a in actors
             }  # fmt: skip
             ray_nodes[cluster] = frozenset(n.node_id for n in inventory.nodes if n.alive and n.node_id)
-            for actor in actors:
-                self.observed[actor.replica_id] = actor
-                this_pass[actor.replica_id] = actor
-        fleet = await self._judge_nodes(node_slots(self._registry.nodes()), now)
+            actors_seen.update((a.replica_id, a) for a in actors)
+        fleet = node_slots(self._registry.nodes())
         world = World(now, requests, records, fleet, seen, ray_nodes)
-        await self._calibrate(world)
+        return Observed(world, request_rev, replica_rev, actors_seen)
+
+    async def decide(self, observed: Observed) -> Intent:
+        """Step 2: what this pass should change. The node judgement (events, quarantine) and the
+        replica rules are pure (:func:`judge_nodes`, :func:`decide`); calibration learns in memory
+        and only says what to persist. The autoscaler is the one step that writes here: it
+        persists its own targets and state (:mod:`controlplane.reconcile.autoscaler`)."""
+        world = observed.world
+        nodes = judge_nodes(world.fleet, self._nodes, world.now, self.config)
+        world = replace(world, fleet=list(nodes.fleet))
+        calibration = self._learn(world)
         factors = dict(self.calibration.factors)
         if self.autoscaler is not None:
-            world = replace(
-                world, targets=await self._autoscale(Tick(now, requests, records, this_pass, fleet, factors))
-            )
+            tick = Tick(world.now, world.requests, world.replicas, observed.actors, world.fleet, factors)
+            world = replace(world, targets=await self._autoscale(tick))
         config = replace(
             self.config,
             scheduler=replace(self.config.scheduler, calibration=factors),
-            start_times=learned_start_times(records),
+            start_times=learned_start_times(world.replicas),
         )
         decision = decide(
             world, self._catalog, config, new_id=new_replica_id,
@@ -260,63 +272,21 @@ class Reconciler:
         )  # fmt: skip
         for note in decision.notes:
             log.info("reconcile.decision", note=note)
-        await self._persist(decision, replica_rev, request_rev, {r.id: r for r in records})
-        if decision.events:
-            await self.events.append(
-                *(
-                    EventRecord(at=now, kind=e.kind, message=e.message, node_id=e.node_id,
-                                request_id=e.request_id, replica_id=e.replica_id)
-                    for e in decision.events
-                )
-            )  # fmt: skip
-            for e in decision.events:
-                self.metrics.failover_events.labels(kind=e.kind).inc()
-                log.info(
-                    "reconcile.event", kind=e.kind, node=e.node_id, replica=e.replica_id, message=e.message
-                )
-        self._workloads = {r.id: workload_of(r.spec) for r in requests}
+        return Intent(decision, nodes, calibration)
+
+    async def run_once(self) -> Landed:
+        observed = await self.observe()
+        self.observed.update(observed.actors)
+        intent = await self.decide(observed)
+        landed = await self.commit(intent, observed)
+        self._nodes = intent.nodes.memory  # the events of these node changes are recorded
+        self._workloads = {r.id: workload_of(r.spec) for r in observed.world.requests}
         if self._fenced is not None and not await self._fenced.holds():
             raise Fenced("leadership lost during the pass: nothing acted on")
-        await self._act(decision, records, replica_rev)
-        self._export(records, decision)
+        await self.act(landed, observed)
+        self._export(observed.world.replicas, landed)
         self.passes += 1
-        return decision
-
-    async def _judge_nodes(self, fleet: list[NodeSlot], now: datetime) -> list[NodeSlot]:
-        """One look at every node against the last pass: an event per state change the leader
-        sees (lost, back, draining, ...); and flapping nodes (back from Lost ``quarantine_after``
-        times in the window) take no new replicas for ``quarantine_s``, their replicas moving
-        off make-before-break. Returns the fleet with quarantined nodes unschedulable."""
-        events, out = [], []
-        for slot in fleet:
-            before = self._node_states.get(slot.node_id)
-            if before is not None and before != slot.state:
-                events.append(
-                    EventRecord(
-                        at=now, kind="node_state", message=f"{before} -> {slot.state}", node_id=slot.node_id
-                    )
-                )
-                if before == "lost":
-                    self._comebacks[slot.node_id].append(now)
-            self._node_states[slot.node_id] = slot.state
-            until = quarantined_until(self._comebacks.get(slot.node_id, []), now, self.config)
-            if until is not None and until > now:
-                if slot.node_id not in self._quarantined:
-                    self._quarantined.add(slot.node_id)
-                    self.metrics.failover_events.labels(kind="node_quarantined").inc()
-                    events.append(EventRecord(
-                        at=now, kind="node_quarantined", node_id=slot.node_id,
-                        message=f"came back from Lost {len(self._comebacks[slot.node_id])} times; "
-                        f"no new replicas until {until.isoformat(timespec='seconds')}",
-                    ))  # fmt: skip
-                why = f"quarantined until {until.isoformat(timespec='seconds')} (flapping)"
-                slot = replace(slot, schedulable=False, quarantined_until=until, unschedulable_reason=why)
-            else:
-                self._quarantined.discard(slot.node_id)
-            out.append(slot)
-        if events:
-            await self.events.append(*events)
-        return out
+        return landed
 
     async def _autoscale(self, tick: Tick) -> dict[str, float]:
         assert self.autoscaler is not None
@@ -327,23 +297,23 @@ class Reconciler:
             log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
             return self.autoscaler.last_targets
 
-    async def _persist(
-        self,
-        decision: Decision,
-        replica_rev: dict[str, int],
-        request_rev: dict[str, int],
-        before: dict[str, ReplicaRecord],
-    ) -> None:
+    async def commit(self, intent: Intent, observed: Observed) -> Landed:
+        """Step 3: the writes, each a compare-and-swap on the revision it was read at (through the
+        leader's fence when there is one). A lost race skips that item: the next pass decides
+        again from fresh reads. Returns what landed; events are recorded for that only."""
+        decision, now = intent.decision, observed.world.now
+        replica_rev = dict(observed.replica_rev)
+        before = {r.id: r for r in observed.world.replicas}
+        creates: list[ReplicaRecord] = []
         if decision.creates:
             items = [(keys.replica(r.id), r.model_dump_json().encode()) for r in decision.creates]
             revision = await self._store.create_all(items)
             if revision is None:
                 self.metrics.reconcile_errors.labels(step="persist").inc()
-                decision.creates = []
             else:
-                for record in decision.creates:
-                    replica_rev[record.id] = revision
-        kept = []
+                creates = list(decision.creates)
+                replica_rev.update((r.id, revision) for r in creates)
+        updates: list[ReplicaRecord] = []
         for record in decision.updates:
             revision = await self._store.compare_and_put(
                 keys.replica(record.id), record.model_dump_json().encode(),
@@ -358,32 +328,67 @@ class Reconciler:
                 self.metrics.replica_transitions.labels(
                     from_state=old.value, to_state=record.state.value
                 ).inc()
-            kept.append(record)
-        decision.updates = kept
+            updates.append(record)
+        expired = []
         for record in decision.expired:
-            await self._store.compare_and_delete(
+            if await self._store.compare_and_delete(
                 keys.replica(record.id), expected_mod_revision=replica_rev[record.id]
-            )
+            ):
+                expired.append(record.id)
+        statuses = []
         for request_id, status in decision.statuses.items():
             kv = await self._store.get(keys.capacity_request(request_id))
-            if kv is None or kv.mod_revision != request_rev[request_id]:
+            if kv is None or kv.mod_revision != observed.request_rev[request_id]:
                 continue  # changed since we read it (an Update or Cancel): decide again next pass
             request = CapacityRecord.model_validate_json(kv.value).model_copy(update={"status": status})
-            await self._store.compare_and_put(
+            if await self._store.compare_and_put(
                 keys.capacity_request(request_id), request.model_dump_json().encode(),
                 expected_mod_revision=kv.mod_revision,
+            ) is not None:  # fmt: skip
+                statuses.append(request_id)
+        if intent.calibration is not None:
+            await self._store.put(keys.CALIBRATION, json.dumps(intent.calibration).encode())
+            self._persisted_factors = dict(self.calibration.factors)
+            log.info("reconcile.calibration", factors=intent.calibration)
+        events = landed_events(decision, intent.nodes.events, creates=creates, updates=updates)
+        if events:
+            await self.events.append(
+                *(
+                    EventRecord(at=now, kind=e.kind, message=e.message, node_id=e.node_id,
+                                request_id=e.request_id, replica_id=e.replica_id)
+                    for e in events
+                )
             )  # fmt: skip
+            for e in events:
+                if e.kind == "node_state":  # recorded for `tokenfab events`, not a failover step
+                    continue
+                self.metrics.failover_events.labels(kind=e.kind).inc()
+                log.info(
+                    "reconcile.event", kind=e.kind, node=e.node_id, replica=e.replica_id, message=e.message
+                )
+        return Landed(
+            decision=decision,
+            creates=tuple(creates),
+            updates=tuple(updates),
+            stops=landed_stops(decision, updates),
+            orphans=tuple(decision.orphans),
+            expired=tuple(expired),
+            statuses=tuple(statuses),
+            events=events,
+            replica_rev=replica_rev,
+        )
 
-    async def _act(
-        self, decision: Decision, records: list[ReplicaRecord], replica_rev: dict[str, int]
-    ) -> None:
-        updated = {r.id: r for r in decision.updates}
-        current = [updated.get(r.id, r) for r in records] + decision.creates
+    async def act(self, landed: Landed, observed: Observed) -> None:
+        """Step 4: only what landed. Pending replicas are started; Draining replicas and orphan
+        actors are stopped in the background."""
+        replica_rev = dict(landed.replica_rev)
+        updated = {r.id: r for r in landed.updates}
+        current = [updated.get(r.id, r) for r in observed.world.replicas] + list(landed.creates)
         pending = [r for r in current if r.state is S.PENDING]
         await asyncio.gather(*(self._start(r, replica_rev) for r in pending))
-        for record in decision.stops:
+        for record in landed.stops:
             self._stop_later(record.cluster, record.id, drain_s=5.0)
-        for cluster, name in decision.orphans:
+        for cluster, name in landed.orphans:
             self._stop_later(cluster, name, drain_s=0.0)
 
     async def _start(self, record: ReplicaRecord, replica_rev: dict[str, int]) -> None:
@@ -435,7 +440,9 @@ class Reconciler:
 
         self._stopping[replica_id] = asyncio.create_task(stop(), name=f"stop-{replica_id}")
 
-    async def _calibrate(self, world: World) -> None:
+    def _learn(self, world: World) -> dict[str, float] | None:
+        """Calibration learns from this pass's busy replicas (in memory); returns the factors to
+        persist when they moved by more than 1 %, else None."""
         for sample in calibration_samples(world):
             factor = self.calibration.observe(
                 sample.model, sample.accelerator, predicted_tps=sample.predicted_tps,
@@ -445,11 +452,9 @@ class Reconciler:
         changed = any(
             abs(f - self._persisted_factors.get(k, 1.0)) > 0.01 for k, f in self.calibration.factors.items()
         )
-        if changed:
-            payload = {f"{m}|{a}": round(f, 4) for (m, a), f in sorted(self.calibration.factors.items())}
-            await self._store.put(keys.CALIBRATION, json.dumps(payload).encode())
-            self._persisted_factors = dict(self.calibration.factors)
-            log.info("reconcile.calibration", factors=payload)
+        if not changed:
+            return None
+        return {f"{m}|{a}": round(f, 4) for (m, a), f in sorted(self.calibration.factors.items())}
 
     async def load_calibration(self) -> None:
         """Factors learned before a restart (etcd), so placements do not forget them."""
@@ -462,10 +467,10 @@ class Reconciler:
                 self.calibration.factors[(model, accelerator)] = float(factor)
             self._persisted_factors = dict(self.calibration.factors)
 
-    def _export(self, records: list[ReplicaRecord], decision: Decision) -> None:
+    def _export(self, records: Sequence[ReplicaRecord], landed: Landed) -> None:
         final = {r.id: r for r in records}
-        final.update({r.id: r for r in decision.updates})
-        final.update({r.id: r for r in decision.creates})
+        final.update({r.id: r for r in landed.updates})
+        final.update({r.id: r for r in landed.creates})
         self.replicas_by_node = dict(
             Tally(r.node_id for r in final.values() if r.state in LIVE or r.state is S.DRAINING)
         )

@@ -26,6 +26,8 @@ PURE = [
     "controlplane.scheduler.reasons",
     "controlplane.reconcile.decide",
     "controlplane.reconcile.status",
+    "controlplane.reconcile.nodes",
+    "controlplane.reconcile.passes",
     "controlplane.autoscale",
     "controlplane.simulate",
 ]

@@ -1,0 +1,91 @@
+"""What one reconcile pass carries from step to step: what it observed, what it intends, and
+what of that landed in the store. Data only, plus :func:`landed_events`, purely computational.
+
+The split follows Ray's autoscaler v2 reconciler: a passive step mirrors the world
+(:class:`Observed`), a pure step decides (:class:`Intent`), the commit returns what its
+compare-and-swap writes actually changed (:class:`Landed`), and everything with a side effect
+outside the store (executor calls, events, metrics) reads :class:`Landed` only, never the
+Decision: a write that lost its race leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.domain.replicas import ReplicaRecord
+from controlplane.reconcile.decide import Decision, Event, World
+from controlplane.reconcile.nodes import NodeJudgement
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Step 1's result: the world, the revisions its records were read at, and each actor's
+    latest observation (``tokenfab.v1.executor_pb2.ReplicaObservation``) by replica id."""
+
+    world: World
+    request_rev: Mapping[str, int]
+    replica_rev: Mapping[str, int]
+    actors: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """Step 2's result: the replica decision, the node judgement, and the calibration factors to
+    persist (None: unchanged)."""
+
+    decision: Decision
+    nodes: NodeJudgement
+    calibration: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """Step 3's result: what the store accepted. ``decision`` is the intent, unedited."""
+
+    decision: Decision
+    creates: tuple[ReplicaRecord, ...] = ()
+    updates: tuple[ReplicaRecord, ...] = ()
+    stops: tuple[ReplicaRecord, ...] = ()
+    orphans: tuple[tuple[str, str], ...] = ()
+    expired: tuple[str, ...] = ()  # replica ids deleted
+    statuses: tuple[str, ...] = ()  # request ids whose status was written
+    events: tuple[Event, ...] = ()
+    replica_rev: Mapping[str, int] = field(default_factory=dict)  # revisions after the commit
+
+
+def landed_stops(decision: Decision, updates: Sequence[ReplicaRecord]) -> tuple[ReplicaRecord, ...]:
+    """The stops to carry out: a replica whose Draining move was decided this pass is stopped only
+    if the move landed; one already Draining (no move this pass) is asked again (stop is
+    idempotent)."""
+    moved = {r.id for r in decision.updates}
+    landed = {r.id for r in updates}
+    return tuple(r for r in decision.stops if r.id not in moved or r.id in landed)
+
+
+def landed_events(
+    decision: Decision,
+    node_events: Sequence[Event],
+    *,
+    creates: Sequence[ReplicaRecord],
+    updates: Sequence[ReplicaRecord],
+) -> tuple[Event, ...]:
+    """The events of this pass that describe something that happened (purely computational).
+
+    Node events always stand (they describe what the registry shows). A replica's event stands
+    when that replica's move landed (or the decision did not move it); a ``replacement_started``
+    event also needs its request's new replicas to have been created (one transaction: all or
+    none).
+    """
+    moved = {r.id for r in decision.updates}
+    landed = {r.id for r in updates}
+    replaced = {r.request_id for r in creates}
+    out = list(node_events)
+    for event in decision.events:
+        if event.replica_id in moved and event.replica_id not in landed:
+            continue
+        if event.kind == "replacement_started" and event.request_id not in replaced:
+            continue
+        out.append(event)
+    return tuple(out)

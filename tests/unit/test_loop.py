@@ -1,0 +1,203 @@
+"""The reconcile loop end to end in one process: the in-memory store, a real NodeRegistry, the
+in-process executor with simulated engines, and a frozen wall clock. Each test calls
+``run_once`` (observe -> decide -> commit -> act) and reads the store and the executor."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controlplane.catalog import load_catalog
+from controlplane.domain.capacity import CapacityRecord, CapacitySpec, CapacityStatus, LatencyClass, Phase
+from controlplane.domain.events import EventRecord
+from controlplane.domain.nodes import DeviceTelemetry, GiB, NodeRegistration
+from controlplane.domain.replicas import ReplicaRecord, ReplicaState
+from controlplane.executor.inprocess import InProcessExecutor
+from controlplane.fleet.registry import NodeRegistry
+from controlplane.fleet.types import FleetTiming
+from controlplane.reconcile.launch import EngineSettings
+from controlplane.reconcile.loop import Reconciler
+from controlplane.store import keys
+from controlplane.store.base import Fence, Fenced
+from controlplane.store.memory import MemoryStore
+from tests.unit.conftest import FakeClock
+
+S = ReplicaState
+CATALOG = load_catalog()
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+TIMING = FleetTiming(heartbeat_interval_s=1.0, suspect_after_missed=3, lost_after_s=10.0)
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FlakyStore(MemoryStore):
+    """The in-memory store, with chosen compare-and-swap writes losing their race."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_creates = False
+        self.lose_puts: set[str] = set()
+
+    async def create_all(self, items: list[tuple[str, bytes]], *, fence: Fence | None = None) -> int | None:
+        return None if self.lose_creates else await super().create_all(items, fence=fence)
+
+    async def compare_and_put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: int = 0,
+        fence: Fence | None = None,
+    ) -> int | None:
+        if key in self.lose_puts:
+            return None
+        return await super().compare_and_put(
+            key, value, expected_mod_revision=expected_mod_revision, lease=lease, fence=fence
+        )
+
+
+async def world(
+    clock: FakeClock, store: MemoryStore, *, fence: Fence | None = None
+) -> tuple[Reconciler, InProcessExecutor, Wall, NodeRegistry]:
+    registry = NodeRegistry(store, timing=TIMING, clock=clock)
+    await registry.start(monitor=False)
+    registration = NodeRegistration.model_validate({
+        "node_id": "n1", "cluster": "c1", "vendor": "ascend",
+        "devices": [{"uuid": f"n1-{i}", "index": i, "model": "910B3", "memory_bytes": 64 * GiB} for i in range(4)],
+    })  # fmt: skip
+    await registry.register(registration)
+    await registry.heartbeat("n1", [DeviceTelemetry(index=i, utilization_percent=10) for i in range(4)])
+    executor = InProcessExecutor("c1", ["n1"], clock=clock)
+    wall = Wall()
+    reconciler = Reconciler(
+        store, CATALOG, registry, {"c1": executor}, wall=wall,
+        engines=EngineSettings(sim_start_delay_s=0.0),
+        fence=(lambda: fence) if fence is not None else None,
+    )  # fmt: skip
+    return reconciler, executor, wall, registry
+
+
+async def ask(store: MemoryStore, target: float = 2000, rid: str = "cr-1") -> None:
+    spec = CapacitySpec(
+        model="qwen2.5-7b-instruct",
+        output_tokens_per_second=target,
+        latency=LatencyClass(ttft_p95_ms=2000, tpot_p95_ms=100),
+    )
+    record = CapacityRecord(
+        id=rid, tenant="t", spec=spec, status=CapacityStatus(phase=Phase.PENDING), created_at=NOW
+    )
+    await store.put(keys.capacity_request(rid), record.model_dump_json().encode())
+
+
+async def replicas(store: MemoryStore) -> dict[str, ReplicaRecord]:
+    kvs, _ = await store.list_prefix(keys.REPLICAS)
+    return {r.id: r for r in (ReplicaRecord.model_validate_json(kv.value) for kv in kvs)}
+
+
+async def request(store: MemoryStore, rid: str = "cr-1") -> CapacityRecord:
+    kv = await store.get(keys.capacity_request(rid))
+    assert kv is not None
+    return CapacityRecord.model_validate_json(kv.value)
+
+
+async def events(store: MemoryStore) -> list[EventRecord]:
+    kvs, _ = await store.list_prefix(keys.EVENTS)
+    return [EventRecord.model_validate_json(kv.value) for kv in kvs]
+
+
+async def test_a_request_is_placed_started_and_becomes_ready(clock: FakeClock) -> None:
+    store = MemoryStore()
+    reconciler, executor, wall, _ = await world(clock, store)
+    await ask(store)
+    landed = await reconciler.run_once()
+    assert landed.creates and landed.creates == tuple(landed.decision.creates)
+    stored = await replicas(store)
+    assert {r.id for r in landed.creates} == set(stored) == set(executor.starts)
+    assert all(r.state is S.STARTING for r in stored.values())  # started by act, the move landed
+    wall.now += timedelta(seconds=5)
+    clock.advance(5)
+    await reconciler.run_once()
+    stored = await replicas(store)
+    assert all(r.state is S.READY for r in stored.values())
+    assert all(r.endpoint.startswith("inproc://c1/") for r in stored.values())
+    assert (await request(store)).status.phase is Phase.READY
+    assert reconciler.replicas_by_node == {"n1": len(stored)}
+
+
+async def test_a_lost_create_race_starts_nothing_and_leaves_the_decision_whole(clock: FakeClock) -> None:
+    store = FlakyStore()
+    reconciler, executor, _, _ = await world(clock, store)
+    await ask(store)
+    store.lose_creates = True
+    landed = await reconciler.run_once()
+    assert landed.decision.creates  # what was decided, unedited
+    assert landed.creates == ()
+    assert await replicas(store) == {}
+    assert executor.starts == []
+    store.lose_creates = False  # the next pass decides again from fresh reads
+    landed = await reconciler.run_once()
+    assert set(executor.starts) == {r.id for r in landed.creates} == set(await replicas(store))
+
+
+async def test_a_lost_transition_race_records_no_event_and_stops_nothing(clock: FakeClock) -> None:
+    store = FlakyStore()
+    reconciler, executor, wall, _ = await world(clock, store)
+    await ask(store)
+    await reconciler.run_once()
+    wall.now += timedelta(seconds=5)
+    clock.advance(5)
+    await reconciler.run_once()
+    ready = sorted(await replicas(store))
+    executor.fail(ready[0], "engine crashed")
+    store.lose_puts = {keys.replica(ready[0])}
+    wall.now += timedelta(seconds=5)
+    landed = await reconciler.run_once()
+    failed = [r for r in landed.decision.updates if r.id == ready[0]]
+    assert failed and failed[0].state is S.FAILED  # decided
+    assert ready[0] not in {r.id for r in landed.updates}  # but did not land
+    assert all(e.replica_id != ready[0] for e in landed.events)
+    assert all(e.replica_id != ready[0] for e in await events(store))
+    assert (await replicas(store))[ready[0]].state is S.READY  # unchanged in the store
+    store.lose_puts = set()
+    wall.now += timedelta(seconds=1)
+    landed = await reconciler.run_once()  # lands now: the failure and its replacement are recorded
+    assert {e.kind for e in await events(store) if e.replica_id == ready[0]} >= {"replica_failed"}
+    assert (await replicas(store))[ready[0]].state is S.FAILED
+
+
+async def test_a_fenced_leader_commits_nothing_and_acts_on_nothing(clock: FakeClock) -> None:
+    store = MemoryStore()
+    lease = await store.grant_lease(10)
+    await store.put("/tokenfab/leader", b"me", lease=lease)
+    kv = await store.get("/tokenfab/leader")
+    assert kv is not None
+    reconciler, executor, _, _ = await world(
+        clock, store, fence=Fence("/tokenfab/leader", kv.create_revision)
+    )
+    await ask(store)
+    await store.revoke_lease(lease)  # leadership lost before the pass
+    with pytest.raises(Fenced):
+        await reconciler.run_once()
+    assert await replicas(store) == {}
+    assert await events(store) == []
+    assert executor.starts == []
+
+
+async def test_node_events_are_recorded_once_they_commit(clock: FakeClock) -> None:
+    store = MemoryStore()
+    reconciler, _, wall, registry = await world(clock, store)
+    await reconciler.run_once()
+    assert await events(store) == []  # the first look only remembers
+    await registry.cordon("n1", "maintenance")
+    wall.now += timedelta(seconds=1)
+    landed = await reconciler.run_once()
+    assert [(e.kind, e.node_id) for e in landed.events] == [("node_state", "n1")]
+    assert [(e.kind, e.message) for e in await events(store)] == [("node_state", landed.events[0].message)]
