@@ -60,6 +60,7 @@ def test_every_component_has_its_identity(issued: dict[str, Any]) -> None:
         "controlplane",
         "executor",
         "agent",
+        "gateway",
         "etcd",
         "etcd-client",
         "client",
@@ -85,6 +86,7 @@ def test_every_component_has_its_identity(issued: dict[str, Any]) -> None:
         "spiffe://tokenfab/controlplane/tf-tokenfab", "spiffe://tokenfab/controlplane/tf-tokenfab",
         "spiffe://tokenfab/executor/bj-a", "spiffe://tokenfab/node/gpu-a-1", "spiffe://tokenfab/node/gpu-a-2",
         "spiffe://tokenfab/client/cli",
+        "spiffe://tokenfab/gateway/tf-tokenfab", "spiffe://tokenfab/gateway/tf-tokenfab",  # HTTPS, etcd client
     ])  # fmt: skip
     assert len({s["secret"] for s in SPECS}) == len(SPECS)  # one Secret (one key) per component
 
@@ -155,6 +157,18 @@ def test_mutual_tls_between_the_components(issued: dict[str, Any]) -> None:
         assert ("URI", "spiffe://tokenfab/client/cli") in peer["subjectAltName"]
         # the control plane's etcd client to a member's advertised name
         handshake(etcd, etcd_client, "tf-tokenfab-etcd-1.tf-tokenfab-etcd-peer.tokenfab.svc")
+        # the gateway: its own etcd client certificate and identity, and a serving certificate
+        # for its Service's names (the client here presents the cli certificate only because the
+        # in-memory handshake requires one; tenants authenticate with bearer tokens)
+        gateway_etcd = _files(d, "gwe", pairs[by_component[("etcd-client", "tokenfab-gateway")]], cas["etcd"])
+        peer = handshake(etcd, gateway_etcd, "tf-tokenfab-etcd")
+        assert ("URI", "spiffe://tokenfab/gateway/tf-tokenfab") in peer["subjectAltName"]
+        gateway = _files(d, "gw", pairs[by_component[("gateway", "tf-tokenfab-gateway")]], cas["workload"])
+        handshake(gateway, cli, "tf-tokenfab-gateway.tokenfab.svc")
+        with pytest.raises(ssl.SSLCertVerificationError):  # it cannot pass for the control plane
+            handshake(gateway, cli, "tf-tokenfab")
+        with pytest.raises(ssl.SSLError):  # nor is its serving key an etcd credential
+            handshake(etcd, (gateway[0], gateway[1], etcd[2]), "tf-tokenfab-etcd")
         # a workload certificate is no etcd credential; an agent's key cannot serve the API
         with pytest.raises(ssl.SSLError):
             handshake(etcd, (node[0], node[1], etcd[2]), "tf-tokenfab-etcd")

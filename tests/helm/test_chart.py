@@ -80,6 +80,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "plaintext-existing-secrets-no-operator": {
         "tls": {"enabled": False},
+        "gateway": {"enabled": False},  # it refuses plaintext beyond loopback
         "agents": {"metax": {"enabled": True}},
         "controlPlane": {
             "tenants": {"existingSecret": "tenants"},

@@ -37,6 +37,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     },
     "plaintext-kuberay": {
         "tls": {"enabled": False},
+        "gateway": {"enabled": False},
         "ray": {"kuberay": {"enabled": True}},
         "agents": {"nvidia": {"enabled": True}},
     },

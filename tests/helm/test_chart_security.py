@@ -28,7 +28,7 @@ RAY_PORTS = {6379, 8265, 10001}  # GCS, dashboard, Ray Client
 TLS_SETS = [n for n in VALUE_SETS if not n.startswith("plaintext")]
 RAY_SETS = ["kuberay", "mtls-cert-manager", "cert-manager-own-issuer-kuberay", "single-vendor-ascend",
             "hostpath-identity-host-network"]  # fmt: skip
-SERVERS = ("controlplane", "executor", "agent")  # the Tokenfab commands the chart runs
+SERVERS = ("controlplane", "executor", "agent", "gateway")  # the Tokenfab commands the chart runs
 
 
 def certificates(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -124,7 +124,14 @@ def test_no_pod_mounts_another_components_key(name: str) -> None:
             assert owner["component"] != "client", f"{pod_name} mounts a person's client key {secret}"
             mounted.setdefault(secret, set()).add(str(component))
             if component == "controlplane":
-                ok = owner["component"] in ("controlplane", "etcd-client")
+                ok = owner["component"] in ("controlplane", "etcd-client") and owner["uris"] == [
+                    f"spiffe://tokenfab/controlplane/{FULL}"
+                ]
+            elif component == "gateway":  # its serving certificate and its own etcd client one
+                ok = owner["component"] in ("gateway", "etcd-client") and owner["uris"] == [
+                    f"spiffe://tokenfab/gateway/{FULL}"
+                ]
+                assert owner["component"] == "etcd-client" or owner["usages"] == ["server auth"]
             elif component == "executor":
                 cluster = labels["tokenfab.io/cluster"]
                 ok = owner["uris"] == [f"spiffe://tokenfab/executor/{cluster}"]
@@ -142,8 +149,11 @@ def test_no_pod_mounts_another_components_key(name: str) -> None:
     for secret, owner in certs.items():
         by_component.setdefault(owner["component"], set()).add(secret)
     assert len(by_component["controlplane"]) == 1
+    assert len(by_component["gateway"]) == 1
+    components = {labels.get("app.kubernetes.io/component") for _, labels, _ in pods(docs)}
+    assert "gateway" in components, f"{name}: no gateway pod"
     for pod_name, labels, pod in pods(docs):
-        if labels.get("app.kubernetes.io/component") in ("controlplane", "executor"):
+        if labels.get("app.kubernetes.io/component") in ("controlplane", "executor", "gateway"):
             assert secret_volumes(pod) & set(certs), f"{pod_name} has no certificate of its own"
             for c in pod["containers"]:  # a TLS port cannot answer the kubelet's plaintext gRPC probe
                 assert "grpc" not in c.get("readinessProbe", {}) and "grpc" not in c.get("livenessProbe", {})
@@ -238,12 +248,24 @@ def test_etcd_speaks_tls_with_client_certificate_auth(name: str) -> None:
     ((server, owner),) = [(s, c) for s, c in certs.items() if c["component"] == "etcd"]
     assert owner["ca"] == "etcd" and f"{FULL}-etcd" in owner["dns"]
     assert f"*.{FULL}-etcd-peer.tokenfab.svc" in owner["dns"]  # members' advertised names
-    assert [c["ca"] for c in certs.values() if c["component"] == "etcd-client"] == ["etcd"]
+    # two etcd clients, each with its own key: the control plane's and the gateway's
+    assert [c["ca"] for c in certs.values() if c["component"] == "etcd-client"] == ["etcd", "etcd"]
     assert all(c["ca"] == "workload" for c in certs.values() if c["component"] not in ("etcd", "etcd-client"))
     cp = container(docs, FULL)
     assert {"--etcd-ca=/etc/tokenfab/etcd-tls/ca.crt", "--etcd-cert=/etc/tokenfab/etcd-tls/tls.crt",
             "--etcd-key=/etc/tokenfab/etcd-tls/tls.key"} <= set(cp["args"])  # fmt: skip
     assert f"{FULL}-etcd-client-tls" in secret_volumes(next(p for n, _, p in pods(docs) if n == FULL))
+    gateway = container(docs, f"{FULL}-gateway")
+    assert {"--etcd-ca=/etc/tokenfab/etcd-tls/ca.crt", "--etcd-cert=/etc/tokenfab/etcd-tls/tls.crt",
+            "--etcd-key=/etc/tokenfab/etcd-tls/tls.key"} <= set(gateway["args"])  # fmt: skip
+    gateway_pod = next(p for n, _, p in pods(docs) if n == f"{FULL}-gateway")
+    assert secret_volumes(gateway_pod) == {f"{FULL}-etcd-gateway-client-tls", f"{FULL}-gateway-tls",
+                                           f"{FULL}-tenants"}  # fmt: skip
+    # etcd admits its clients (the control plane and the gateway) and its peers, nobody else
+    (policy,) = _policies_for(docs, {"app.kubernetes.io/name": "tokenfab", "app.kubernetes.io/instance": "tf",
+                                     "app.kubernetes.io/component": "etcd"})  # fmt: skip
+    client_rules = [r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": 2379, "protocol": "TCP"}]]
+    assert [{_component_of(p) for p in r["from"]} for r in client_rules] == [{"controlplane", "gateway"}]
     assert server in secret_volumes(next(p for n, _, p in pods(docs) if n == f"{FULL}-etcd"))
 
 
@@ -301,7 +323,11 @@ def test_raylets_and_drivers_admit_only_ray_peers(name: str) -> None:
     for ds in agents(docs):
         (policy,) = _policies_for(docs, ds["spec"]["template"]["metadata"]["labels"])
         for rule in policy["spec"]["ingress"]:
-            assert {_component_of(p) for p in rule["from"]} <= {"ray-head", "executor", "agent"} | rayfrom
+            peers = {_component_of(p) for p in rule["from"]}
+            if peers == {"gateway"}:  # the gateway to the replicas' engines: unprivileged ports only
+                assert rule["ports"] == [{"port": 1024, "endPort": 65535, "protocol": "TCP"}]
+                continue
+            assert peers <= {"ray-head", "executor", "agent"} | rayfrom
     for _, labels, _ in [p for p in pods(docs) if p[1].get("app.kubernetes.io/component") == "executor"]:
         (policy,) = _policies_for(docs, labels)
         for rule in policy["spec"]["ingress"]:

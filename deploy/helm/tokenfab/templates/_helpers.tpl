@@ -65,14 +65,16 @@ Where certificates come from: "off" (tls.enabled=false: plaintext, servers run w
 Every certificate of the release, one per component (JSON list), so that the cert-manager
 Certificates, the generating Job and the pods that mount them agree on names and identities:
   secret      the Secret holding tls.crt, tls.key and ca.crt (mounted by that component only)
-  component   controlplane | executor | agent | etcd | etcd-client (the control plane's etcd client)
+  component   controlplane | executor | agent | gateway | etcd | etcd-client (the control plane's
+              and the gateway's etcd clients: one certificate and key each, by subject)
               | client (a transport certificate for people's tools, mounted by no pod: the CLI
               through kubectl port-forward; rights come from the bearer token)
   ca          workload (Tokenfab's gRPC identities) | etcd (a separate CA: a workload certificate
               is never an etcd credential)
   uris, dns, ips, usages, commonName, subject (cluster or node name where one applies)
 Identities (docs/design/security.md): spiffe://tokenfab/controlplane/<release fullname>,
-spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>.
+spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>,
+spiffe://tokenfab/gateway/<release fullname>.
 */}}
 {{- define "tokenfab.certificates" -}}
 {{- $full := include "tokenfab.fullname" . -}}
@@ -95,6 +97,15 @@ spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if .Values.gateway.enabled -}}
+{{- $gw := printf "%s-gateway" $full -}}
+{{- $gwDNS := list $gw (printf "%s.%s" $gw $ns) (printf "%s.%s.svc" $gw $ns) (printf "%s.%s.svc.cluster.local" $gw $ns) -}}
+{{- with .Values.gateway.publicUrl -}}
+{{- $host := (urlParse .).host | splitList ":" | first -}}
+{{- if and $host (not (has $host $gwDNS)) -}}{{- $gwDNS = append $gwDNS $host -}}{{- end -}}
+{{- end -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-tls" $gw) "component" "gateway" "subject" $full "ca" "workload" "commonName" $gw "uris" (list (printf "spiffe://tokenfab/gateway/%s" $full)) "dns" $gwDNS "ips" list "usages" (list "server auth")) -}}
+{{- end -}}
 {{- range .Values.tls.clients -}}
 {{- $certs = append $certs (dict "secret" (printf "%s-client-%s-tls" $full .) "component" "client" "subject" . "ca" "workload" "commonName" . "uris" (list (printf "spiffe://tokenfab/client/%s" .)) "dns" list "ips" list "usages" (list "client auth")) -}}
 {{- end -}}
@@ -104,6 +115,9 @@ spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>.
 {{- $dns := list $etcd (printf "%s.%s" $etcd $ns) (printf "%s.%s.svc" $etcd $ns) (printf "%s.%s.svc.cluster.local" $etcd $ns) (printf "*.%s.%s.svc" $peer $ns) (printf "*.%s.%s.svc.cluster.local" $peer $ns) "localhost" -}}
 {{- $certs = append $certs (dict "secret" (printf "%s-tls" $etcd) "component" "etcd" "subject" $etcd "ca" "etcd" "commonName" $etcd "uris" list "dns" $dns "ips" (list "127.0.0.1") "usages" (list "server auth" "client auth")) -}}
 {{- $certs = append $certs (dict "secret" (printf "%s-client-tls" $etcd) "component" "etcd-client" "subject" $full "ca" "etcd" "commonName" "tokenfab-controlplane" "uris" (list (printf "spiffe://tokenfab/controlplane/%s" $full)) "dns" list "ips" list "usages" (list "client auth")) -}}
+{{- if .Values.gateway.enabled -}}
+{{- $certs = append $certs (dict "secret" (printf "%s-gateway-client-tls" $etcd) "component" "etcd-client" "subject" (printf "%s-gateway" $full) "ca" "etcd" "commonName" "tokenfab-gateway" "uris" (list (printf "spiffe://tokenfab/gateway/%s" $full)) "dns" list "ips" list "usages" (list "client auth")) -}}
+{{- end -}}
 {{- end -}}
 {{- toJson $certs -}}
 {{- end -}}
@@ -115,6 +129,13 @@ spiffe://tokenfab/executor/<cluster>, spiffe://tokenfab/node/<node>.
 {{- if and (eq .component $.component) (eq .subject $.subject) -}}{{ $found = .secret }}{{- end -}}
 {{- end -}}
 {{- required (printf "no certificate for %s %s" .component .subject) $found -}}
+{{- end -}}
+
+{{/* The base URL tenants are told (capacity requests' endpoint): gateway.publicUrl, or the
+gateway Service inside the cluster. */}}
+{{- define "tokenfab.gatewayUrl" -}}
+{{- $gw := .Values.gateway -}}
+{{- default (printf "https://%s-gateway.%s.svc:%d/v1" (include "tokenfab.fullname" .) .Release.Namespace (int $gw.port)) $gw.publicUrl -}}
 {{- end -}}
 
 {{- define "tokenfab.grpcAddress" -}}
