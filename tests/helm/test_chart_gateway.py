@@ -73,6 +73,13 @@ def test_deployment_service_hpa_pdb_agree() -> None:
         assert probe["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
     assert {p["name"]: p["containerPort"] for p in c["ports"]}["https"] == port
 
+    # the tenants file: the control plane's tenants Secret, as a whole directory (reloads on change)
+    tenants_dir = args["--tenants"].rsplit("/", 1)[0]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == tenants_dir]
+    assert "subPath" not in mount and mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == f"{FULL}-tenants"
+
     service = _one(docs, "Service", GATEWAY)
     assert service["spec"]["selector"] == pod_labels and service["spec"]["type"] == "ClusterIP"
     ((sp),) = service["spec"]["ports"]
@@ -132,6 +139,15 @@ def test_values_shape_the_gateway() -> None:
     assert "llm.example.com" in gateway_cert["dns"] and f"{GATEWAY}.tokenfab.svc" in gateway_cert["dns"]
     (policy,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == GATEWAY]
     assert policy["spec"]["ingress"][0]["from"] == [client]
+    # an external etcd: the gateway's own client Secret when given, never a certificate of the chart's
+    external = {"bundled": {"enabled": False}, "external": {"endpoints": ["db:2379"], "tlsSecret": "cp-etcd"}}
+    for extra, secret in (({}, "cp-etcd"), ({"gatewayTlsSecret": "gw-etcd"}, "gw-etcd")):
+        etcd_values = {**external, "external": {**external["external"], **extra}}  # type: ignore[dict-item]
+        ext = render({"etcd": etcd_values})
+        gw_pod = _one(ext, "Deployment", GATEWAY)["spec"]["template"]["spec"]
+        (etcd_volume,) = [v for v in gw_pod["volumes"] if v["name"] == "etcd-tls"]
+        assert etcd_volume["secret"]["secretName"] == secret
+        assert _args(gw_pod["containers"][0])["--etcd"] == "db:2379"
     hpa = render({"gateway": {"hpa": {"targetMemoryUtilizationPercentage": 80}}})
     metrics = _one(hpa, "HorizontalPodAutoscaler", GATEWAY)["spec"]["metrics"]
     assert [m["resource"]["name"] for m in metrics] == ["cpu", "memory"]
