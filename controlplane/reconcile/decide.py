@@ -37,6 +37,12 @@ The target of a request is the one the autoscaler applied (``World.targets``), e
 one from its spec.
 
 Each request's status is then read from its replicas (:mod:`controlplane.reconcile.status`).
+
+:func:`decide` calls one function per rule, in this order, on a working state local to the call
+(``_Pass``): ``_move_replicas`` (rules 1, 2, 4), the departing set (rule 5, make),
+``_drain_surplus`` (3), ``_place_deficit`` (6), ``_announce_replacements``, ``_retire_departing``
+(5, break), ``_stop_orphans``, ``_statuses``. The node judgement (state-change events,
+quarantine of flapping nodes) is a decision of its own, in :mod:`controlplane.reconcile.nodes`.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord, CapacityStatus
 from controlplane.domain.replicas import LIVE, TERMINAL, ReplicaRecord, ReplicaState
 from controlplane.reconcile.status import EPS, request_status
-from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, schedule
+from controlplane.scheduler import NodeSlot, PlacedReplica, RequestPlan, SchedulerConfig, schedule
 from controlplane.scheduler.demand import demand_of
 
 S = ReplicaState
@@ -247,6 +253,33 @@ def _usable_fleet(world: World) -> list[NodeSlot]:
     return slots
 
 
+@dataclass
+class _Pass:
+    """The working state of one decision, built up rule by rule (local to :func:`decide`)."""
+
+    out: Decision = field(default_factory=Decision)
+    current: dict[str, ReplicaRecord] = field(default_factory=dict)  # replica id -> after the rules so far
+    lost_now: defaultdict[str, list[ReplicaRecord]] = field(default_factory=lambda: defaultdict(list))
+    departing: dict[str, str] = field(default_factory=dict)  # replica id -> why it must move
+    plans: dict[str, RequestPlan] = field(default_factory=dict)
+    waiting: dict[str, datetime] = field(default_factory=dict)  # request id -> backoff end
+
+    def by_request(self) -> defaultdict[str, list[ReplicaRecord]]:
+        grouped: defaultdict[str, list[ReplicaRecord]] = defaultdict(list)
+        for record in self.current.values():
+            grouped[record.request_id].append(record)
+        return grouped
+
+    def move(self, moved: ReplicaRecord) -> None:
+        """Record a move decided after rule 2 (the latest move of a replica wins)."""
+        updates = {u.id: u for u in self.out.updates}
+        updates[moved.id] = moved
+        self.out.updates = list(updates.values())
+        if moved.state is S.DRAINING:
+            self.out.stops.append(moved)
+        self.current[moved.id] = moved
+
+
 def decide(
     world: World,
     catalog: Catalog,
@@ -255,17 +288,41 @@ def decide(
     new_id: Callable[[str], str],
     engine_for: Callable[[ReplicaRecord], str] = lambda r: r.engine,
 ) -> Decision:
-    now = world.now
-    out = Decision()
+    """The rules of the module docstring, in order, one function each. Purely computational."""
+    p = _Pass()
+    _move_replicas(world, cfg, p)  # rules 1, 2 and 4, and expiry
+    # rule 5, make: departing replicas keep serving but do not count towards the target
+    slots = _slots(world)
+    p.departing = {
+        r.id: why
+        for r in p.current.values()
+        if r.state in LIVE and (why := _departing(r, slots, world.now, cfg))
+    }
+    _drain_surplus(world, catalog, p)  # rule 3
+    by_request = _place_deficit(world, catalog, cfg, p, new_id=new_id, engine_for=engine_for)  # rule 6
+    _announce_replacements(p)
+    _retire_departing(world, p, by_request)  # rule 5, break
+    _stop_orphans(world, p)
+    _statuses(world, p, by_request)
+    return p.out
+
+
+def _slots(world: World) -> dict[str, NodeSlot]:
+    return {s.node_id: s for s in world.fleet}
+
+
+def _move_replicas(world: World, cfg: ReconcileConfig, p: _Pass) -> None:
+    """Rules 1 (cancelled or gone; never accepted), 2 (what the executor reports) and 4
+    (unplanned loss) for every replica not yet Stopped or Failed; terminal records past the
+    history window expire."""
+    now, out = world.now, p.out
     requests = {r.id: r for r in world.requests}
-    slots = {s.node_id: s for s in world.fleet}
-    lost_now: dict[str, list[ReplicaRecord]] = defaultdict(list)  # request -> replicas failed this pass
-    current: dict[str, ReplicaRecord] = {}
+    slots = _slots(world)
     for record in world.replicas:
         if record.state in TERMINAL:
             if _age_s(record, now) > cfg.history_s:
                 out.expired.append(record)
-            current[record.id] = record
+            p.current[record.id] = record
             continue
         moved = record
         request = requests.get(record.request_id)
@@ -287,12 +344,12 @@ def decide(
             out.events.append(
                 Event("replica_lost", moved.reason, record.request_id, record.id, record.node_id)
             )
-            lost_now[record.request_id].append(moved)
+            p.lost_now[record.request_id].append(moved)
         elif moved.state is S.FAILED and record.state is S.READY:
             out.events.append(
                 Event("replica_failed", moved.reason, record.request_id, record.id, record.node_id)
             )
-            lost_now[record.request_id].append(moved)
+            p.lost_now[record.request_id].append(moved)
         if moved is not record:
             out.updates.append(moved)
             out.notes.append(
@@ -300,40 +357,37 @@ def decide(
             )
         if moved.state is S.DRAINING:
             out.stops.append(moved)  # failed actors that linger are stopped as orphans below
-        current[record.id] = moved
+        p.current[record.id] = moved
 
-    by_request: dict[str, list[ReplicaRecord]] = defaultdict(list)
-    for record in current.values():
-        by_request[record.request_id].append(record)
 
-    # rule 5 (planned loss): replicas on a draining node or a lease ending within their expected
-    # start time plus a margin are departing: they keep serving, do not count towards the target,
-    # and are retired once the replacements are Ready (make-before-break)
-    departing = {
-        r.id: why for r in current.values() if r.state in LIVE and (why := _departing(r, slots, now, cfg))
-    }
-
-    # rule 3: surplus after a target was lowered
+def _drain_surplus(world: World, catalog: Catalog, p: _Pass) -> None:
+    """Rule 3: a lowered target drains the live replicas it no longer needs."""
+    by_request = p.by_request()
     for request in world.requests:
         if not request.active:
             continue
-        live = [r for r in by_request[request.id] if r.state in LIVE and r.id not in departing]
+        live = [r for r in by_request[request.id] if r.state in LIVE and r.id not in p.departing]
         for replica in _surplus(live, world.target(request), catalog=catalog):
             state = S.STOPPED if replica.state is S.PENDING else S.DRAINING
-            moved = replica.moved(state, "surplus: the target is met without it", now)
-            updates = {u.id: u for u in out.updates}
-            updates[moved.id] = moved
-            out.updates = list(updates.values())
-            if state is S.DRAINING:
-                out.stops.append(moved)
-            current[moved.id] = moved
-            out.notes.append(f"replica {moved.id}: drained as surplus for {request.id}")
-    by_request = defaultdict(list)
-    for record in current.values():
-        by_request[record.request_id].append(record)
+            p.move(replica.moved(state, "surplus: the target is met without it", world.now))
+            p.out.notes.append(f"replica {replica.id}: drained as surplus for {request.id}")
 
-    # rule 6: deficit -> scheduler
-    live_all = [r for r in current.values() if r.state in LIVE or r.state is S.DRAINING]
+
+def _place_deficit(
+    world: World,
+    catalog: Catalog,
+    cfg: ReconcileConfig,
+    p: _Pass,
+    *,
+    new_id: Callable[[str], str],
+    engine_for: Callable[[ReplicaRecord], str],
+) -> defaultdict[str, list[ReplicaRecord]]:
+    """Rule 6: the scheduler places what every active request still lacks (after its backoff);
+    returns the replicas by request, new ones included."""
+    now, out, departing = world.now, p.out, p.departing
+    requests = {r.id: r for r in world.requests}
+    by_request = p.by_request()
+    live_all = [r for r in p.current.values() if r.state in LIVE or r.state is S.DRAINING]
     placed = [
         PlacedReplica(
             r.id, r.request_id, r.node_id, r.accelerator, r.tensor_parallel, r.devices,
@@ -341,14 +395,14 @@ def decide(
         )
         for r in live_all
     ]  # fmt: skip
-    demands, waiting = [], {}
+    demands = []
     for request in world.requests:
         if not request.active:
             continue
         failed = [r for r in by_request[request.id] if r.state is S.FAILED]
         until = _backoff_until(failed, now, cfg)
         if until is not None and until > now:
-            waiting[request.id] = until
+            p.waiting[request.id] = until
             continue
         target = world.target(request)
         if target <= EPS:
@@ -366,7 +420,7 @@ def decide(
     fleet = _usable_fleet(world)
     plan = schedule(fleet, demands, placed, catalog, now=now, config=cfg.scheduler)
     clusters = {s.node_id: s for s in fleet}
-    plans = {p.request_id: p for p in plan.requests}
+    p.plans = {rp.request_id: rp for rp in plan.requests}
     for request_plan in plan.requests:
         request = requests[request_plan.request_id]
         planned: list[ReplicaRecord] = []
@@ -406,19 +460,26 @@ def decide(
                 f"replica {record.id}: new for {request.id} on {record.node_id} devices "
                 f"{list(record.devices)} ({record.reason})"
             )
+    return by_request
 
-    # an event per unplanned replacement, with its cause
-    for request_id, failed in lost_now.items():
-        fresh = [r.id for r in out.creates if r.request_id == request_id]
+
+def _announce_replacements(p: _Pass) -> None:
+    """An event per unplanned replacement (rule 4's loss, rule 6's new replicas), with its cause."""
+    for request_id, failed in p.lost_now.items():
+        fresh = [r.id for r in p.out.creates if r.request_id == request_id]
         if fresh:
             for replica in failed:
                 message = f"{replica.reason}: replacing {replica.id} with {', '.join(fresh)}"
-                out.events.append(
+                p.out.events.append(
                     Event("replacement_started", message, request_id, replica.id, replica.node_id)
                 )
 
-    # rule 5, break: retire departing replicas once the rest meets the target on Ready replicas
-    # (or at once when the lease has ended or the node is gone)
+
+def _retire_departing(world: World, p: _Pass, by_request: defaultdict[str, list[ReplicaRecord]]) -> None:
+    """Rule 5, break: departing replicas are retired once the rest meets the target on Ready
+    replicas (or at once when the lease has ended or the node is gone, or within the request's
+    disruption budget)."""
+    now, out, departing, slots = world.now, p.out, p.departing, _slots(world)
     for request in world.requests:
         leaving = [r for r in by_request[request.id] if r.id in departing and r.state in LIVE]
         if not leaving:
@@ -458,32 +519,32 @@ def decide(
                 else f"within the disruption budget ({request.spec.max_unavailable_percent:g}% of the target)"
             )
             moved = replica.moved(S.STOPPED if replica.state is S.PENDING else S.DRAINING, why, now)
-            updates = {u.id: u for u in out.updates}
-            updates[moved.id] = moved
-            out.updates = list(updates.values())
-            if moved.state is S.DRAINING:
-                out.stops.append(moved)
-            current[moved.id] = moved
+            p.move(moved)
             by_request[request.id] = [moved if r.id == moved.id else r for r in by_request[request.id]]
             out.events.append(Event("replica_retired", why, request.id, replica.id, replica.node_id))
             out.notes.append(f"replica {replica.id}: retired ({why})")
 
-    # orphans: actors no live record claims
-    claimed = {r.id for r in current.values() if r.state not in TERMINAL}
+
+def _stop_orphans(world: World, p: _Pass) -> None:
+    """Actors that no live record claims are stopped."""
+    claimed = {r.id for r in p.current.values() if r.state not in TERMINAL}
     for cluster, seen in world.seen.items():
         for name in seen:
             if name not in claimed:
-                out.orphans.append((cluster, name))
-                out.notes.append(f"actor {name} in {cluster}: no live replica claims it; stopping")
+                p.out.orphans.append((cluster, name))
+                p.out.notes.append(f"actor {name} in {cluster}: no live replica claims it; stopping")
 
+
+def _statuses(world: World, p: _Pass, by_request: defaultdict[str, list[ReplicaRecord]]) -> None:
+    """Each request's status from its replicas and plan (:mod:`controlplane.reconcile.status`),
+    written only when it changed."""
     for request in world.requests:
         status = request_status(
-            request, by_request[request.id], plans.get(request.id), waiting.get(request.id), now,
+            request, by_request[request.id], p.plans.get(request.id), p.waiting.get(request.id), world.now,
             world.target(request),
         )  # fmt: skip
         if status != request.status:
-            out.statuses[request.id] = status
-    return out
+            p.out.statuses[request.id] = status
 
 
 def quarantined_until(comebacks: Sequence[datetime], now: datetime, cfg: ReconcileConfig) -> datetime | None:
