@@ -25,6 +25,7 @@ replicas is the executor's job (reconciler), which updates the status as they co
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import json
@@ -62,7 +63,8 @@ from controlplane.scheduler import NodeSlot, SchedulerConfig, options_for, sched
 from controlplane.scheduler.demand import demand_of as demand_of  # re-exported: moved to the pure core
 from controlplane.scheduler.reasons import plan_reason
 from controlplane.store import keys
-from controlplane.store.base import Store
+from controlplane.store.base import RevisionCompacted, Store, StoreUnavailable
+from controlplane.store.follow import RETRY_S
 from tokenfab.logs import get_logger
 
 log = get_logger("capacity")
@@ -481,20 +483,46 @@ class CapacityManager:
 
     async def watch(self, tenant: Tenant | None) -> AsyncIterator[tuple[bool, CapacityRecord]]:
         """(is_snapshot, record) for the caller's requests: the current ones, then every change;
-        a record that does not load is quarantined and skipped, never the end of the watch."""
+        a record that does not load is quarantined and skipped, never the end of the watch.
+
+        The stream outlives the store's failures like every follower (controlplane/store/follow.py):
+        a broken etcd watch resumes from the last revision seen, and when that revision was
+        compacted away the requests are listed again and every one that changed since it was last
+        sent goes out as an upsert, so the client never has to re-subscribe."""
+        sent: dict[str, int] = {}  # key -> mod revision last sent (or skipped) to this client
         kvs, revision = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
         for kv in kvs:
-            try:
-                record = self._parse(kv.key, kv.value)
-            except InvalidStoredRecord:
-                continue
-            if _visible(tenant, record.tenant):
+            sent[kv.key] = kv.mod_revision
+            if (record := self._visible_record(tenant, kv.key, kv.value)) is not None:
                 yield True, record
-        async for event in self._store.watch_prefix(keys.CAPACITY_REQUESTS, start_revision=revision + 1):
-            if event.value:
-                try:
-                    record = self._parse(event.key, event.value)
-                except InvalidStoredRecord:
-                    continue
-                if _visible(tenant, record.tenant):
-                    yield False, record
+        start = revision + 1
+        while True:
+            try:
+                async for event in self._store.watch_prefix(keys.CAPACITY_REQUESTS, start_revision=start):
+                    start = event.mod_revision + 1
+                    if not event.value:
+                        sent.pop(event.key, None)
+                        continue
+                    sent[event.key] = event.mod_revision
+                    if (record := self._visible_record(tenant, event.key, event.value)) is not None:
+                        yield False, record
+            except RevisionCompacted as exc:
+                log.warning("capacity.watch_compacted", revision=start, compacted=exc.compacted_revision)
+                kvs, revision = await self._store.list_prefix(keys.CAPACITY_REQUESTS)
+                changed = [kv for kv in kvs if sent.get(kv.key) != kv.mod_revision]
+                sent = {kv.key: kv.mod_revision for kv in kvs}
+                for kv in changed:
+                    if (record := self._visible_record(tenant, kv.key, kv.value)) is not None:
+                        yield False, record
+                start = revision + 1
+                log.info("capacity.watch_resynced", revision=start, changed=len(changed))
+            except StoreUnavailable as exc:
+                log.warning("capacity.watch_broken", revision=start, error=str(exc))
+                await asyncio.sleep(RETRY_S)
+
+    def _visible_record(self, tenant: Tenant | None, key: str, value: bytes) -> CapacityRecord | None:
+        try:
+            record = self._parse(key, value)
+        except InvalidStoredRecord:
+            return None
+        return record if _visible(tenant, record.tenant) else None
