@@ -8,7 +8,8 @@ one Heartbeat carrying every device's telemetry -> read acks and commands concur
 failure ends the session; the agent waits a jittered exponential backoff (reset after a session
 that got at least one ack) and starts a new session, so it rides out control-plane restarts and
 re-registers without operator help. A registration the control plane rejects as invalid is a
-configuration error: the agent stops with exit code 2 instead of retrying forever.
+configuration error (:class:`AgentConfigError`, a :class:`tokenfab.errors.PermanentError`): the
+agent stops with exit code 2 instead of retrying forever.
 
 A silent partition (packets dropped, no RST: a cut cable, a firewall, a frozen instance) would
 otherwise go unnoticed until TCP gives up, minutes later, and the node's fencing would wait that
@@ -38,6 +39,7 @@ from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice, NotPr
 from agents.fence import fence
 from agents.lease import Notice, NoticeSource
 from tokenfab import __version__
+from tokenfab.errors import PermanentError
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS, client_channel
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc, types_pb2
@@ -87,7 +89,7 @@ class AckTimeout(ConnectionError):
     """The control plane acked nothing within the deadline: the session is presumed partitioned."""
 
 
-class AgentConfigError(Exception):
+class AgentConfigError(PermanentError):
     """The control plane refused this agent's registration as invalid; retrying cannot help."""
 
 
@@ -294,7 +296,7 @@ class Agent:
             acked_before = self.status.acks
             try:
                 await self._session(stop)
-            except AgentConfigError:
+            except PermanentError:  # the error tree: retrying cannot help (AgentConfigError)
                 raise
             except Exception as exc:
                 # Any other failure ends this session only: an RPC error, a reset connection, a

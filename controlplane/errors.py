@@ -1,55 +1,106 @@
-"""Typed errors of the control plane, each saying whether a retry can help.
+"""Typed errors of the control plane, each saying by its place in the tree whether a retry can help.
 
 ::
 
-    TokenfabError                 retryable = False unless stated
-    ├── InvalidArgument           bad input; ``field`` names it      -> INVALID_ARGUMENT
-    ├── NotFound                  no such object                     -> NOT_FOUND
-    ├── FailedPrecondition        valid, but not in this state       -> FAILED_PRECONDITION
-    ├── Conflict                  lost a compare-and-swap race       -> ABORTED (retryable)
-    ├── Unauthenticated           no or unknown credentials          -> UNAUTHENTICATED
-    ├── PermissionDenied          authenticated, not allowed         -> PERMISSION_DENIED
-    └── QuotaExceeded             over a tenant's quota              -> RESOURCE_EXHAUSTED
+    TokenfabError (tokenfab.errors)      the root; ``message`` is what a caller is shown
+    ├── PermanentError                   retrying the same call cannot help
+    │   ├── InvalidArgument              bad input; ``field`` names it     -> INVALID_ARGUMENT
+    │   ├── NotFound                     no such object                    -> NOT_FOUND
+    │   ├── FailedPrecondition           valid, but not in this state      -> FAILED_PRECONDITION
+    │   ├── Unauthenticated              no or unknown credentials         -> UNAUTHENTICATED
+    │   ├── PermissionDenied             authenticated, not allowed        -> PERMISSION_DENIED
+    │   ├── QuotaExceeded                over a tenant's quota             -> RESOURCE_EXHAUSTED
+    │   ├── Fenced                       store: the writer lost its fence (leadership)
+    │   └── LeaseExpired                 store: the lease is gone, and what it held
+    └── TemporaryError(delay=...)        retrying can help, after ``delay`` (None: the loop's pace)
+        ├── Conflict          delay 0    lost a compare-and-swap race: re-read, decide again -> ABORTED
+        ├── StoreUnavailable             store: etcd unreachable or the call broke     -> UNAVAILABLE
+        └── RevisionCompacted delay 0    store: the watch's history is gone: list again, watch on
 
-The API layer maps them to gRPC status codes; nothing below the API layer knows about gRPC.
+A retrying loop asks :func:`retry_delay` (re-exported from :mod:`tokenfab.errors`) rather than
+naming classes: ``controlplane.store.follow`` (the resumable watch), the leader election and the
+agent's reconnect loop do. The store errors are defined here and re-exported by
+:mod:`controlplane.store.base`, where they have always been imported from. The API layer maps the
+tree to gRPC status codes (``controlplane.api.status``); nothing below the API layer knows gRPC.
+The agent's :class:`agents.runtime.AgentConfigError` is a ``PermanentError`` of the same root.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
 
-class TokenfabError(Exception):
-    retryable: bool = False
+from tokenfab.errors import PermanentError, TemporaryError, TokenfabError, is_temporary, retry_delay
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+__all__ = [
+    "Conflict",
+    "FailedPrecondition",
+    "Fenced",
+    "InvalidArgument",
+    "LeaseExpired",
+    "NotFound",
+    "PermanentError",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "RevisionCompacted",
+    "StoreUnavailable",
+    "TemporaryError",
+    "TokenfabError",
+    "Unauthenticated",
+    "is_temporary",
+    "retry_delay",
+]
 
 
-class InvalidArgument(TokenfabError):
+class InvalidArgument(PermanentError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
 
 
-class NotFound(TokenfabError):
+class NotFound(PermanentError):
     pass
 
 
-class FailedPrecondition(TokenfabError):
+class FailedPrecondition(PermanentError):
     pass
 
 
-class Conflict(TokenfabError):
-    retryable = True
-
-
-class Unauthenticated(TokenfabError):
+class Unauthenticated(PermanentError):
     pass
 
 
-class PermissionDenied(TokenfabError):
+class PermissionDenied(PermanentError):
     pass
 
 
-class QuotaExceeded(TokenfabError):
+class QuotaExceeded(PermanentError):
     pass
+
+
+class Conflict(TemporaryError):
+    """Lost a compare-and-swap race: re-read and decide again, at once."""
+
+    default_delay: ClassVar[float | None] = 0.0
+
+
+class StoreUnavailable(TemporaryError):
+    """The backing store could not be reached; the operation may be retried."""
+
+
+class RevisionCompacted(TemporaryError):
+    """A watch asked for history the store has compacted; list again, then watch from there."""
+
+    default_delay: ClassVar[float | None] = 0.0
+
+    def __init__(self, compacted_revision: int) -> None:
+        super().__init__(f"revision compacted: history before {compacted_revision} is gone")
+        self.compacted_revision = compacted_revision
+
+
+class Fenced(PermanentError):
+    """A fenced write found the fence gone: the writer no longer holds what entitled it to write
+    (leadership). Not retryable by the same writer; nothing was written."""
+
+
+class LeaseExpired(PermanentError):
+    """A lease to refresh no longer exists (it expired or was revoked): what it held is gone."""

@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from controlplane.errors import retry_delay
 from controlplane.store import keys
-from controlplane.store.base import Fence, LeaseExpired, Store, StoreUnavailable
+from controlplane.store.base import Fence, LeaseExpired, Store
 from tokenfab.logs import get_logger
 
 log = get_logger("election")
@@ -124,7 +125,7 @@ class Election:
             except LeaseExpired:
                 self._step_down("lease expired")
             except Exception as exc:  # etcd unreachable, or anything else: the loop outlives it
-                if not isinstance(exc, StoreUnavailable | TimeoutError | OSError):
+                if retry_delay(exc, default=interval) is None:  # not etcd being away: say so
                     log.warning("election.error", identity=self.identity, error=repr(exc))
                 if self._lease and self.clock() >= self._valid_until:
                     self._step_down(f"etcd unreachable: {exc or type(exc).__name__}")

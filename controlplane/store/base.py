@@ -29,30 +29,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-
-class StoreUnavailable(Exception):
-    """The backing store could not be reached; the operation may be retried."""
-
-    retryable = True
-
-
-class Fenced(Exception):
-    """A fenced write found the fence gone: the writer no longer holds what entitled it to write
-    (leadership). Not retryable by the same writer; nothing was written."""
-
-    retryable = False
-
-
-class RevisionCompacted(Exception):
-    """A watch asked for history the store has compacted; list again, then watch from there."""
-
-    def __init__(self, compacted_revision: int) -> None:
-        super().__init__(f"revision compacted: history before {compacted_revision} is gone")
-        self.compacted_revision = compacted_revision
-
-
-class LeaseExpired(Exception):
-    """A lease to refresh no longer exists (it expired or was revoked): what it held is gone."""
+# The store's errors sit in the one error tree (controlplane.errors); imported from here as always.
+from controlplane.errors import Fenced as Fenced
+from controlplane.errors import LeaseExpired as LeaseExpired
+from controlplane.errors import RevisionCompacted as RevisionCompacted
+from controlplane.errors import StoreUnavailable as StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Every long-lived watcher in the control plane (nodes, presence keys, replica records for fencing,
 capacity requests for the reconciler) is the same loop: watch from a revision, apply each event,
 and when the store goes away (a dead etcd member, a broken stream) wait a second and watch again
-from the last revision seen.
+from the last revision seen. How long to wait comes from the error tree
+(:func:`controlplane.errors.retry_delay`); an error a retry cannot fix is logged as an error, and
+the follower still goes on.
 
 Compaction is the one failure that resuming cannot survive: etcd has forgotten the history the
 follower needs (the Helm chart's etcd compacts every hour, so a follower that was cut off for a
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from controlplane.errors import retry_delay
 from controlplane.store.base import RevisionCompacted, Store, WatchEvent
 from tokenfab.logs import get_logger
 
@@ -76,5 +79,14 @@ async def follow(
             needs_resync = resync is not None
             continue
         except Exception as exc:
-            log.warning("follow.failed", what=what, prefix=prefix, error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(RETRY_S)
+            # the error tree says whether and when to try again (a dead etcd member: after RETRY_S)
+            delay = retry_delay(exc, default=RETRY_S)
+            error = str(exc) or type(exc).__name__
+            if delay is None:
+                # not a fault a retry can fix (a bug, a refusal): said loudly; the follower still
+                # goes on at its own pace, since a dead watcher would leave its state stale for good
+                log.error("follow.failed", what=what, prefix=prefix, error=error, retryable=False)
+                delay = RETRY_S
+            else:
+                log.warning("follow.failed", what=what, prefix=prefix, error=error, retryable=True)
+            await asyncio.sleep(delay)

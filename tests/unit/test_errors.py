@@ -1,0 +1,174 @@
+"""The error tree is what controlplane/errors.py draws, and the retrying loops take their decisions
+from it (the resumable watch, the leader election, the agent's reconnect loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+import controlplane.errors as errors
+import tokenfab.errors as kernel
+from agents.backoff import Backoff
+from agents.runtime import Agent, AgentConfigError, NodeIdentity
+from controlplane.ha.election import Election
+from controlplane.store import base, follow
+from controlplane.store.base import WatchEvent
+
+
+def _drawn_tree() -> list[tuple[str, str]]:
+    """(class, parent) for every node of the tree in the module docstring."""
+    assert errors.__doc__ is not None
+    edges: list[tuple[str, str]] = []
+    stack: list[tuple[int, str]] = []
+    for line in errors.__doc__.splitlines():
+        match = re.match(r"^(\s*)(?:[│ ]*[├└]── )?([A-Z]\w+)", line)
+        if match is None or ("──" not in line and not line.strip().startswith("TokenfabError")):
+            continue
+        depth = line.index(match.group(2))
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            edges.append((match.group(2), stack[-1][1]))
+        stack.append((depth, match.group(2)))
+    return edges
+
+
+def test_the_tree_is_what_the_docstring_draws() -> None:
+    edges = _drawn_tree()
+    drawn = {name for edge in edges for name in edge}
+    assert len(edges) == 13  # two branches, six refusals, two fenced-out store errors, three temporary
+    for name, parent in edges:
+        cls, parent_cls = getattr(errors, name), getattr(errors, parent)
+        assert cls.__bases__ == (parent_cls,), f"{name} is drawn under {parent}"
+    # every exception class the module defines is drawn
+    defined = {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, Exception)}
+    assert defined == drawn
+    assert set(errors.__all__) >= defined
+
+
+def test_the_root_and_branches_are_the_kernels() -> None:
+    assert errors.TokenfabError is kernel.TokenfabError
+    assert errors.PermanentError is kernel.PermanentError
+    assert errors.TemporaryError is kernel.TemporaryError
+    assert issubclass(AgentConfigError, kernel.PermanentError)
+
+
+def test_store_errors_are_still_importable_from_the_store() -> None:
+    assert base.StoreUnavailable is errors.StoreUnavailable
+    assert base.Fenced is errors.Fenced
+    assert base.RevisionCompacted is errors.RevisionCompacted
+    assert base.LeaseExpired is errors.LeaseExpired
+    from controlplane.store import StoreUnavailable
+
+    assert StoreUnavailable is errors.StoreUnavailable
+
+
+@pytest.mark.parametrize(
+    ("exc", "retryable"),
+    [
+        (errors.StoreUnavailable("etcd away"), True),
+        (errors.Conflict("lost"), True),
+        (errors.RevisionCompacted(7), True),
+        (errors.Fenced("not the leader"), False),
+        (errors.LeaseExpired("gone"), False),
+        (errors.InvalidArgument("model", "unknown"), False),
+        (errors.NotFound("x"), False),
+        (errors.PermissionDenied("x"), False),
+    ],
+)
+def test_retryable_follows_the_branch(exc: errors.TokenfabError, retryable: bool) -> None:
+    assert exc.retryable is retryable
+    assert errors.is_temporary(exc) is retryable
+
+
+def test_retry_delay() -> None:
+    assert errors.retry_delay(errors.StoreUnavailable("x"), default=1.5) == 1.5  # the loop's pace
+    assert errors.retry_delay(errors.StoreUnavailable("x", delay=4.0), default=1.5) == 4.0
+    assert errors.retry_delay(errors.Conflict("x"), default=1.5) == 0.0  # re-read at once
+    assert errors.retry_delay(errors.RevisionCompacted(3), default=1.5) == 0.0
+    assert errors.retry_delay(errors.Fenced("x"), default=1.5) is None
+    assert errors.retry_delay(errors.InvalidArgument("f", "bad"), default=1.5) is None
+    assert errors.retry_delay(ConnectionResetError(), default=1.5) == 1.5  # transports: temporary
+    assert errors.retry_delay(TimeoutError(), default=1.5) == 1.5
+    assert errors.retry_delay(KeyError("bug"), default=1.5) is None  # a bug: a retry cannot fix it
+
+
+def test_messages_and_fields_are_kept() -> None:
+    exc = errors.InvalidArgument("spec.model", "unknown model")
+    assert exc.message == str(exc) == "spec.model: unknown model"
+    assert exc.field == "spec.model"
+    compacted = errors.RevisionCompacted(12)
+    assert compacted.compacted_revision == 12
+    assert str(compacted) == compacted.message
+
+
+class _FailingStore:
+    """list_prefix raises the given errors in turn, then cancels the follower."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+
+    async def list_prefix(self, prefix: str) -> tuple[list[Any], int]:
+        if not self.failures:
+            raise asyncio.CancelledError
+        raise self.failures.pop(0)
+
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+        raise AssertionError("never reached")
+
+
+async def test_follow_takes_its_retry_decision_from_the_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(follow, "RETRY_S", 0.0)
+    store = _FailingStore([errors.StoreUnavailable("etcd away"), KeyError("a bug")])
+    with capture_logs() as logs, pytest.raises(asyncio.CancelledError):
+        await follow.follow(store, "/p/", lambda event: None, what="test")  # type: ignore[arg-type]
+    failed = [(e["log_level"], e["retryable"], e["error"]) for e in logs if e["event"] == "follow.failed"]
+    assert failed == [("warning", True, "etcd away"), ("error", False, "'a bug'")]
+
+
+class _ElectionStore:
+    """grant_lease raises the given errors in turn; then stops the election."""
+
+    def __init__(self, failures: list[Exception], stopped: asyncio.Event) -> None:
+        self.failures, self.stopped = failures, stopped
+
+    async def grant_lease(self, ttl_s: int) -> int:
+        if len(self.failures) == 1:
+            self.stopped.set()
+        raise self.failures.pop(0)
+
+
+async def test_election_logs_only_what_a_retry_cannot_fix() -> None:
+    stopped = asyncio.Event()
+    store = _ElectionStore([errors.StoreUnavailable("etcd away"), OSError("reset"), KeyError("bug")], stopped)
+    election = Election(store, "me", ttl_s=1)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        await election.start()
+        await asyncio.wait_for(stopped.wait(), 10)
+        await election.stop()
+    errors_logged = [e["error"] for e in logs if e["event"] == "election.error"]
+    assert errors_logged == ["KeyError('bug')"]
+
+
+class _Agent(Agent):
+    """An agent whose sessions fail with the given errors in turn (no network)."""
+
+    failures: list[Exception]
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        self.status.sessions += 1
+        raise self.failures.pop(0)
+
+
+async def test_agent_reconnects_after_temporary_errors_and_stops_on_permanent_ones() -> None:
+    agent = _Agent(object(), NodeIdentity("n1", "c1"), address="127.0.0.1:1", backoff=Backoff(0.0, 0.0))  # type: ignore[arg-type]
+    agent.failures = [ConnectionResetError("reset"), kernel.TemporaryError("later"), AgentConfigError("bad")]
+    with pytest.raises(AgentConfigError):
+        await agent._sessions(asyncio.Event())
+    assert agent.status.sessions == 3
+    assert agent.failures == []
