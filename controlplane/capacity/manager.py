@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
 import hashlib
 import json
 import math
@@ -121,6 +122,17 @@ class CapacityManager:
         self._config = config or SchedulerConfig()
         self.quarantined: dict[str, str] = {}  # request id -> why it does not load
         self.on_quarantine: Callable[[str, str], None] = lambda request_id, reason: None
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def using(self, store: Store) -> CapacityManager:
+        """The same manager (catalog, fleet, clocks, quarantine) writing through ``store``: the
+        leader-only callers (the Kubernetes operator) pass a FencedStore on the election's term."""
+        twin = copy.copy(self)  # shallow: the quarantine map and its callback stay shared
+        twin._store = store
+        return twin
 
     # -- helpers ---------------------------------------------------------------------------
 

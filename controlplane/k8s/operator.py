@@ -12,9 +12,19 @@ namespaces and applies :func:`controlplane.k8s.crd.plan` to each: finalizer firs
 update / cancel through the :class:`~controlplane.capacity.manager.CapacityManager` (the same
 validation, quotas and idempotency as the gRPC API; the tenant is the ``tokenfab.io/tenant``
 annotation or the namespace, and must exist in the tenants file), then the status subresource.
+
 A 409 Conflict (someone else wrote first) is left for the next pass, which starts from a fresh
 read. Listing instead of watching keeps it simple and self-healing; at a few hundred objects
 every few seconds the API server does not notice.
+
+Fencing (issue 12): a pass can outlast this instance's leadership (a paused process, a slow API
+server), so the operator's store writes (create, update, cancel: the manager's idempotency keys,
+admission tickets and records) go through a :class:`~controlplane.store.fenced.FencedStore` on
+the election's term, like the reconciler's: a write from a stale leader fails in the same etcd
+transaction and changes nothing, and the pass ends there. Writes to the Kubernetes API cannot
+join an etcd transaction; each pass starts only after the store confirms the fence still holds,
+and status patches and finalizer removals carry the object's resourceVersion (a stale one is a
+409).
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ from controlplane.k8s.crd import (
     sync_nodes,
     tenant_of,
 )
+from controlplane.store.base import Fence, Fenced
+from controlplane.store.fenced import FencedStore
 from tokenfab.logs import get_logger
 
 log = get_logger("operator")
@@ -59,8 +71,10 @@ class Operator:
         is_leader: Callable[[], bool] = lambda: True,
         interval_s: float = 3.0,
         api: Any = None,  # kubernetes.client.CustomObjectsApi; built from the in-cluster config when None
+        fence: Callable[[], Fence | None] | None = None,  # the election's term: store writes fenced
     ) -> None:
-        self._manager = manager
+        self._writes = FencedStore(manager.store, fence) if fence is not None else None
+        self._manager = manager.using(self._writes) if self._writes is not None else manager
         self._tenants = tenants
         self._fleet = fleet
         self.namespaces = list(namespaces)
@@ -101,6 +115,9 @@ class Operator:
             await asyncio.sleep(self.interval_s)
 
     async def run_once(self) -> None:
+        if self._writes is not None and not await self._writes.holds():
+            log.warning("operator.not_leading", reason="the leader key is no longer this term's")
+            return
         api = self._client()
         for namespace in self.namespaces:
             listed = await asyncio.to_thread(
@@ -109,6 +126,9 @@ class Operator:
             for obj in listed.get("items", []):
                 try:
                     await self.sync(obj)
+                except Fenced as exc:  # another instance leads now: it owns the rest of the pass
+                    log.warning("operator.fenced", object=cr_key(obj), error=str(exc))
+                    return
                 except Exception as exc:
                     if _status_code(exc) == 409:
                         continue  # written by someone else meanwhile: next pass reads it fresh
@@ -160,6 +180,8 @@ class Operator:
                     record, _ = await self._manager.create(
                         tenant, action.detail["spec"], action.detail["idempotency_key"]
                     )
+                except Fenced:
+                    raise  # not this request's fault: the pass ends (and no status is written)
                 except TokenfabError as exc:
                     record = None
                     await self._write_status(obj, status_from_record(

@@ -232,3 +232,77 @@ def test_the_fleet_mirror_creates_updates_and_deletes_only_its_own() -> None:
     assert [m["status"]["state"] for m in change.update] == ["Lost"]
     assert change.delete == ["gone"]  # never the object Tokenfab did not create
     assert sync_nodes([acceleratornode(node("a"))], [node("a")]) == type(change)([], [], [])
+
+
+class FakeCustomObjects:
+    """Records the Kubernetes writes; lists the objects it was given."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+        self.writes: list[tuple[str, tuple[Any, ...]]] = []
+
+    def list_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        return {"items": copy.deepcopy(self.objects)}
+
+    def list_cluster_custom_object(self, *args: Any) -> dict[str, Any]:
+        return {"items": []}
+
+    def patch_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        self.writes.append(("patch", args))
+        return {}
+
+    def patch_namespaced_custom_object_status(self, *args: Any) -> dict[str, Any]:
+        self.writes.append(("status", args))
+        return {}
+
+
+async def test_a_stale_leaders_operator_writes_change_nothing() -> None:
+    """The operator writes the store through the election's fence: once a successor holds the
+    leader key, the old term's create and cancel fail in the store and leave it as it was, and a
+    new pass writes nothing to Kubernetes either."""
+    from controlplane.capacity import CapacityManager, Tenant
+    from controlplane.catalog import load_catalog
+    from controlplane.k8s.operator import Operator
+    from controlplane.store import keys
+    from controlplane.store.base import Fence, Fenced
+    from controlplane.store.memory import MemoryStore
+
+    store = MemoryStore()
+    created = await store.compare_and_put(keys.LEADER, b"me", expected_mod_revision=0)
+    assert created is not None
+    term: list[Fence | None] = [Fence(keys.LEADER, created)]
+    first = cr()
+    api = FakeCustomObjects([first])
+    operator = Operator(
+        CapacityManager(store, load_catalog()), Tenant, list, namespaces=["team-a"], api=api,
+        fence=lambda: term[0],
+    )  # fmt: skip
+
+    await operator.run_once()  # leading: the request is created and its status written
+    (request_kv,) = (await store.list_prefix(keys.CAPACITY_REQUESTS))[0]
+    request_id = CapacityRecord.model_validate_json(request_kv.value).id
+    assert [kind for kind, _ in api.writes] == ["status"]
+    before, _ = await store.list_prefix(keys.ROOT + "capacity/")
+
+    # a successor takes the leader key while this instance still believes it leads
+    leader = await store.get(keys.LEADER)
+    assert leader is not None
+    assert await store.compare_and_delete(keys.LEADER, expected_mod_revision=leader.mod_revision)
+    assert await store.compare_and_put(keys.LEADER, b"successor", expected_mod_revision=0) is not None
+
+    another = cr(metadata={**first["metadata"], "name": "other", "uid": "u-2"})
+    with pytest.raises(Fenced):
+        await operator.sync(another)  # a create from the old term
+    deleting = copy.deepcopy(first)
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-22T12:00:00Z"
+    deleting["status"] = {"requestId": request_id}
+    with pytest.raises(Fenced):
+        await operator.sync(deleting)  # a cancel from the old term
+    after, _ = await store.list_prefix(keys.ROOT + "capacity/")
+    assert [(kv.key, kv.mod_revision) for kv in after] == [(kv.key, kv.mod_revision) for kv in before]
+
+    api.writes.clear()
+    api.objects = [another]
+    await operator.run_once()  # the store says the fence moved: no Kubernetes write either
+    assert api.writes == []
+    assert (await store.list_prefix(keys.ROOT + "capacity/"))[0] == after
