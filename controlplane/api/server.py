@@ -301,6 +301,7 @@ class ControlPlane:
                 lambda: [node_summary(node_to_pb(v)) for v in registry.nodes()],
                 namespaces=cfg.operator_namespaces,
                 is_leader=self.election.is_leader,
+                fence=self.election.fence,  # its store writes are fenced like the reconciler's
             )
             await self.operator.start()
         if cfg.metrics_address:
