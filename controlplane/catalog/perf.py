@@ -16,6 +16,12 @@ lengths, TTFT and TPOT targets) it predicts what one replica sustains. Roofline 
 * **Prefill** is bound by compute: ``2 x active_parameters x input`` FLOPs at
   ``tflops x compute_efficiency``. A prompt's prefill must fit in ``ttft_headroom`` of the TTFT
   target, leaving the rest for queueing.
+* **The mix's tail** (when the workload gives p95 prompt/output lengths): the p95 prompt, alone,
+  must prefill within the whole TTFT target (it is a p95 request; the mean prompt keeps the
+  headroom rule), and the KV cache must hold one p95 sequence beside ``batch - 1`` mean ones at the
+  planned batch, so a long prompt is neither late by construction nor preempted on arrival. A
+  long-prompt mix therefore needs more prefill compute and KV (a larger TP degree or another type)
+  than a short-prompt mix of the same mean cost; :attr:`Prediction.note` says what sized it.
 * **Mixed load** (continuous batching with chunked prefill): in steady state each step decodes
   ``batch`` sequences and also processes ``batch x input/output`` prompt tokens of the requests
   that replace finished ones. That step time is the TPOT users see and is what the TPOT target
@@ -54,6 +60,21 @@ class Workload:
     output_tokens: float = 256.0
     ttft_p95_s: float = 1.0
     tpot_p95_s: float = 0.05
+    input_tokens_p95: float = 0.0  # the mix's tail; 0 (or below the mean): the mean
+    output_tokens_p95: float = 0.0
+    ttft_tail_s: float = 0.0  # the TTFT target of the p95 prompt (length-aware SLOs); 0: ttft_p95_s
+
+    @property
+    def tail_input_tokens(self) -> float:
+        return max(self.input_tokens, self.input_tokens_p95)
+
+    @property
+    def tail_output_tokens(self) -> float:
+        return max(self.output_tokens, self.output_tokens_p95)
+
+    @property
+    def has_tail(self) -> bool:
+        return self.input_tokens_p95 > self.input_tokens or self.output_tokens_p95 > self.output_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +94,7 @@ class Prediction:
     output_tokens_per_s: float = 0.0
     input_tokens_per_s: float = 0.0
     cost_per_hour: float = 0.0
+    note: str = ""  # what sized the shape (the mix's tail, smaller TP degrees that failed)
 
     @property
     def cost_per_million_output_tokens(self) -> float:
@@ -110,12 +132,18 @@ def predict(
             f"{tp} x {accelerator.name} give {usable / GiB:.0f} GiB",
         )
     context = workload.input_tokens + workload.output_tokens
+    tail_context = workload.tail_input_tokens + workload.tail_output_tokens
     kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
-    batch_kv = int(kv_tokens // context)
-    if batch_kv < 1:
+    if kv_tokens < tail_context:
+        what = "p95" if workload.has_tail else ""
         return replace(
-            base, reason=f"KV cache holds {kv_tokens} tokens, less than one {context:.0f}-token sequence"
+            base,
+            kv_capacity_tokens=kv_tokens,
+            reason=f"KV cache holds {kv_tokens} tokens, less than one {what}{' ' if what else ''}"
+            f"{tail_context:.0f}-token sequence",
         )
+    # one tail sequence beside batch - 1 mean ones (without a tail: kv_tokens // context)
+    batch_kv = int((kv_tokens - tail_context) // context) + 1
 
     profile = EngineProfile.of(model, accelerator, tp, dtype, a)
     mean_context = workload.input_tokens + workload.output_tokens / 2
@@ -151,10 +179,28 @@ def predict(
             reason=f"prefill of {workload.input_tokens:.0f} tokens takes {prefill_s * 1000:.0f} ms, over "
             f"{a.ttft_headroom:.0%} of the TTFT target {workload.ttft_p95_s * 1000:.0f} ms",
         )
+    note = ""
+    if workload.has_tail:
+        tail_ttft = workload.ttft_tail_s or workload.ttft_p95_s
+        tail_prefill_s = workload.tail_input_tokens / prefill_rate
+        if tail_prefill_s > tail_ttft:
+            return replace(
+                base,
+                kv_capacity_tokens=kv_tokens,
+                reason=f"p95 prompt of {workload.tail_input_tokens:.0f} tokens takes "
+                f"{tail_prefill_s * 1000:.0f} ms to prefill, over the TTFT target "
+                f"{tail_ttft * 1000:.0f} ms",
+            )
+        note = (
+            f"p95 prompt {workload.tail_input_tokens:.0f} tokens prefills in {tail_prefill_s * 1000:.0f} ms "
+            f"(TTFT target {tail_ttft * 1000:.0f} ms); KV {kv_tokens} tokens holds batch "
+            f"{batch} with one p95 {tail_context:.0f}-token sequence"
+        )
     output_per_s = batch / tpot
     return replace(
         base,
         feasible=True,
+        note=note,
         batch=batch,
         tpot_s=tpot,
         prefill_s=prefill_s,
@@ -249,10 +295,15 @@ def smallest_feasible_tp(
     """The smallest TP size (a power of two dividing the heads, at most ``max_tp``, usually the
     devices of one node) that meets the workload; otherwise the largest size's failure."""
     last: Prediction | None = None
+    smaller: list[str] = []
     for tp in model.tp_sizes(max_tp):
         last = predict(model, accelerator, tp, dtype, workload, assumptions)
         if last.feasible:
+            if smaller:  # say why the smaller degrees would not do
+                why = "; ".join(smaller)
+                last = replace(last, note=f"{last.note}; {why}" if last.note else why)
             return last
+        smaller.append(f"tp{tp}: {last.reason}")
     if last is None:
         return Prediction(model.name, accelerator.name, 0, dtype, False, reason=f"no TP size up to {max_tp}")
     return last

@@ -11,6 +11,11 @@ Two decisions per replica, each explained:
    is met; when that pool runs dry the next option takes over (mixing types). For the last,
    partial replica the option with the lowest absolute cost per hour that still covers the
    remainder is chosen, which is cheaper than another large replica (mixing when cheaper).
+   The TP size is sized for the request's *mix*, not only its mean: with p95 prompt/output
+   lengths in the workload, the p95 prompt must prefill within the TTFT target and the KV cache
+   must hold a p95 sequence at the planned batch, so a long-prompt mix gets more prefill compute
+   and KV than a short-prompt mix of the same model; each placement's explanation ends with
+   ``shape: ...``, what sized it and why the smaller degrees would not do.
 2. **Which node and which devices.** Nodes of the chosen type sit in buckets by free healthy
    devices. A placement walks the buckets from "exactly tp free" upwards (best fit: keeps whole
    nodes free for large TP groups, against fragmentation) and scores at most ``candidates``
@@ -195,6 +200,7 @@ def options_for(
                 prediction.cost_per_hour,
                 cpm,
                 reason,
+                prediction.note if prediction.feasible else "",
             )
         )
     return sorted(options, key=lambda o: (not o.feasible, o.cost_per_million_output, o.accelerator))
@@ -414,6 +420,9 @@ def _place(
         f"node {best_node}: {bucket_of[best_node] - option.tp} devices left free, {lease}, "
         f"{state.per_node[best_node] - 1} replicas of this request already there"
     )
+    if option.sizing:
+        reason += f"; shape: {option.sizing}"
+
     return Placement(
         demand.request_id,
         option.accelerator,

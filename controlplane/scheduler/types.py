@@ -75,6 +75,7 @@ class Option:
     cost_per_hour: float
     cost_per_million_output: float
     reason: str  # why it is infeasible or excluded; "" when usable
+    sizing: str = ""  # why this TP degree: the mix's tail and the smaller degrees that failed
 
 
 @dataclass(frozen=True, slots=True)

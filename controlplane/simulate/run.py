@@ -7,10 +7,11 @@ capped by it (:func:`fleet_replicas`). Every result still reports ``fleet_capped
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from controlplane.autoscale.baselines import AibrixApaPolicy, KpaPolicy, RayServePolicy, StaticPolicy
+from controlplane.autoscale.feasibility import TtftTarget, feasibility_for
 from controlplane.autoscale.oracle import OraclePolicy
 from controlplane.autoscale.policy import Policy, TokenfabPolicy, UnitCapacity
 from controlplane.catalog import Catalog
@@ -114,6 +115,7 @@ def scenario_for(
         mean_output_tokens=max(1.0, sum(r.output_tokens for r in mix.requests) / n),
         ttft_prompt_tokens_per_s=ttft_prompt_tokens_per_s,
     )
+    scenario = _with_tail(scenario, mix, catalog)
     if "auto" not in fleet:
         return scenario
     unit = Simulator(scenario, catalog).declared
@@ -121,6 +123,32 @@ def scenario_for(
     replicas = fleet_replicas(trace, unit, ttft_s=ttft_s, tpot_s=tpot_s)
     nodes = math.ceil(replicas / max(1, per_node // unit.tp))
     return replace(scenario, nodes=make_fleet(catalog, fleet, auto_nodes=nodes))
+
+
+def _with_tail(scenario: Scenario, mix: Trace, catalog: Catalog) -> Scenario:
+    """``scenario`` with the declared mix's p95 prompt and output lengths, over the requests
+    that some shape of the fleet can serve at all (an infeasible one is reported apart, and must
+    not size every replica), so the scheduler sizes the shape for the tail, not only the mean."""
+    types: dict[str, int] = {}
+    for node in scenario.nodes:
+        types[node.accelerator] = max(types.get(node.accelerator, 0), len(node.devices))
+    feasibility = feasibility_for(
+        catalog, scenario.model, types, TtftTarget(scenario.ttft_target_s, scenario.ttft_prompt_tokens_per_s),
+        dtype=scenario.dtype,
+    )  # fmt: skip
+    served = [r for r in mix.requests if feasibility.check(r.input_tokens, r.output_tokens) is None]
+    if not served:
+        return scenario
+    return replace(
+        scenario,
+        p95_input_tokens=_p95(r.input_tokens for r in served),
+        p95_output_tokens=_p95(r.output_tokens for r in served),
+    )
+
+
+def _p95(values: Iterable[int]) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)])
 
 
 def fleet_replicas(trace: Trace, unit: UnitCapacity, *, ttft_s: float, tpot_s: float) -> int:

@@ -59,6 +59,8 @@ class Scenario:
     max_replicas: int = 1_000
     mean_input_tokens: float = 1024.0  # the request's declared mix (engine sizing, first estimate)
     mean_output_tokens: float = 256.0
+    p95_input_tokens: float = 0.0  # the declared mix's tail (of feasible requests); 0: the mean
+    p95_output_tokens: float = 0.0
     dtype: Dtype = Dtype.BF16
     scale_to_zero: bool = False
     initial_replicas: int = 0  # 0: sized for the trace's first minute (warm start)
@@ -222,7 +224,15 @@ class Simulator:
             request_id="sim",
             model=s.model,
             target_output_tokens_per_s=target,
-            workload=Workload(mean_in, mean_out, s.ttft_target_s, s.tpot_target_s),
+            workload=Workload(
+                mean_in,
+                mean_out,
+                s.ttft_target_s,
+                s.tpot_target_s,
+                input_tokens_p95=s.p95_input_tokens,
+                output_tokens_p95=s.p95_output_tokens,
+                ttft_tail_s=self.ttft.for_prompt(round(s.p95_input_tokens)),
+            ),
             dtype=s.dtype,
         )
 

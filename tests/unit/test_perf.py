@@ -117,3 +117,37 @@ def test_calibration_ewma() -> None:
     prediction = predict(QWEN7, H100, 1, Dtype.BF16, Workload())
     cal.factors[(QWEN7.name, "H100")] = 0.5
     assert cal.apply(prediction).output_tokens_per_s == pytest.approx(prediction.output_tokens_per_s * 0.5)
+
+
+def test_the_mix_tail_sizes_the_shape_not_only_the_mean() -> None:
+    """Same model and means: a long p95 prompt needs more prefill compute (a larger TP degree),
+    and the explanation says what sized the shape and why the smaller degree fails."""
+    short = Workload(1000, 256, 2.0, 0.05)
+    long = Workload(1000, 256, 2.0, 0.05, input_tokens_p95=60_000)
+    base = smallest_feasible_tp(QWEN7, H100, Dtype.BF16, short)
+    tail = smallest_feasible_tp(QWEN7, H100, Dtype.BF16, long)
+    assert base.feasible and tail.feasible and tail.tp > base.tp
+    assert tail.prefill_tokens_per_s > base.prefill_tokens_per_s
+    assert tail.note.startswith("p95 prompt 60000 tokens prefills in")
+    assert (
+        "tp1: p95 prompt of 60000 tokens takes" in tail.note and "over the TTFT target 2000 ms" in tail.note
+    )
+    assert base.note == ""  # no tail given: the mean alone, as before
+    # a tail prompt no degree can prefill in time makes the type infeasible, naming the p95
+    worst = smallest_feasible_tp(QWEN7, H20, Dtype.BF16, long)
+    assert not worst.feasible and "p95 prompt of 60000 tokens" in worst.reason
+
+
+def test_the_kv_cache_must_hold_a_tail_sequence_at_the_planned_batch() -> None:
+    mean = Workload(1000, 256, 60.0, 0.2)
+    tail = Workload(1000, 256, 60.0, 0.2, input_tokens_p95=8000, output_tokens_p95=2000)
+    plain, withtail = predict(QWEN72, H100, 2, Dtype.BF16, mean), predict(QWEN72, H100, 2, Dtype.BF16, tail)
+    assert plain.feasible and withtail.feasible
+    assert withtail.kv_capacity_tokens == plain.kv_capacity_tokens
+    # one 10k-token sequence beside batch - 1 mean ones still fits the KV cache
+    assert (withtail.batch - 1) * 1256 + 10_000 <= withtail.kv_capacity_tokens
+    assert withtail.batch <= plain.batch
+    huge = Workload(1000, 256, 600.0, 0.2, input_tokens_p95=plain.kv_capacity_tokens)
+    refused = predict(QWEN72, H100, 2, Dtype.BF16, huge)
+    assert not refused.feasible and "less than one p95" in refused.reason
+    assert smallest_feasible_tp(QWEN72, H100, Dtype.BF16, huge).tp > 2

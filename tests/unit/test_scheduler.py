@@ -152,3 +152,25 @@ def test_priority_wins_scarce_capacity_and_plans_are_deterministic() -> None:
     assert plan.for_request("high").status == "satisfied"
     assert plan.for_request("low").status == "unsatisfiable"
     assert plan == schedule(list(reversed(fleet)), list(reversed(demands)), [], CATALOG, now=NOW)
+
+
+def test_a_long_prompt_mix_gets_more_prefill_compute_and_says_why() -> None:
+    """Same model, same means: the long-prompt mix (p95 prompt 60k tokens) is placed on a larger
+    TP degree than the short-prompt one, and the placement's explanation names the tail."""
+    from controlplane.catalog import Workload
+
+    fleet = [node("h100-a", "H100"), node("h100-b", "H100")]
+    short = qwen7("short", tps=500, workload=Workload(1000, 256, 2.0, 0.05, input_tokens_p95=3000))
+    long = qwen7("long", tps=500, workload=Workload(1000, 256, 2.0, 0.05, input_tokens_p95=60_000))
+    plan = schedule(fleet, [short, long], [], CATALOG, now=NOW)
+    s, lg = plan.for_request("short"), plan.for_request("long")
+    assert s.status == lg.status == "satisfied"
+    assert max(p.tp for p in lg.placements) > max(p.tp for p in s.placements)
+    why = lg.placements[0].reason
+    assert "shape: p95 prompt 60000 tokens prefills in" in why
+    assert "tp1: p95 prompt of 60000 tokens takes" in why and "over the TTFT target" in why
+    assert "shape: p95 prompt 3000 tokens" in s.placements[0].reason and "tp1:" not in s.placements[0].reason
+    # a type whose every degree is too slow for the tail is not an option, with the reason
+    options = {o.accelerator: o for o in options_for(long, CATALOG, {"H100": 8, "H20": 8}, SchedulerConfig())}
+    assert options["H100"].feasible and not options["H20"].feasible
+    assert "p95 prompt of 60000 tokens" in options["H20"].reason
