@@ -14,7 +14,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 ENV = "TOKENFAB_PARENT_PID"
 
@@ -72,3 +72,31 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
             os.kill(os.getpid(), sig)
 
     return preexec
+
+
+# -- the same, for children of a threaded process: a launcher that sets it, then execs ---------
+# ``preexec_fn`` runs Python between fork and exec, which Python's documentation calls unsafe in
+# a process with threads (a lock held by another thread at fork time stays held in the child) and
+# which gRPC's fork handlers make worse. A Ray actor (where replicas start their engines) is such
+# a process. The launcher below is a fresh interpreter instead: it is forked and exec'd like any
+# binary, sets PR_SET_PDEATHSIG on itself, checks that its parent is still the one that started
+# it, and execs the real command, which keeps the same pid and the setting. ``-I -S`` keep the
+# command's environment (PYTHONPATH and the like) from changing what the launcher runs.
+
+_LAUNCHER = """\
+import ctypes, os, signal, sys
+parent, sig = int(sys.argv[1]), int(sys.argv[2])
+ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)
+if os.getppid() != parent:
+    os.kill(os.getpid(), sig)
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
+
+
+def exec_with_parent(argv: Sequence[str], *, sig: int = signal.SIGTERM) -> list[str]:
+    """``argv`` wrapped so that the command receives ``sig`` when the calling thread ends, however
+    it ends; safe to start from a threaded process (no ``preexec_fn``). Unchanged where the kernel
+    has no such feature (not Linux)."""
+    if _PRCTL is None:
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), str(int(sig)), *argv]

@@ -14,6 +14,8 @@ load generators and the metrics scraper never care which one they talk to.
 * :class:`ProcessEngine` starts the real server (``vllm serve`` and friends) from the command
   the executor expanded itself (catalog + operator templates; nothing from the wire), in its own
   process group, waits for ``/health`` and stops it with SIGTERM, then SIGKILL after the drain.
+  The kernel sends it SIGTERM if the process that started it (the replica's actor) dies, however
+  it dies (:func:`tokenfab.parent.exec_with_parent`: no ``preexec_fn`` in a threaded actor).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +37,7 @@ from controlplane.executor import httpio
 from controlplane.executor.engines import LaunchSpec
 from controlplane.executor.enginestats import EngineExporter, Scraper, Stats
 from controlplane.executor.simengine import SimEngine, SimRequest
+from tokenfab.parent import exec_with_parent
 from tokenfab.v1 import executor_pb2
 
 TICK_S = 0.02
@@ -293,11 +297,15 @@ class ProcessEngine:
 
     async def start(self) -> None:
         env = {**os.environ, **self.spec.env}
+        command = self.spec.argv[0]
+        if shutil.which(command, path=env.get("PATH")) is None:
+            raise EngineStartError(f"cannot run {command!r}: not found or not executable")
         with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - once per engine start
-            try:
+            try:  # SIGTERM from the kernel when the actor dies, even on kill -9 (tokenfab.parent)
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.spec.argv, env=env, stdout=log_file, stderr=log_file, start_new_session=True
-                )
+                    *exec_with_parent(self.spec.argv),
+                    env=env, stdout=log_file, stderr=log_file, start_new_session=True,
+                )  # fmt: skip
             except OSError as exc:
                 raise EngineStartError(f"cannot run {self.spec.argv[0]!r}: {exc}") from None
         self.endpoint = f"http://127.0.0.1:{self.spec.port}"
