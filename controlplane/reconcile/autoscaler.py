@@ -12,14 +12,24 @@ with ``spec.autoscaling.enabled`` it
    there are none), the floor from the reserved target, the ceiling from the request's
    ``max_output_tokens_per_second`` and ``max_spend_per_hour``, the tenant's quota and what the
    free fleet can still hold, and the cold start learned from this request's Ready replicas;
-3. runs the policy (pure; its state lives here, in memory: a new leader starts with an empty one,
-   and the policy cannot scale down before a full ``down_delay_s`` of fresh history);
+3. runs the policy (the pure :func:`~controlplane.autoscale.context.step`; its state lives here,
+   in memory, and in etcd: a new leader resumes it from there);
 4. turns the desired replica count into an applied target in output tokens/s (never below the
    reserved one) that :func:`controlplane.reconcile.decide.decide` sizes the request for: the
    scheduler's cost logic picks the accelerator types, the surplus rule drains the least useful
    replicas;
-5. persists the target and the decision (with its inputs, forecast, predicted utilisation and cost
-   and a readable reason) in etcd before anything acts on it; history is bounded per request.
+5. persists the target, the policy memory and the decision (with its inputs, forecast, predicted
+   utilisation and cost and a readable reason) before anything acts on it; history is bounded
+   per request.
+
+Inside the reconcile pass these are three steps, like the pass itself
+(:mod:`controlplane.reconcile.loop`): :meth:`LiveAutoscaler.observe` reads (mode, gateway demand,
+stored targets and policy memory) and writes nothing; :meth:`LiveAutoscaler.plan` is purely
+computational and returns the targets, policy memory and history entries as data
+(:class:`~controlplane.reconcile.passes.ScalePlan`); :meth:`LiveAutoscaler.commit` writes them
+through the reconciler's store (the leader's fence) and only then updates the in-memory state,
+for what landed. A request whose target did not land keeps its old one, and the reconciler
+makes none of its replica writes that pass. :meth:`LiveAutoscaler.tick` runs the three at once.
 
 Global mode (``/tokenfab/v1/autoscaler/mode``): ``active``; ``advisory`` decides and records but
 applies nothing; ``off`` (the kill switch) does not decide at all. In both, applied targets stay
@@ -32,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,13 +51,11 @@ from typing import Any
 from controlplane.autoscale.context import CapacityByMix, build_context, floor_replicas, step
 from controlplane.autoscale.policy import (
     Policy,
-    ScalingDecision,
     TokenfabConfig,
     TokenfabPolicy,
     UnitCapacity,
 )
 from controlplane.autoscale.signals import ReplicaSample, aggregate
-from controlplane.capacity.manager import demand_of
 from controlplane.capacity.tenants import Tenant
 from controlplane.catalog.perf import Workload
 from controlplane.catalog.types import Catalog
@@ -57,11 +64,22 @@ from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.demand import GatewayDemand, combine
 from controlplane.domain.replicas import LIVE, ReplicaRecord, ReplicaState
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.reconcile.passes import ScalePlan, ScalerView, Verdict
+from controlplane.reconcile.scaling import (
+    applied_target,
+    best_option,
+    ceiling_replicas,
+    finite,
+    gist,
+    learned_cold_start_s,
+    replica_cost_per_hour,
+)
 from controlplane.reconcile.status import EPS
 from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, options_for, schedule
+from controlplane.scheduler.demand import demand_of
 from controlplane.scheduler.types import Demand, Option
 from controlplane.store import keys
-from controlplane.store.base import Store
+from controlplane.store.base import Fenced, Store
 from tokenfab.logs import get_logger
 from tokenfab.v1 import executor_pb2
 
@@ -96,68 +114,6 @@ def sample_of(replica_id: str, stats: executor_pb2.EngineStats, at: float, windo
         stats.ttft_p95_s if stats.ttft_p95_s > 0 else math.nan,
         stats.tpot_p95_s if stats.tpot_p95_s > 0 else math.nan,
     )
-
-
-def learned_cold_start_s(replicas: Sequence[ReplicaRecord]) -> float | None:
-    """Median creation-to-Ready time of the Ready replicas (their ``updated_at`` is the Ready move)."""
-    times = [
-        (r.updated_at - r.created_at).total_seconds()
-        for r in replicas
-        if r.state is S.READY and r.updated_at >= r.created_at
-    ]
-    return statistics.median(times) if times else None
-
-
-def applied_target(desired: int, unit_tps: float, reserved: float, *, scale_to_zero: bool) -> float:
-    """Output tokens/s that sizes the request for ``desired`` replicas of ``unit_tps`` each."""
-    if desired <= 0 and scale_to_zero:
-        return 0.0
-    return max(reserved, desired * unit_tps)
-
-
-def replica_cost_per_hour(record: ReplicaRecord, catalog: Catalog) -> float:
-    accelerator = catalog.accelerators.get(record.accelerator)
-    return (accelerator.price_per_hour if accelerator else 0.0) * record.tensor_parallel
-
-
-@dataclass(frozen=True, slots=True)
-class Ceiling:
-    replicas: int
-    why: str
-
-
-def ceiling_replicas(
-    request: CapacityRecord,
-    unit: UnitCapacity,
-    live: int,
-    *,
-    free_output_tps: float,
-    tenant: Tenant | None,
-    tenant_spend_elsewhere: float,
-    tenant_accelerators_elsewhere: int,
-) -> Ceiling:
-    """The most replicas (of ``unit``) the request may have, and which limit binds."""
-    # 5% tolerance on the fleet: a calibration factor a hair below 1 must not round a free slot away
-    limits: list[tuple[float, str]] = [
-        (live + free_output_tps / unit.output_tokens_per_s + 0.05, "free fleet capacity")
-    ]
-    auto = request.spec.autoscaling
-    if auto.max_output_tokens_per_second is not None:
-        limits.append((auto.max_output_tokens_per_second / unit.output_tokens_per_s, "max tokens/s"))
-    if auto.max_spend_per_hour is not None and unit.cost_per_hour > 0:
-        limits.append((auto.max_spend_per_hour / unit.cost_per_hour, "the request's budget"))
-    if tenant is not None and tenant.max_spend_per_hour is not None and unit.cost_per_hour > 0:
-        left = tenant.max_spend_per_hour - tenant_spend_elsewhere
-        limits.append((left / unit.cost_per_hour, f"tenant {tenant.name}'s spend quota"))
-    if tenant is not None and tenant.max_accelerators is not None and unit.tp > 0:
-        left_devices = tenant.max_accelerators - tenant_accelerators_elsewhere
-        limits.append((left_devices / unit.tp, f"tenant {tenant.name}'s accelerator quota"))
-    value, why = min(limits, key=lambda item: item[0])
-    return Ceiling(max(0, math.floor(value + EPS)), why)
-
-
-def _best(options: Sequence[Option]) -> Option | None:
-    return next((o for o in options if o.feasible), None)
 
 
 # -- the live loop's part -------------------------------------------------------------------------
@@ -208,18 +164,17 @@ class LiveAutoscaler:
         self.mode = Mode.ACTIVE
 
     async def targets(self) -> dict[str, float]:
-        """The applied targets (from etcd, so a new leader starts where the old one left off)."""
+        """The applied targets as stored (a new leader starts where the old one left off). Reads only."""
         kvs, _ = await self._store.list_prefix(keys.AUTOSCALER_TARGETS)
         found = {}
         for kv in kvs:
             target = AppliedTarget.model_validate_json(kv.value)
             found[target.request_id] = target.output_tokens_per_second
-        self._targets = found
-        return dict(found)
+        return found
 
     @property
     def last_targets(self) -> dict[str, float]:
-        """The targets as last read or written (for a pass whose autoscaler step failed)."""
+        """The targets as last committed (for a pass whose autoscaler step failed)."""
         return dict(self._targets)
 
     async def read_mode(self) -> Mode:
@@ -227,54 +182,49 @@ class LiveAutoscaler:
         self.mode = ModeRecord.model_validate_json(kv.value).mode if kv is not None else Mode.ACTIVE
         return self.mode
 
-    async def tick(self, tick: Tick) -> dict[str, float]:
-        """Decide (when ``interval_s`` has passed), persist, and return the applied targets."""
+    async def tick(self, tick: Tick, *, store: Store | None = None) -> dict[str, float]:
+        """:meth:`observe`, :meth:`plan` and :meth:`commit` in one call (writing to ``store``, else
+        the autoscaler's own); returns the applied targets. The reconciler runs the steps itself."""
+        plan = self.plan(tick, await self.observe(tick))
+        await self.commit(store or self._store, plan)
+        return self.last_targets
+
+    # -- step 1: observe (reads only) -----------------------------------------------------------
+
+    async def observe(self, tick: Tick) -> ScalerView:
+        """What this pass needs from the store: the applied targets after a gap, the mode, the
+        gateways' demand, the policy memory of requests this instance has none for, and the keys
+        of requests gone. Writes nothing; the engines' metrics join the in-memory samples."""
         now_s = tick.now.timestamp()
         for replica_id, observation in tick.observed.items():
             if observation.state == "ready" and observation.HasField("stats"):
                 self._samples[replica_id] = sample_of(
                     replica_id, observation.stats, now_s, self.settings.stats_window_s
                 )
-        if now_s - self._last_tick > 3 * self.settings.interval_s:
-            # just started, or not leading for a while: another leader may have moved the targets
-            # and the policies' memory on since; read them again from etcd (this instance is the
-            # only writer while it leads, so between decisions its own copy is current)
-            targets = await self.targets()
-            self._states.clear()
-            self._forgotten_for = None
-        else:
-            targets = dict(self._targets)
+        # just started, or not leading for a while: another leader may have moved the targets and
+        # the policies' memory on since; read them again (this instance is the only writer while
+        # it leads, so between decisions its own copy is current)
+        reset = now_s - self._last_tick > 3 * self.settings.interval_s
+        targets = await self.targets() if reset else dict(self._targets)
         if now_s - self._last_tick < self.settings.interval_s - EPS:
-            return targets
-        self._last_tick = now_s
+            return ScalerView(now_s, due=False, reset=reset, targets=targets)
         mode = await self.read_mode()
         offered = await self._gateway_demand()
-        active = {r.id: r for r in tick.requests if r.active and r.spec.autoscaling.enabled}
-        for gone in set(self._states) - set(active):
-            self._states.pop(gone)
-            self.metrics.forget_request(gone)
+        active = {r.id for r in tick.requests if r.active and r.spec.autoscaling.enabled}
         live_ids = {r.id for r in tick.replicas if r.state in LIVE}
         for replica_id in set(self._samples) - live_ids:
             self._samples.pop(replica_id)
-        requests_seen = (frozenset(r.id for r in tick.requests), frozenset(active))
-        if requests_seen != self._forgotten_for:  # only when a request came, went or changed mode
-            await self._forget_targets(tick, set(active))
-            self._forgotten_for = requests_seen
-        if mode is Mode.OFF:
-            return {k: v for k, v in targets.items() if k in active}
-        for request in active.values():
-            try:
-                target = await self._decide_one(
-                    request, tick, mode, targets.get(request.id), offered.get(request.id)
-                )
-            except Exception as exc:  # one request's trouble must not stop the others
-                self.metrics.reconcile_errors.labels(step="autoscale").inc()
-                log.exception("autoscaler.failed", request=request.id, error=str(exc))
-                continue
-            if target is not None:
-                targets[request.id] = target
-        self._targets = {k: v for k, v in targets.items() if k in active}
-        return dict(self._targets)
+        stored: dict[str, Any] = {}
+        if mode is not Mode.OFF:
+            measured = {r.request_id for r in tick.replicas if r.state in LIVE}
+            for request_id in sorted(active & measured):
+                if reset or request_id not in self._states:
+                    stored[request_id] = await self._load_state(request_id)
+        seen = (frozenset(r.id for r in tick.requests), frozenset(active))
+        forget: tuple[tuple[str, int], ...] = ()
+        if seen != (None if reset else self._forgotten_for):  # a request came, went or changed mode
+            forget = await self._stale_keys(seen[0], seen[1])
+        return ScalerView(now_s, True, reset, targets, mode, offered, stored, forget, seen)
 
     async def _load_state(self, request_id: str) -> Any:
         """The policy's memory as the previous leader left it, or a fresh one."""
@@ -292,28 +242,131 @@ class LiveAutoscaler:
         log.info("autoscaler.state_resumed", request=request_id)
         return state
 
-    async def _save_state(self, request_id: str, state: Any) -> None:
-        encode = getattr(self.policy, "encode", None)
-        if encode is not None:
-            await self._store.put(keys.autoscaler_state(request_id), json.dumps(encode(state)).encode())
-
-    async def _forget_targets(self, tick: Tick, active: set[str]) -> None:
-        """Targets and history of requests that are gone or no longer autoscaled."""
-        known = {r.id for r in tick.requests}
-        kvs, _ = await self._store.list_prefix(keys.AUTOSCALER_TARGETS)
-        for kv in kvs:
-            request_id = kv.key[len(keys.AUTOSCALER_TARGETS) :]
-            if request_id not in active:
-                await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
-        states, _ = await self._store.list_prefix(keys.AUTOSCALER_STATE)
-        for kv in states:
-            if kv.key[len(keys.AUTOSCALER_STATE) :] not in active:
-                await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
+    async def _stale_keys(self, known: frozenset[str], active: frozenset[str]) -> tuple[tuple[str, int], ...]:
+        """Targets, state and history of requests that are gone or no longer autoscaled, with the
+        revisions read (cancelled requests keep their history until they expire)."""
+        out = []
+        for prefix, keep in ((keys.AUTOSCALER_TARGETS, active), (keys.AUTOSCALER_STATE, active)):
+            kvs, _ = await self._store.list_prefix(prefix)
+            out += [(kv.key, kv.mod_revision) for kv in kvs if kv.key[len(prefix) :] not in keep]
         history, _ = await self._store.list_prefix(keys.AUTOSCALER_HISTORY)
         for kv in history:
-            request_id = kv.key[len(keys.AUTOSCALER_HISTORY) :].partition("/")[0]
-            if request_id not in known:  # cancelled requests keep their history until they expire
-                await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
+            if kv.key[len(keys.AUTOSCALER_HISTORY) :].partition("/")[0] not in known:
+                out.append((kv.key, kv.mod_revision))
+        return tuple(out)
+
+    # -- step 2: plan (purely computational) ------------------------------------------------------
+
+    def plan(self, tick: Tick, view: ScalerView) -> ScalePlan:
+        """Each autoscaled request's decision as data (:class:`Verdict`), and the targets the
+        replica rules size for if its writes land. No store, no memory changed: :meth:`commit`
+        writes and then remembers what landed."""
+        active = {r.id: r for r in tick.requests if r.active and r.spec.autoscaling.enabled}
+        if not view.due:
+            return ScalePlan(view, view.targets, view.targets)
+        previous = {k: v for k, v in view.targets.items() if k in active}
+        if view.mode is Mode.OFF:
+            return ScalePlan(view, previous, previous)
+        targets, verdicts = dict(previous), []
+        for request in active.values():
+            memory = None if view.reset else self._states.get(request.id)
+            try:
+                verdict = self._decide_one(request, tick, view, memory, previous.get(request.id))
+            except Exception as exc:  # one request's trouble must not stop the others
+                self.metrics.reconcile_errors.labels(step="autoscale").inc()
+                log.exception("autoscaler.failed", request=request.id, error=str(exc))
+                continue
+            verdicts.append(verdict)
+            if verdict.target is not None:
+                targets[request.id] = verdict.target
+        return ScalePlan(view, previous, targets, tuple(verdicts))
+
+    # -- step 3: commit (writes, then memory for what landed) ---------------------------------------
+
+    async def commit(self, store: Store, plan: ScalePlan) -> frozenset[str]:
+        """Write the plan (``store``: the reconciler's, fenced when it has a fence): the stale
+        keys, then per request its policy memory and applied target, then its history entry.
+        Fenced propagates (a successor leads: nothing here is remembered). Any other failure
+        costs only that request: its target stays what it was. Returns the requests whose
+        state or target did not land; the in-memory state follows what did."""
+        forgot = True
+        for key, revision in plan.view.forget:
+            try:
+                await store.compare_and_delete(key, expected_mod_revision=revision)
+            except Fenced:
+                raise
+            except Exception as exc:  # tried again on the next decision
+                forgot = False
+                log.warning("autoscaler.forget_failed", key=key, error=str(exc) or type(exc).__name__)
+        failed: set[str] = set()
+        unrecorded: set[str] = set()
+        for verdict in plan.verdicts:
+            request_id = verdict.request_id
+            try:
+                if verdict.state_json is not None:
+                    await store.put(keys.autoscaler_state(request_id), verdict.state_json)
+                if verdict.write is not None:
+                    await store.put(
+                        keys.autoscaler_target(request_id), verdict.write.model_dump_json().encode()
+                    )
+            except Fenced:
+                raise
+            except Exception as exc:
+                self.metrics.reconcile_errors.labels(step="autoscale").inc()
+                log.warning(
+                    "autoscaler.write_failed", request=request_id, error=str(exc) or type(exc).__name__
+                )
+                failed.add(request_id)
+                continue
+            if verdict.record is not None and verdict.news:
+                try:
+                    await self._record(verdict.record, store=store)
+                except Fenced:
+                    raise
+                except Exception as exc:  # the target stands; the entry is news again next time
+                    log.warning(
+                        "autoscaler.record_failed", request=request_id, error=str(exc) or type(exc).__name__
+                    )
+                    unrecorded.add(request_id)
+        self._remember(plan, failed, unrecorded, forgot=forgot)
+        return frozenset(failed)
+
+    def _remember(self, plan: ScalePlan, failed: set[str], unrecorded: set[str], *, forgot: bool) -> None:
+        view = plan.view
+        if view.reset:
+            self._states.clear()
+            self._forgotten_for = None
+        targets = dict(plan.targets)
+        for request_id in failed:  # what stands is what was there
+            if request_id in plan.previous:
+                targets[request_id] = plan.previous[request_id]
+            else:
+                targets.pop(request_id, None)
+        self._targets = targets
+        if not view.due:
+            return
+        self._last_tick = view.at
+        if view.seen is not None:
+            for gone in set(self._states) - view.seen[1]:
+                self._states.pop(gone)
+                self.metrics.forget_request(gone)
+            if forgot:
+                self._forgotten_for = view.seen
+        for verdict in plan.verdicts:
+            if verdict.request_id in failed or verdict.record is None:
+                continue
+            record = verdict.record
+            state = self._states.setdefault(verdict.request_id, _RequestState(verdict.state))
+            state.policy_state = verdict.state
+            self._export(record, verdict.desired)
+            if verdict.news and verdict.request_id not in unrecorded:
+                state.last_recorded = record
+                log.info(
+                    "autoscaler.decision", request=record.request_id, action=record.action,
+                    mode=record.mode.value, applied=record.applied, current=record.current_replicas,
+                    desired=record.desired_replicas, target_tps=record.target_output_tokens_per_second,
+                    reason=record.reason,
+                )  # fmt: skip
 
     def _units(self, request: CapacityRecord, live: Sequence[ReplicaRecord], tick: Tick) -> tuple[
         Callable[[float, float], UnitCapacity], UnitCapacity, dict[str, float]
@@ -329,7 +382,7 @@ class LiveAutoscaler:
             latency = spec.latency
             workload = Workload(mean_in, mean_out, latency.ttft_p95_ms / 1000, latency.tpot_p95_ms / 1000)
             demand = replace(demand_of(request.id, spec), workload=workload)
-            return _best(options_for(demand, self._catalog, types, config))
+            return best_option(options_for(demand, self._catalog, types, config))
 
         declared = option_at(spec.mean_input_tokens, spec.mean_output_tokens)
         if declared is None:
@@ -401,11 +454,13 @@ class LiveAutoscaler:
                 records.append(GatewayDemand.model_validate_json(kv.value))
         return combine(records)
 
-    async def _decide_one(
-        self, request: CapacityRecord, tick: Tick, mode: Mode, applied: float | None,
-        offered: GatewayDemand | None = None,
-    ) -> float | None:  # fmt: skip
+    def _decide_one(
+        self, request: CapacityRecord, tick: Tick, view: ScalerView, memory: _RequestState | None,
+        applied: float | None,
+    ) -> Verdict:  # fmt: skip
+        """One request's verdict, purely computational (the policy's step, the target, the record)."""
         spec, auto = request.spec, request.spec.autoscaling
+        offered = view.offered.get(request.id)
         mine = [r for r in tick.replicas if r.request_id == request.id]
         live = [r for r in mine if r.state in LIVE]
         if not live:
@@ -413,8 +468,8 @@ class LiveAutoscaler:
             # queued in the gateway wakes the request with its reserved floor (scale from zero)
             if offered is not None and offered.queued > 0 and applied is not None and applied <= EPS:
                 log.info("autoscaler.wake", request=request.id, queued=offered.queued)
-                return spec.output_tokens_per_second
-            return applied
+                return Verdict(request.id, spec.output_tokens_per_second, None)
+            return Verdict(request.id, applied, None)
         ready = [r.id for r in live if r.state is S.READY]
         now_s = tick.now.timestamp()
         signals = aggregate(
@@ -452,17 +507,19 @@ class LiveAutoscaler:
             mean_output_tokens=spec.mean_output_tokens,
             scale_to_zero=auto.scale_to_zero,
         )
-        state = self._states.get(request.id)
-        if state is None:
-            state = self._states[request.id] = _RequestState(await self._load_state(request.id))
+        if memory is not None:
+            policy_state = memory.policy_state
+        else:
+            policy_state = view.stored_states.get(request.id, self.policy.initial())
         started = time.perf_counter()
-        decided = step(self.policy, ctx, state.policy_state, now_s)
-        decision, state.policy_state = decided.decision, decided.state
+        decided = step(self.policy, ctx, policy_state, now_s)
+        decision = decided.decision
         self.metrics.autoscaler_decide_seconds.observe(time.perf_counter() - started)
-        await self._save_state(request.id, state.policy_state)
+        encode = getattr(self.policy, "encode", None)
+        state_json = json.dumps(encode(decided.state)).encode() if encode is not None else None
         if decision.desired >= ctx.ceiling and "capped at" in decision.reason:
             decision = replace(decision, reason=f"{decision.reason}; the ceiling is {ceiling.why}")
-        advisory = mode is Mode.ADVISORY or auto.advisory
+        advisory = view.mode is Mode.ADVISORY or auto.advisory
         previous = applied if applied is not None else spec.output_tokens_per_second
         if decision.action == "hold":
             # keep what was applied: re-deriving it from a drifting per-replica figure would flap
@@ -477,7 +534,7 @@ class LiveAutoscaler:
             request_id=request.id,
             at=tick.now,
             policy=self.policy.name,
-            mode=Mode.ADVISORY if advisory else mode,
+            mode=Mode.ADVISORY if advisory else view.mode,
             applied=changes and not advisory,
             action=decision.action,
             current_replicas=decision.current,
@@ -485,12 +542,12 @@ class LiveAutoscaler:
             reserved_output_tokens_per_second=spec.output_tokens_per_second,
             target_output_tokens_per_second=round(new_target if not advisory else previous, 1),
             reason=decision.reason,
-            demand_output_tokens_per_second=_finite(decision.demand_output_tokens_per_s),
-            forecast_output_tokens_per_second=_finite(decision.forecast_output_tokens_per_s),
-            per_replica_output_tokens_per_second=_finite(decision.per_replica_output_tokens_per_s),
-            predicted_utilisation=_finite(decision.predicted_utilisation),
+            demand_output_tokens_per_second=finite(decision.demand_output_tokens_per_s),
+            forecast_output_tokens_per_second=finite(decision.forecast_output_tokens_per_s),
+            per_replica_output_tokens_per_second=finite(decision.per_replica_output_tokens_per_s),
+            predicted_utilisation=finite(decision.predicted_utilisation),
             predicted_slo_ok=decision.predicted_slo_ok,
-            cost_per_hour=_finite(decision.cost_per_hour),
+            cost_per_hour=finite(decision.cost_per_hour),
             accelerator=unit.accelerator,
             inputs={
                 k: round(v, 4)
@@ -501,26 +558,17 @@ class LiveAutoscaler:
                 if math.isfinite(v)
             },
         )  # fmt: skip
-        self._export(request, decision, record)
+        write = None
         if changes and not advisory:
-            await self._store.put(
-                keys.autoscaler_target(request.id),
-                AppliedTarget(
-                    request_id=request.id, output_tokens_per_second=round(new_target, 3),
-                    replicas=decision.desired, decided_at=tick.now, reason=decision.reason,
-                ).model_dump_json().encode(),
+            write = AppliedTarget(
+                request_id=request.id, output_tokens_per_second=round(new_target, 3),
+                replicas=decision.desired, decided_at=tick.now, reason=decision.reason,
             )  # fmt: skip
-        if self._worth_recording(state.last_recorded, record, changes):
-            await self._record(record)
-            state.last_recorded = record
-            log.info(
-                "autoscaler.decision", request=request.id, action=record.action, mode=record.mode.value,
-                applied=record.applied, current=record.current_replicas, desired=record.desired_replicas,
-                target_tps=record.target_output_tokens_per_second, reason=record.reason,
-            )  # fmt: skip
-        if advisory:
-            return applied
-        return new_target
+        return Verdict(
+            request.id, applied if advisory else new_target, decided.state, state_json, write, record,
+            news=self._worth_recording(memory.last_recorded if memory else None, record, changes),
+            desired=decision.desired,
+        )  # fmt: skip
 
     def _worth_recording(self, last: DecisionRecord | None, new: DecisionRecord, changed: bool) -> bool:
         """Every change; otherwise only news: a new kind of reason, or a repeat after a while (a
@@ -528,38 +576,26 @@ class LiveAutoscaler:
         if last is None or changed:
             return True
         same = (last.action, last.desired_replicas, last.mode) == (new.action, new.desired_replicas, new.mode)
-        if not same or _gist(last.reason) != _gist(new.reason):
+        if not same or gist(last.reason) != gist(new.reason):
             return True
         return (new.at - last.at).total_seconds() >= self.settings.record_hold_every_s
 
-    async def _record(self, record: DecisionRecord) -> None:
+    async def _record(self, record: DecisionRecord, *, store: Store | None = None) -> None:
+        """Append one history entry and trim the request's history to ``history_limit``."""
+        store = store or self._store
         at_ns = int(record.at.timestamp() * 1e9)
-        await self._store.put(
-            keys.autoscaler_decision(record.request_id, at_ns), record.model_dump_json().encode()
-        )
-        kvs, _ = await self._store.list_prefix(keys.autoscaler_history(record.request_id))
+        await store.put(keys.autoscaler_decision(record.request_id, at_ns), record.model_dump_json().encode())
+        kvs, _ = await store.list_prefix(keys.autoscaler_history(record.request_id))
         excess = len(kvs) - self.settings.history_limit
         for kv in sorted(kvs, key=lambda kv: kv.key)[: max(0, excess)]:
-            await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
+            await store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
 
-    def _export(self, request: CapacityRecord, decision: ScalingDecision, record: DecisionRecord) -> None:
-        m = self.metrics
-        m.autoscaler_desired.labels(request=request.id).set(decision.desired)
-        m.autoscaler_target.labels(request=request.id).set(record.target_output_tokens_per_second)
+    def _export(self, record: DecisionRecord, desired: int) -> None:
+        m, request_id = self.metrics, record.request_id
+        m.autoscaler_desired.labels(request=request_id).set(desired)
+        m.autoscaler_target.labels(request=request_id).set(record.target_output_tokens_per_second)
         if record.demand_output_tokens_per_second is not None:
-            m.autoscaler_demand.labels(request=request.id).set(record.demand_output_tokens_per_second)
+            m.autoscaler_demand.labels(request=request_id).set(record.demand_output_tokens_per_second)
         if record.forecast_output_tokens_per_second is not None:
-            m.autoscaler_forecast.labels(request=request.id).set(record.forecast_output_tokens_per_second)
+            m.autoscaler_forecast.labels(request=request_id).set(record.forecast_output_tokens_per_second)
         m.autoscaler_decisions.labels(action=record.action, mode=record.mode.value).inc()
-
-
-def _gist(reason: str) -> str:
-    """The kind of a reason, without its numbers: a hold whose figures drift is not news."""
-    head = reason
-    for stop in (";", ":", ",", "("):
-        head = head.split(stop)[0]
-    return "".join(c for c in head if not c.isdigit() and c != ".").strip()
-
-
-def _finite(value: float) -> float | None:
-    return round(value, 4) if math.isfinite(value) else None

@@ -10,8 +10,11 @@ reconciler; what travels between the steps is in :mod:`controlplane.reconcile.pa
    flapping nodes: :func:`controlplane.reconcile.nodes.judge_nodes`) and the replica rules
    (:func:`controlplane.reconcile.decide.decide`) are pure; calibration learns in memory and
    says what to persist. The autoscaler (:mod:`controlplane.reconcile.autoscaler`, every few
-   seconds) is still the one part that writes its own records (targets, state) here.
-3. **Commit** (:meth:`Reconciler.commit`): new replica records in one transaction, every
+   seconds) is a decision too: its plan (targets, policy memory, history entries) is data, and
+   the replica rules size each request for the target it plans.
+3. **Commit** (:meth:`Reconciler.commit`): the autoscaler's writes first (a request whose
+   target or policy memory does not land keeps its replicas as they are this pass: none of its
+   creates, moves or status are written), then new replica records in one transaction, every
    transition and request status as a compare-and-swap on the revision it was read at, then the
    calibration and the events of what landed. A lost race skips that item (and its events); the
    next pass decides again from fresh reads. Returns :class:`~controlplane.reconcile.passes.Landed`;
@@ -246,21 +249,36 @@ class Reconciler:
             actors_seen.update((a.replica_id, a) for a in actors)
         fleet = node_slots(self._registry.nodes())
         world = World(now, requests, records, fleet, seen, ray_nodes)
-        return Observed(world, request_rev, replica_rev, actors_seen)
+        scaler = None
+        if self.autoscaler is not None:
+            try:
+                scaler = await self.autoscaler.observe(Tick(now, requests, records, actors_seen, fleet))
+            except Exception as exc:  # the replica rules go on with the targets last committed
+                self.metrics.reconcile_errors.labels(step="autoscale").inc()
+                log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
+        return Observed(world, request_rev, replica_rev, actors_seen, scaler)
 
     async def decide(self, observed: Observed) -> Intent:
         """Step 2: what this pass should change. The node judgement (events, quarantine) and the
         replica rules are pure (:func:`judge_nodes`, :func:`decide`); calibration learns in memory
-        and only says what to persist. The autoscaler is the one step that writes here: it
-        persists its own targets and state (:mod:`controlplane.reconcile.autoscaler`)."""
+        and only says what to persist; the autoscaler plans its targets, policy memory and
+        history entries (:meth:`LiveAutoscaler.plan`) and writes nothing."""
         world = observed.world
         nodes = judge_nodes(world.fleet, self._nodes, world.now, self.config)
         world = replace(world, fleet=list(nodes.fleet))
         calibration = self._learn(world)
         factors = dict(self.calibration.factors)
+        scale = None
         if self.autoscaler is not None:
-            tick = Tick(world.now, world.requests, world.replicas, observed.actors, world.fleet, factors)
-            world = replace(world, targets=await self._autoscale(tick))
+            if observed.scaler is not None:
+                tick = Tick(world.now, world.requests, world.replicas, observed.actors, world.fleet, factors)
+                try:
+                    scale = self.autoscaler.plan(tick, observed.scaler)
+                except Exception as exc:  # never fall back to the reserved targets: that would shrink
+                    self.metrics.reconcile_errors.labels(step="autoscale").inc()
+                    log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
+            targets = dict(scale.targets) if scale is not None else self.autoscaler.last_targets
+            world = replace(world, targets=targets)
         config = replace(
             self.config,
             scheduler=replace(self.config.scheduler, calibration=factors),
@@ -272,7 +290,7 @@ class Reconciler:
         )  # fmt: skip
         for note in decision.notes:
             log.info("reconcile.decision", note=note)
-        return Intent(decision, nodes, calibration)
+        return Intent(decision, nodes, calibration, scale)
 
     async def run_once(self) -> Landed:
         observed = await self.observe()
@@ -288,33 +306,33 @@ class Reconciler:
         self.passes += 1
         return landed
 
-    async def _autoscale(self, tick: Tick) -> dict[str, float]:
-        assert self.autoscaler is not None
-        try:
-            return await self.autoscaler.tick(tick)
-        except Exception as exc:  # never fall back to the reserved targets: that would shrink capacity
-            self.metrics.reconcile_errors.labels(step="autoscale").inc()
-            log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
-            return self.autoscaler.last_targets
-
     async def commit(self, intent: Intent, observed: Observed) -> Landed:
         """Step 3: the writes, each a compare-and-swap on the revision it was read at (through the
         leader's fence when there is one). A lost race skips that item: the next pass decides
-        again from fresh reads. Returns what landed; events are recorded for that only."""
+        again from fresh reads. Returns what landed; events are recorded for that only.
+
+        The autoscaler's writes go first: a request whose target or policy memory did not land
+        was sized for a target that is not there, so none of its replica writes are made."""
         decision, now = intent.decision, observed.world.now
+        unscaled: frozenset[str] = frozenset()
+        if intent.scale is not None and self.autoscaler is not None:
+            unscaled = await self.autoscaler.commit(self._store, intent.scale)  # Fenced propagates
         replica_rev = dict(observed.replica_rev)
         before = {r.id: r for r in observed.world.replicas}
         creates: list[ReplicaRecord] = []
-        if decision.creates:
-            items = [(keys.replica(r.id), r.model_dump_json().encode()) for r in decision.creates]
+        to_create = [r for r in decision.creates if r.request_id not in unscaled]
+        if to_create:
+            items = [(keys.replica(r.id), r.model_dump_json().encode()) for r in to_create]
             revision = await self._store.create_all(items)
             if revision is None:
                 self.metrics.reconcile_errors.labels(step="persist").inc()
             else:
-                creates = list(decision.creates)
+                creates = to_create
                 replica_rev.update((r.id, revision) for r in creates)
         updates: list[ReplicaRecord] = []
         for record in decision.updates:
+            if record.request_id in unscaled:
+                continue
             revision = await self._store.compare_and_put(
                 keys.replica(record.id), record.model_dump_json().encode(),
                 expected_mod_revision=replica_rev[record.id],
@@ -337,6 +355,8 @@ class Reconciler:
                 expired.append(record.id)
         statuses = []
         for request_id, status in decision.statuses.items():
+            if request_id in unscaled:
+                continue
             kv = await self._store.get(keys.capacity_request(request_id))
             if kv is None or kv.mod_revision != observed.request_rev[request_id]:
                 continue  # changed since we read it (an Update or Cancel): decide again next pass
@@ -375,6 +395,7 @@ class Reconciler:
             expired=tuple(expired),
             statuses=tuple(statuses),
             events=events,
+            unscaled=unscaled,
             replica_rev=replica_rev,
         )
 

@@ -14,30 +14,83 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode
+from controlplane.domain.demand import GatewayDemand
 from controlplane.domain.replicas import ReplicaRecord
 from controlplane.reconcile.decide import Decision, Event, World
 from controlplane.reconcile.nodes import NodeJudgement
 
 
 @dataclass(frozen=True, slots=True)
+class ScalerView:
+    """The autoscaler's part of step 1: what it read from the store this pass.
+
+    ``due``: its interval has passed, it decides this pass. ``reset``: it just started or has not
+    led for a while, so its memory is dropped and ``targets`` and ``stored_states`` are the store's.
+    ``forget``: keys (with the revisions read) of targets, policy state and history of requests
+    that are gone or no longer autoscaled; ``seen`` is the request set they were computed for."""
+
+    at: float
+    due: bool
+    reset: bool
+    targets: Mapping[str, float]
+    mode: Mode = Mode.ACTIVE
+    offered: Mapping[str, GatewayDemand] = field(default_factory=dict)
+    stored_states: Mapping[str, Any] = field(default_factory=dict)
+    forget: tuple[tuple[str, int], ...] = ()
+    seen: tuple[frozenset[str], frozenset[str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One request's autoscaling decision as data: the target the replica rules size for, the
+    policy memory to keep (``state``, and ``state_json`` to store), the applied target to write
+    (None: unchanged or advisory), and the history entry to append (None: not news)."""
+
+    request_id: str
+    target: float | None
+    state: Any
+    state_json: bytes | None = None
+    write: AppliedTarget | None = None
+    record: DecisionRecord | None = None
+    news: bool = False  # the record goes into the history
+    desired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScalePlan:
+    """The autoscaler's part of step 2, purely computational: ``targets`` is what the replica
+    rules size for if every write lands; ``previous`` what stands for a request whose writes do
+    not."""
+
+    view: ScalerView
+    previous: Mapping[str, float]
+    targets: Mapping[str, float]
+    verdicts: tuple[Verdict, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Observed:
-    """Step 1's result: the world, the revisions its records were read at, and each actor's
-    latest observation (``tokenfab.v1.executor_pb2.ReplicaObservation``) by replica id."""
+    """Step 1's result: the world, the revisions its records were read at, each actor's latest
+    observation (``tokenfab.v1.executor_pb2.ReplicaObservation``) by replica id, and the
+    autoscaler's reads (None: no autoscaler, or its reads failed)."""
 
     world: World
     request_rev: Mapping[str, int]
     replica_rev: Mapping[str, int]
     actors: Mapping[str, Any] = field(default_factory=dict)
+    scaler: ScalerView | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    """Step 2's result: the replica decision, the node judgement, and the calibration factors to
-    persist (None: unchanged)."""
+    """Step 2's result: the replica decision, the node judgement, the calibration factors to
+    persist (None: unchanged), and the autoscaler's plan (None: none this pass)."""
 
     decision: Decision
     nodes: NodeJudgement
     calibration: dict[str, float] | None = None
+    scale: ScalePlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +105,7 @@ class Landed:
     expired: tuple[str, ...] = ()  # replica ids deleted
     statuses: tuple[str, ...] = ()  # request ids whose status was written
     events: tuple[Event, ...] = ()
+    unscaled: frozenset[str] = frozenset()  # requests whose autoscaler writes failed: left alone
     replica_rev: Mapping[str, int] = field(default_factory=dict)  # revisions after the commit
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from controlplane.api.capacity_service import record_to_pb, spec_from_pb
+from controlplane.autoscale.context import floor_replicas
 from controlplane.autoscale.policy import ScalingContext, TokenfabConfig, TokenfabPolicy, UnitCapacity
 from controlplane.autoscale.signals import ReplicaSample, aggregate
 from controlplane.capacity.tenants import Tenant
@@ -21,18 +22,10 @@ from controlplane.domain.capacity import CapacitySpec, Phase
 from controlplane.domain.replicas import ReplicaState
 from controlplane.errors import InvalidArgument
 from controlplane.executor.expand import EngineConfig, expand_process
-from controlplane.reconcile.autoscaler import (
-    AutoscalerSettings,
-    LiveAutoscaler,
-    Tick,
-    applied_target,
-    ceiling_replicas,
-    floor_replicas,
-    learned_cold_start_s,
-    sample_of,
-)
+from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler, Tick, sample_of
 from controlplane.reconcile.decide import Seen, World, decide
 from controlplane.reconcile.launch import EngineSettings, build_launch
+from controlplane.reconcile.scaling import applied_target, ceiling_replicas, gist, learned_cold_start_s
 from controlplane.store import keys
 from controlplane.store.memory import MemoryStore
 from tests.unit.test_reconcile import CFG, NOW, fleet, replica, request
@@ -332,12 +325,10 @@ def test_the_demo_demand_rises_falls_and_bursts() -> None:
 
 
 def test_a_hold_whose_figures_drift_is_not_news() -> None:
-    from controlplane.reconcile.autoscaler import _gist
-
     a = "expected 7128 out tok/s in 4s needs 6.46 replicas at 1103 tok/s each (80% of 1378), plus 0.01 to drain"
     b = "expected 7254 out tok/s in 4s needs 6.58 replicas at 1103 tok/s each (80% of 1378 at the SLO)"
-    assert _gist(a) == _gist(b)
-    assert _gist("holding: need 2.68 (peak 7.00)") != _gist(a)
+    assert gist(a) == gist(b)
+    assert gist("holding: need 2.68 (peak 7.00)") != gist(a)
 
 
 async def test_a_new_leader_resumes_the_policy_memory_from_etcd() -> None:

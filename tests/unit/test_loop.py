@@ -9,13 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.catalog import load_catalog
+from controlplane.domain.autoscaling import AppliedTarget
 from controlplane.domain.capacity import CapacityRecord, CapacitySpec, CapacityStatus, LatencyClass, Phase
+from controlplane.domain.demand import GatewayDemand
 from controlplane.domain.events import EventRecord
 from controlplane.domain.nodes import DeviceTelemetry, GiB, NodeRegistration
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.executor.inprocess import InProcessExecutor
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.fleet.types import FleetTiming
+from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler
 from controlplane.reconcile.launch import EngineSettings
 from controlplane.reconcile.loop import Reconciler
 from controlplane.store import keys
@@ -44,6 +47,13 @@ class FlakyStore(MemoryStore):
         super().__init__()
         self.lose_creates = False
         self.lose_puts: set[str] = set()
+        self.refuse_puts: dict[str, Exception] = {}  # key prefix -> what a plain put raises
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0, fence: Fence | None = None) -> int:
+        for prefix, error in self.refuse_puts.items():
+            if key.startswith(prefix):
+                raise error
+        return await super().put(key, value, lease=lease, fence=fence)
 
     async def create_all(self, items: list[tuple[str, bytes]], *, fence: Fence | None = None) -> int | None:
         return None if self.lose_creates else await super().create_all(items, fence=fence)
@@ -65,7 +75,11 @@ class FlakyStore(MemoryStore):
 
 
 async def world(
-    clock: FakeClock, store: MemoryStore, *, fence: Fence | None = None
+    clock: FakeClock,
+    store: MemoryStore,
+    *,
+    fence: Fence | None = None,
+    autoscaler: LiveAutoscaler | None = None,
 ) -> tuple[Reconciler, InProcessExecutor, Wall, NodeRegistry]:
     registry = NodeRegistry(store, timing=TIMING, clock=clock)
     await registry.start(monitor=False)
@@ -80,16 +94,19 @@ async def world(
     reconciler = Reconciler(
         store, CATALOG, registry, {"c1": executor}, wall=wall,
         engines=EngineSettings(sim_start_delay_s=0.0),
-        fence=(lambda: fence) if fence is not None else None,
+        fence=(lambda: fence) if fence is not None else None, autoscaler=autoscaler,
     )  # fmt: skip
     return reconciler, executor, wall, registry
 
 
-async def ask(store: MemoryStore, target: float = 2000, rid: str = "cr-1") -> None:
+async def ask(
+    store: MemoryStore, target: float = 2000, rid: str = "cr-1", *, autoscaled: bool = False
+) -> None:
     spec = CapacitySpec(
         model="qwen2.5-7b-instruct",
         output_tokens_per_second=target,
         latency=LatencyClass(ttft_p95_ms=2000, tpot_p95_ms=100),
+        autoscaling={"enabled": autoscaled},
     )
     record = CapacityRecord(
         id=rid, tenant="t", spec=spec, status=CapacityStatus(phase=Phase.PENDING), created_at=NOW
@@ -201,3 +218,56 @@ async def test_node_events_are_recorded_once_they_commit(clock: FakeClock) -> No
     landed = await reconciler.run_once()
     assert [(e.kind, e.node_id) for e in landed.events] == [("node_state", "n1")]
     assert [(e.kind, e.message) for e in await events(store)] == [("node_state", landed.events[0].message)]
+
+
+async def scaled_world(clock: FakeClock, store: FlakyStore) -> tuple[Reconciler, InProcessExecutor, Wall]:
+    """One autoscaled request, Ready on one replica, and the gateways offering it far more."""
+    autoscaler = LiveAutoscaler(store, CATALOG, settings=AutoscalerSettings(interval_s=1.0))
+    reconciler, executor, wall, _ = await world(clock, store, autoscaler=autoscaler)
+    await ask(store, 500, autoscaled=True)
+    for _ in range(2):
+        await reconciler.run_once()
+        wall.now += timedelta(seconds=5)
+        clock.advance(5)
+    assert [r.state for r in (await replicas(store)).values()] == [S.READY]
+    offered = GatewayDemand(
+        request_id="cr-1", instance="gw", at=wall.now, window_s=30.0, offered_requests_per_second=20.0,
+        offered_input_tokens_per_second=0.0, offered_output_tokens_per_second=6000.0, queued=40,
+    )  # fmt: skip
+    await store.put(keys.gateway_demand("cr-1", "gw"), offered.model_dump_json().encode())
+    return reconciler, executor, wall
+
+
+@pytest.mark.parametrize("refusal", [OSError("etcd unavailable"), Fenced("a successor leads")])
+async def test_an_autoscaler_target_that_does_not_land_applies_nothing(
+    clock: FakeClock, refusal: Exception
+) -> None:
+    store = FlakyStore()
+    reconciler, executor, wall = await scaled_world(clock, store)
+    assert reconciler.autoscaler is not None
+    before, started = await replicas(store), list(executor.starts)
+    history = (await store.list_prefix(keys.AUTOSCALER_HISTORY))[0]
+    targets = reconciler.autoscaler.last_targets
+    assert targets.get("cr-1", 500.0) == 500.0  # the reserved target, held
+    store.refuse_puts = {keys.AUTOSCALER_TARGETS: refusal}
+    if isinstance(refusal, Fenced):
+        with pytest.raises(Fenced):  # the whole pass: its replica writes come after the target
+            await reconciler.run_once()
+    else:
+        landed = await reconciler.run_once()
+        assert landed.unscaled == {"cr-1"}
+        assert [r.request_id for r in landed.decision.creates] != []  # sized for the planned target
+        assert landed.creates == () and landed.updates == () and landed.statuses == ()
+    assert await replicas(store) == before and executor.starts == started
+    assert await store.get(keys.autoscaler_target("cr-1")) is None
+    assert (await store.list_prefix(keys.AUTOSCALER_HISTORY))[0] == history  # no scale-up recorded
+    assert reconciler.autoscaler.last_targets.get("cr-1", 500.0) == 500.0  # what stands is what was there
+
+    store.refuse_puts = {}  # the next decision lands, and the replicas follow it
+    wall.now += timedelta(seconds=2)
+    landed = await reconciler.run_once()
+    kv = await store.get(keys.autoscaler_target("cr-1"))
+    assert kv is not None
+    target = AppliedTarget.model_validate_json(kv.value).output_tokens_per_second
+    assert target > 500 and reconciler.autoscaler.last_targets == {"cr-1": target}
+    assert landed.creates and set(executor.starts) > set(started)
