@@ -1,13 +1,21 @@
-"""Control-plane settings, validated once at startup with field-named errors."""
+"""Control-plane settings, validated once at startup with field-named errors.
+
+The heartbeat interval is sent to every agent, which clamps it to ``[HEARTBEAT_MIN_S,
+HEARTBEAT_MAX_S]`` (agents/runtime.py): a tiny value would make agents busy-loop, a huge one would
+take minutes to notice a dead node. The control plane refuses values outside that same range at
+startup, so the interval it judges beats by is the one agents actually use.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MiB = 1024**2
+HEARTBEAT_MIN_S = 0.1  # the agents' clamp (agents.runtime.HEARTBEAT_MIN_S / _MAX_S)
+HEARTBEAT_MAX_S = 30.0
 
 
 class ControlPlaneConfig(BaseModel):
@@ -18,7 +26,7 @@ class ControlPlaneConfig(BaseModel):
     etcd_tls_ca: Path | None = None  # set: TLS to etcd, verified against this CA
     etcd_tls_cert: Path | None = None  # client certificate for etcd's --client-cert-auth
     etcd_tls_key: Path | None = None
-    heartbeat_interval_s: Annotated[float, Field(ge=0.01, le=3600)] = 1.0
+    heartbeat_interval_s: float = 1.0  # within [HEARTBEAT_MIN_S, HEARTBEAT_MAX_S]
     suspect_after_missed: Annotated[int, Field(ge=1, le=1000)] = 3
     lost_after_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
     metrics_address: str | None = None  # "host:port" for the Prometheus endpoint; None: off
@@ -47,6 +55,16 @@ class ControlPlaneConfig(BaseModel):
     identity: str = ""  # this instance in the leader key; default: hostname:port:pid
     operator_namespaces: list[str] = []  # CapacityRequest namespaces to watch; empty: no operator
     gateway_url: str = ""  # the gateway's base URL, shown as each capacity request's endpoint
+
+    @field_validator("heartbeat_interval_s")
+    @classmethod
+    def _heartbeat(cls, value: float) -> float:
+        if not HEARTBEAT_MIN_S <= value <= HEARTBEAT_MAX_S:  # NaN fails too
+            raise ValueError(
+                f"heartbeat_interval_s: {value:g} s is outside {HEARTBEAT_MIN_S:g}-{HEARTBEAT_MAX_S:g} s "
+                "(the range agents accept; they would clamp it and beat at another pace)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _etcd_tls(self) -> ControlPlaneConfig:
