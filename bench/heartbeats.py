@@ -58,7 +58,7 @@ async def serve_controlplane(port: int, etcd: str, interval: float) -> None:
     configure(fmt="json", level="warning")
     # Generous loss timing: the benchmark measures beats, not failure detection.
     config = ControlPlaneConfig(
-        address=f"127.0.0.1:{port}", etcd_endpoint=etcd, heartbeat_interval_s=max(interval, 0.01),
+        address=f"127.0.0.1:{port}", etcd_endpoint=etcd, heartbeat_interval_s=min(max(interval, 0.1), 30.0),
         suspect_after_missed=1000, lost_after_s=86_400,
     )  # fmt: skip
     plane = ControlPlane(config)
