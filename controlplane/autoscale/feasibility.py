@@ -10,9 +10,11 @@ A request is *infeasible* when
   step overhead; chunked prefill can only be slower).
 
 Such a request would miss whatever the replica count, so the simulator reports it apart and never
-scores it as an autoscaler miss; the live path can answer it with :meth:`Feasibility.check`'s
-reason. Because the bound is the most lenient one, a request counted infeasible here is one that
-no schedule could serve: the count never excuses a miss that more or other replicas would fix.
+scores it as an autoscaler miss; the live path (the gateway, through :class:`LiveCheck`) answers
+it with a 400 naming the field (``prompt`` or ``max_tokens``) and :meth:`Feasibility.verdict`'s
+reason, before admission. Because the bound is the most lenient one, a request counted
+infeasible here is one that no schedule could serve: the count never excuses a miss that more or
+other replicas would fix.
 
 :class:`TtftTarget` also offers the length-aware TTFT target production SLOs are often written
 with (``base + prompt_tokens / rate``), so long prompts get the time their prefill needs.
@@ -80,19 +82,62 @@ class Feasibility:
     def check(self, input_tokens: int, output_tokens: int) -> str | None:
         """``None`` when some allowed shape can serve the request within the SLO; otherwise the
         reason, as a short kind and the figures (``"context: ..."``, ``"kv: ..."``, ``"ttft: ..."``)."""
+        verdict = self.verdict(input_tokens, output_tokens)
+        return None if verdict is None else verdict.reason
+
+    def verdict(self, input_tokens: int, output_tokens: int) -> Infeasible | None:
+        """:meth:`check`, with the request field to blame: ``prompt`` when the prompt alone is
+        beyond the limit (or too long to prefill in time), else ``max_tokens``."""
         total = input_tokens + output_tokens
         if total > self.context_tokens:
-            return f"context: {total} tokens exceed {self.model}'s context of {self.context_tokens}"
+            return Infeasible(
+                "prompt" if input_tokens > self.context_tokens else "max_tokens",
+                f"context: {input_tokens} prompt + {output_tokens} output tokens exceed {self.model}'s "
+                f"context of {self.context_tokens}",
+            )
         if total > self.max_kv_tokens:
-            return f"kv: {total} tokens exceed every allowed shape's KV cache (at most {self.max_kv_tokens})"
+            return Infeasible(
+                "prompt" if input_tokens > self.max_kv_tokens else "max_tokens",
+                f"kv: {total} tokens exceed every allowed shape's KV cache (at most {self.max_kv_tokens})",
+            )
         target = self.ttft.for_prompt(input_tokens)
         fastest = self.prefill_s(input_tokens)
         if fastest > target:
-            return (
+            return Infeasible(
+                "prompt",
                 f"ttft: a {input_tokens}-token prompt takes at least {fastest:.2f}s to prefill on any "
-                f"allowed shape, over the {target:.2f}s TTFT target"
+                f"allowed shape, over the {target:.2f}s TTFT target",
             )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Infeasible:
+    field: str  # the request field to blame: "prompt" or "max_tokens"
+    reason: str
+
+
+class LiveCheck:
+    """The live path's check (the gateway, before admission): one :class:`Feasibility` per
+    (model, TTFT target), built on first use over every accelerator type of the catalog at up to
+    ``max_tp`` devices. The gateway does not know the fleet, so it assumes the most capable
+    shapes the catalog offers: a request refused here is refused on any fleet, never one that a
+    bigger or other replica could serve. A model the catalog does not know is not checked."""
+
+    def __init__(self, catalog: Catalog, *, max_tp: int = 8) -> None:
+        self.catalog = catalog
+        self.max_tp = max_tp
+        self._cache: dict[tuple[str, float], Feasibility] = {}
+
+    def check(self, model: str, ttft_s: float, input_tokens: int, output_tokens: int) -> Infeasible | None:
+        if model not in self.catalog.models or not ttft_s > 0:
+            return None
+        key = (model, ttft_s)
+        feasibility = self._cache.get(key)
+        if feasibility is None:
+            types = {name: self.max_tp for name in self.catalog.accelerators}
+            feasibility = self._cache[key] = feasibility_for(self.catalog, model, types, TtftTarget(ttft_s))
+        return feasibility.verdict(input_tokens, output_tokens)
 
 
 def feasibility_for(

@@ -42,7 +42,7 @@ class GatewayMetrics:
         )
         self.rejections = Counter(
             "tokenfab_gateway_rejections_total",
-            "Calls refused, by reason (rate | no_replica | unauthenticated | not_found | invalid)",
+            "Calls refused, by reason (rate, no_replica, unauthenticated, not_found, invalid, infeasible)",
             ["tenant", "model", "reason"],
             registry=r,
         )

@@ -7,7 +7,10 @@ the tenant-facing port).
 
 A call goes straight down, with no way back up: authenticate the bearer token against the tenant
 directory (401) -> validate the body (400 naming the field) -> find the tenant's lane for the
-model (404: a model of another tenant is as unknown as one nobody serves) -> admission against the
+model (404: a model of another tenant is as unknown as one nobody serves) -> refuse a call no
+replica shape could serve (400 naming ``prompt``/``messages`` or ``max_tokens``: beyond the model's
+context, or a prompt no shape prefills within the lane's TTFT target; see
+:class:`controlplane.autoscale.feasibility.LiveCheck`) -> admission against the
 reservation (queue, or 429 with Retry-After; 503 when no replica appears) -> the router picks a
 replica and the proxy sends the call, failing over before the first token -> meter the usage the
 replica reported.
@@ -34,7 +37,9 @@ from aiohttp import web
 from prometheus_client import start_http_server
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controlplane.autoscale.feasibility import LiveCheck
 from controlplane.capacity.tenants import Tenant, TenantDirectory
+from controlplane.catalog import load_catalog
 from controlplane.config import parse_endpoints
 from controlplane.errors import InvalidArgument, Unauthenticated
 from controlplane.gateway import admission, openai, proxy
@@ -137,6 +142,7 @@ class Gateway:
         self.admission: admission.Admission | None = None
         self.meter: Meter | None = None
         self.demand: DemandMeter | None = None
+        self.feasible: LiveCheck | None = None
         self._runner: web.AppRunner | None = None
         self._owned_store = False
         self.port = 0
@@ -165,6 +171,7 @@ class Gateway:
             etcd = EtcdStore(endpoints=parse_endpoints(cfg.etcd_endpoint), tls=etcd_tls)
             await etcd.connect()
             self._store, self._owned_store = etcd, True
+        self.feasible = LiveCheck(load_catalog())
         self.upstreams = proxy.Upstreams(
             Router(policy=cfg.policy),
             self.metrics,
@@ -308,6 +315,10 @@ class Gateway:
                 404, f"model: {call.model!r} is not served by any capacity request of yours",
                 code="model_not_found", param="model",
             )  # fmt: skip
+        refused = self._infeasible(call, lane)
+        if refused is not None:
+            m.child(m.rejections, tenant.name, call.model, "infeasible").inc()
+            return refused
         labels = (tenant.name, call.model)
         assert self.demand is not None
         demand = self.demand
@@ -357,6 +368,23 @@ class Gateway:
             self._meter(tenant, call, answer.backend.request_id, answer.usage)
             demand.finished(lane, answer.usage.completion_tokens)
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
+
+    def _infeasible(self, call: openai.Call, lane: Lane) -> web.Response | None:
+        """A 400 for a call that no replica shape could serve at the lane's TTFT target. A text
+        prompt's token count is the gateway's estimate (4 characters a token), so it is checked at
+        half the estimate: a call is refused only when it is out of reach by a wide margin."""
+        assert self.feasible is not None
+        exact = isinstance(call.payload.get("prompt"), list)  # token ids: the count is exact
+        prompt = call.prompt_tokens if exact else max(1, call.prompt_tokens // 2)
+        verdict = self.feasible.check(call.model, lane.ttft_budget_s, prompt, call.max_tokens)
+        if verdict is None:
+            return None
+        param = (
+            verdict.field
+            if verdict.field == "max_tokens"
+            else ("prompt" if call.kind == "completions" else "messages")
+        )
+        return _error(400, f"{param}: {verdict.reason}", code="infeasible_request", param=param)
 
     async def _relay(
         self, request: web.Request, lane_of: Callable[[], Lane | None], call: openai.Call, path: str,
