@@ -31,9 +31,9 @@ PURE = [
     "controlplane.autoscale",
     "controlplane.simulate",
 ]
-# Known gap, tracked in the report of issue 14: controlplane/fleet/__init__.py re-exports the
-# NodeRegistry, so importing fleet.states loads the store. Strict: this fails once it is fixed.
-KNOWN_IMPURE = ["controlplane.fleet.states", "controlplane.fleet.types"]
+# The node state rules: controlplane/fleet/__init__.py no longer re-exports the NodeRegistry, so
+# importing them loads no store (they were strict xfails while it did).
+FLEET_RULES = ["controlplane.fleet", "controlplane.fleet.states", "controlplane.fleet.types"]
 
 PROBE = """
 import json, sys
@@ -63,8 +63,7 @@ def test_importing_the_pure_core_loads_no_io_client(module: str) -> None:
     assert loaded_io(module) == []
 
 
-@pytest.mark.xfail(strict=True, reason="fleet/__init__ loads the NodeRegistry and with it the store")
-@pytest.mark.parametrize("module", KNOWN_IMPURE)
+@pytest.mark.parametrize("module", FLEET_RULES)
 def test_fleet_state_rules_load_no_io_client(module: str) -> None:
     assert loaded_io(module) == []
 
