@@ -16,6 +16,10 @@ load generators and the metrics scraper never care which one they talk to.
   process group, waits for ``/health`` and stops it with SIGTERM, then SIGKILL after the drain.
   The kernel sends it SIGTERM if the process that started it (the replica's actor) dies, however
   it dies (:func:`tokenfab.parent.exec_with_parent`: no ``preexec_fn`` in a threaded actor).
+
+Both listen on and advertise :func:`~controlplane.executor.engines.advertised_host`: the node IP
+the agent passed down to its actors (Kubernetes: reachable by the gateway on other nodes), else
+loopback (``tokenfab up``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Protocol
 
 from controlplane.catalog.perf import EngineProfile
 from controlplane.executor import httpio
-from controlplane.executor.engines import LaunchSpec
+from controlplane.executor.engines import LaunchSpec, advertised_host, url_host
 from controlplane.executor.enginestats import EngineExporter, Scraper, Stats
 from controlplane.executor.simengine import SimEngine, SimRequest
 from tokenfab.parent import exec_with_parent
@@ -133,8 +137,9 @@ class SimulatedEngineServer:
     async def start(self) -> None:
         await asyncio.sleep(self.config.start_delay_s)  # weight loading, as the profile says
         self._t0 = time.monotonic()
-        self._server = await httpio.serve(self._handle)
-        self.endpoint = f"http://127.0.0.1:{self._server.port}"
+        host = advertised_host(os.environ)  # the node's IP where the agent gave one, else loopback
+        self._server = await httpio.serve(self._handle, host=host)
+        self.endpoint = f"http://{url_host(host)}:{self._server.port}"
         self._ticker = asyncio.create_task(self._run())
         self.accepting = True
 
@@ -296,6 +301,7 @@ class ProcessEngine:
         self._scraper = Scraper()
 
     async def start(self) -> None:
+        self.spec = self.spec.on_host(advertised_host(os.environ))  # listen where it is advertised
         env = {**os.environ, **self.spec.env}
         command = self.spec.argv[0]
         if shutil.which(command, path=env.get("PATH")) is None:
@@ -308,9 +314,9 @@ class ProcessEngine:
                 )  # fmt: skip
             except OSError as exc:
                 raise EngineStartError(f"cannot run {self.spec.argv[0]!r}: {exc}") from None
-        self.endpoint = f"http://127.0.0.1:{self.spec.port}"
+        self.endpoint = self.spec.endpoint
         deadline = time.monotonic() + self.ready_timeout_s
-        health = self.endpoint + self.spec.health_path
+        health = self.spec.health_url
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:
                 raise EngineStartError(

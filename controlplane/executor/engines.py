@@ -11,12 +11,23 @@ OpenAI-compatible server on a vendor's accelerators. Purely computational.
   Placeholders: model_path, served_name, tp, port, host, max_num_seqs, max_model_len, dtype.
   Without a template the spec is refused with :class:`EngineError` naming the engine.
 
+Where a replica listens and what it advertises: loopback unless the node says otherwise. On
+Kubernetes the agent knows its node's IP (``--ray-node-ip`` / ``TOKENFAB_RAY_NODE_IP``, from the
+downward API) and hands it to its raylet, whose workers (the replica actors) inherit it; an engine
+started there listens on and advertises that IP (:func:`advertised_host`), so the gateway on
+another node can reach it. The executor expands the command before it knows the node, so a
+:class:`LaunchSpec` remembers which arguments hold the host (``host_slots``) and
+:meth:`LaunchSpec.on_host` fills them again on the node. ``tokenfab up`` sets no node IP: its
+engines stay on loopback.
+
 FP8 on the vLLM family adds ``--quantization fp8`` (weights quantised at load time); INT8 needs
 a pre-quantised checkpoint (``model_path``), whose config tells vLLM the scheme.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +41,9 @@ VLLM_FAMILY = {"vllm": Vendor.NVIDIA, "vllm-ascend": Vendor.ASCEND, "vllm-metax"
 TEMPLATE_ENGINES = {"mindie", "suinfer-llm"}
 VLLM_DTYPE = {Dtype.BF16: "bfloat16", Dtype.FP16: "float16", Dtype.FP8: "bfloat16", Dtype.INT8: "auto"}
 MACA_PATH = "/opt/maca"
+LOOPBACK = "127.0.0.1"
+NODE_IP_ENV = "TOKENFAB_RAY_NODE_IP"  # set by the agent for its raylet (and so for its actors)
+HOST = "{host}"
 
 
 class EngineError(ValueError):
@@ -41,18 +55,48 @@ class LaunchSpec:
     engine: str
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
     port: int = 8000
     health_path: str = "/health"
     ready_timeout_s: float = 900.0  # weights of a large model take minutes to load
+    host_slots: tuple[tuple[int, str], ...] = ()  # (argv index, that argument with {host} unfilled)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def health_url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.health_path}"
+        return self.endpoint + self.health_path
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return self.endpoint + "/v1"
+
+    def on_host(self, host: str) -> LaunchSpec:
+        """The same launch listening on (and advertising) ``host``."""
+        if host == self.host:
+            return self
+        argv = list(self.argv)
+        for index, part in self.host_slots:
+            argv[index] = part.replace(HOST, host)
+        return dataclasses.replace(self, argv=tuple(argv), host=host)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def advertised_host(environ: Mapping[str, str]) -> str:
+    """The address a replica on this node listens on and advertises: the node IP the agent was
+    given, or loopback. A value that is not an IP address is refused by the variable's name."""
+    raw = environ.get(NODE_IP_ENV, "").strip()
+    if not raw:
+        return LOOPBACK
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise EngineError(f"{NODE_IP_ENV}: {raw[:64]!r} is not an IP address") from None
 
 
 def launch_spec(
@@ -65,7 +109,7 @@ def launch_spec(
     dtype: Dtype,
     devices: Sequence[int],
     port: int,
-    host: str = "127.0.0.1",
+    host: str = LOOPBACK,
     model_path: str | None = None,
     max_num_seqs: int = 256,
     max_model_len: int | None = None,
@@ -114,7 +158,8 @@ def launch_spec(
             argv += ["--quantization", "fp8"]
         if vendor is Vendor.METAX:
             env["MACA_PATH"] = MACA_PATH
-        return LaunchSpec(engine, tuple(argv), env, host, port)
+        slots: tuple[tuple[int, str], ...] = ((argv.index("--host") + 1, HOST),)
+        return LaunchSpec(engine, tuple(argv), env, host, port, host_slots=slots)
 
     template = (templates or {}).get(engine)
     if not template:
@@ -133,7 +178,11 @@ def launch_spec(
         "dtype": dtype.value,
     }
     try:
-        argv = [part.format(**values) for part in shlex.split(template)]
+        parts = shlex.split(template)
+        argv = [part.format(**values) for part in parts]
+        slots = tuple(
+            (i, part.format(**{**values, "host": HOST})) for i, part in enumerate(parts) if HOST in part
+        )
     except (KeyError, IndexError, ValueError) as exc:
         raise EngineError(f"templates.{engine}: cannot fill {template!r}: {exc}") from None
-    return LaunchSpec(engine, tuple(argv), env, host, port)
+    return LaunchSpec(engine, tuple(argv), env, host, port, host_slots=slots)

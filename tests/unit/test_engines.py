@@ -6,6 +6,7 @@ import pytest
 
 from controlplane.catalog import Dtype, load_catalog
 from controlplane.executor import EngineError, launch_spec
+from controlplane.executor.engines import advertised_host
 
 CATALOG = load_catalog()
 QWEN7 = CATALOG.model("qwen2.5-7b-instruct")
@@ -82,3 +83,55 @@ def test_bad_specs_name_the_field(kw: dict[str, object], field: str) -> None:
     with pytest.raises(EngineError) as info:
         spec(**kw)
     assert str(info.value).startswith(field)
+
+
+def test_a_launch_moves_to_the_nodes_host_in_every_argument_that_held_it() -> None:
+    vllm = spec()
+    assert vllm.host == "127.0.0.1" and flag(vllm.argv, "--host") == "127.0.0.1"  # `tokenfab up`
+    moved = vllm.on_host("10.1.2.3")
+    assert flag(moved.argv, "--host") == "10.1.2.3"
+    assert moved.health_url == "http://10.1.2.3:8100/health" and moved.endpoint == "http://10.1.2.3:8100"
+    assert [a for a in moved.argv if a != "10.1.2.3"] == [a for a in vllm.argv if a != "127.0.0.1"]
+    assert vllm.on_host("127.0.0.1") is vllm
+
+    templates = {
+        "mindie": "mindie_server --bind={host}:{port} --peer {host} --model {model_path} --x 127.0.0.1"
+    }
+    mindie = spec(accelerator="910B3", engine="mindie", devices=[0], templates=templates)
+    assert mindie.argv[1:4] == ("--bind=127.0.0.1:8100", "--peer", "127.0.0.1")
+    v6 = mindie.on_host("fd00::7")
+    assert v6.argv[1:4] == ("--bind=fd00::7:8100", "--peer", "fd00::7")
+    assert v6.argv[-1] == "127.0.0.1"  # a literal of the operator's template is not a host slot
+    assert v6.health_url == "http://[fd00::7]:8100/health"
+
+
+def test_the_advertised_host_is_the_node_ip_the_agent_passed_down_or_loopback() -> None:
+    assert advertised_host({}) == "127.0.0.1"
+    assert advertised_host({"TOKENFAB_RAY_NODE_IP": " 10.0.0.7 "}) == "10.0.0.7"
+    assert advertised_host({"TOKENFAB_RAY_NODE_IP": "::1"}) == "::1"
+    with pytest.raises(EngineError, match="TOKENFAB_RAY_NODE_IP"):
+        advertised_host({"TOKENFAB_RAY_NODE_IP": "node-a; rm -rf /"})
+
+
+async def test_a_simulated_replica_listens_on_and_advertises_the_node_ip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+    from dataclasses import asdict
+
+    from controlplane.catalog.perf import EngineProfile
+    from controlplane.executor import httpio
+    from controlplane.executor.adapters import SimulatedEngineServer
+    from tokenfab.v1 import executor_pb2
+
+    profile = EngineProfile.of(QWEN7, CATALOG.accelerator("H100"), 1, Dtype.BF16)
+    monkeypatch.setenv("TOKENFAB_RAY_NODE_IP", "127.0.0.2")  # a second loopback address stands in
+    server = SimulatedEngineServer(
+        QWEN7.name, executor_pb2.SimulatedEngine(profile_json=json.dumps(asdict(profile)))
+    )
+    await server.start()
+    try:
+        assert server.endpoint.startswith("http://127.0.0.2:")
+        assert (await httpio.request("GET", server.endpoint + "/health", timeout_s=5)).status == 200
+    finally:
+        await server.stop(0.0)
