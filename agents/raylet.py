@@ -81,7 +81,9 @@ class Raylet:
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(base_s=1.0, cap_s=30.0)
         self.spec.temp_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # the replica actors inherit the raylet's environment: their engines listen on and
+        # advertise this node's IP (controlplane.executor.engines.advertised_host)
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENFAB_RAY_NODE_IP": self.spec.node_ip}
         while not stop.is_set():
             with open(self.log_path, "ab") as out:  # noqa: ASYNC230 - once per raylet start
                 self._proc = await asyncio.create_subprocess_exec(
