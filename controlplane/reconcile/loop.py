@@ -59,17 +59,12 @@ from controlplane.fleet.events import EventLog
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.autoscaler import LiveAutoscaler, Tick
-from controlplane.reconcile.decide import (
-    ReconcileConfig,
-    Seen,
-    World,
-    calibration_samples,
-    decide,
-    learned_start_times,
-)
+from controlplane.reconcile.decide import decide
 from controlplane.reconcile.launch import EngineSettings, build_launch, engine_for
+from controlplane.reconcile.learning import calibration_samples, learned_start_times
 from controlplane.reconcile.nodes import NodeMemory, judge_nodes
 from controlplane.reconcile.passes import Intent, Landed, Observed, landed_events, landed_stops
+from controlplane.reconcile.world import ReconcileConfig, Seen, World
 from controlplane.scheduler.demand import workload_of
 from controlplane.store import keys
 from controlplane.store.base import Fence, Fenced, Store

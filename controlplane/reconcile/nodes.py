@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controlplane.reconcile.decide import Event, ReconcileConfig, quarantined_until
+from controlplane.reconcile.learning import quarantined_until
+from controlplane.reconcile.world import Event, ReconcileConfig
 from controlplane.scheduler import NodeSlot
 
 

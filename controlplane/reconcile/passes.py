@@ -17,8 +17,8 @@ from typing import Any
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode
 from controlplane.domain.demand import GatewayDemand
 from controlplane.domain.replicas import ReplicaRecord
-from controlplane.reconcile.decide import Decision, Event, World
 from controlplane.reconcile.nodes import NodeJudgement
+from controlplane.reconcile.world import Decision, Event, World
 
 
 @dataclass(frozen=True, slots=True)

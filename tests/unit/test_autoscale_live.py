@@ -23,9 +23,11 @@ from controlplane.domain.replicas import ReplicaState
 from controlplane.errors import InvalidArgument
 from controlplane.executor.expand import EngineConfig, expand_process
 from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler, Tick, sample_of
-from controlplane.reconcile.decide import Seen, World, decide
+from controlplane.reconcile.decide import decide
 from controlplane.reconcile.launch import EngineSettings, build_launch
+from controlplane.reconcile.rules import surplus
 from controlplane.reconcile.scaling import applied_target, ceiling_replicas, gist, learned_cold_start_s
+from controlplane.reconcile.world import Seen, World
 from controlplane.store import keys
 from controlplane.store.memory import MemoryStore
 from tests.unit.test_reconcile import CFG, NOW, fleet, replica, request
@@ -357,15 +359,13 @@ async def test_a_new_leader_resumes_the_policy_memory_from_etcd() -> None:
 
 
 def test_surplus_drains_the_dearest_replica_per_token_first() -> None:
-    from controlplane.reconcile.decide import _surplus
-
     catalog = load_catalog()
     # an H100 at 2.50/h serving 3,000 tok/s costs more per token than a BR104 at 0.75/h serving 2,000
     dear = replica("h100", ReplicaState.READY, tps=3000)
     cheap = replica("br104", ReplicaState.READY, tps=2000).model_copy(update={"accelerator": "BR104"})
-    assert [r.id for r in _surplus([cheap, dear], 1500.0, catalog=catalog)] == ["h100"]
+    assert [r.id for r in surplus([cheap, dear], 1500.0, catalog=catalog)] == ["h100"]
     # without prices the old order stands: the smallest replica first
-    assert [r.id for r in _surplus([cheap, dear], 1500.0)] == ["br104"]
+    assert [r.id for r in surplus([cheap, dear], 1500.0)] == ["br104"]
     # a replica still starting goes first whatever its price
     starting = replica("s", ReplicaState.STARTING, tps=2000).model_copy(update={"accelerator": "BR104"})
-    assert _surplus([cheap, dear, starting], 4500.0, catalog=catalog)[0].id == "s"
+    assert surplus([cheap, dear, starting], 4500.0, catalog=catalog)[0].id == "s"

@@ -20,8 +20,10 @@ from controlplane.domain.replicas import (
     check_transition,
 )
 from controlplane.executor.expand import EngineConfig, expand_process, launch_env
-from controlplane.reconcile.decide import Decision, ReconcileConfig, Seen, World, calibration_samples, decide
+from controlplane.reconcile.decide import decide
 from controlplane.reconcile.launch import EngineSettings, build_launch
+from controlplane.reconcile.learning import calibration_samples
+from controlplane.reconcile.world import Decision, ReconcileConfig, Seen, World
 from controlplane.scheduler import NodeSlot, SchedulerConfig
 
 S = ReplicaState

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from controlplane.domain.nodes import Vendor
 from controlplane.domain.replicas import ReplicaState as S
-from controlplane.reconcile.decide import Decision, Event, ReconcileConfig
 from controlplane.reconcile.nodes import NodeMemory, judge_nodes
 from controlplane.reconcile.passes import landed_events, landed_stops
+from controlplane.reconcile.world import Decision, Event, ReconcileConfig
 from controlplane.scheduler import NodeSlot
 from tests.unit.test_reconcile import replica
 
