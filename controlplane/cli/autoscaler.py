@@ -12,17 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
+from controlplane.cli.client import DEFAULT_ADDRESS, NO_TLS_FLAGS, AddressOpt, Client, TLSFlags, tls_options
 
 app = typer.Typer(help="The autoscaler: status, decision history, and its mode (active, advisory, off).")
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
-
-
-def _call(address: str, tls: tuple[Any, ...], fn: Any) -> Any:
-    from controlplane.cli.client import call_operator_api
-    from tokenfab.v1 import autoscaler_pb2_grpc
-
-    return call_operator_api(address, tls, autoscaler_pb2_grpc.AutoscalerServiceStub, fn)
 
 
 def decision_summary(decision: Any) -> dict[str, Any]:
@@ -133,25 +126,23 @@ def history_table(decisions: list[dict[str, Any]]) -> Any:
 
 
 @app.command()
+@tls_options
 def status(
     request_id: Annotated[str, typer.Argument(help="one capacity request (default: all)")] = "",
     output: OutputOpt = "table",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """The mode, and per autoscaled request its floor, target, replicas and last decision."""
     from controlplane.cli.views import console
-    from tokenfab.v1 import autoscaler_pb2
+    from tokenfab.v1 import autoscaler_pb2, autoscaler_pb2_grpc
 
     async def fetch(stub: Any) -> Any:
         return await stub.GetStatus(
             autoscaler_pb2.GetAutoscalerStatusRequest(request_id=request_id), timeout=10
         )
 
-    summary = status_summary(_call(address, (tls_ca, tls_cert, tls_key, tls_server_name), fetch))
+    summary = status_summary(Client(address, tls).call(autoscaler_pb2_grpc.AutoscalerServiceStub, fetch))
     if output == "json":
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -159,20 +150,18 @@ def status(
 
 
 @app.command()
+@tls_options
 def history(
     request_id: Annotated[str, typer.Argument(help="one capacity request (default: all)")] = "",
     limit: Annotated[int, typer.Option(help="newest N decisions (at most 1000)")] = 20,
     action: Annotated[str, typer.Option(help="only scale_up, scale_down or hold")] = "",
     output: OutputOpt = "table",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Decisions, oldest of the newest ``--limit`` first, each with its inputs and reason."""
     from controlplane.cli.views import console
-    from tokenfab.v1 import autoscaler_pb2
+    from tokenfab.v1 import autoscaler_pb2, autoscaler_pb2_grpc
 
     if limit < 0:
         typer.echo("error: --limit: must not be negative", err=True)
@@ -182,7 +171,7 @@ def history(
         query = autoscaler_pb2.ListDecisionsRequest(request_id=request_id, limit=limit, action=action)
         return await stub.ListDecisions(query, timeout=10)
 
-    response = _call(address, (tls_ca, tls_cert, tls_key, tls_server_name), fetch)
+    response = Client(address, tls).call(autoscaler_pb2_grpc.AutoscalerServiceStub, fetch)
     decisions = [decision_summary(d) for d in reversed(response.decisions)]
     if output == "json":
         typer.echo(json.dumps(decisions, indent=2))
@@ -191,6 +180,7 @@ def history(
 
 
 @app.command()
+@tls_options
 def mode(
     value: Annotated[
         str, typer.Argument(help="active | advisory (record, apply nothing) | off (kill switch)")
@@ -198,21 +188,18 @@ def mode(
     reason: Annotated[str, typer.Option(help="why (recorded with the mode)")] = "",
     output: OutputOpt = "table",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Switch the autoscaler globally. Advisory and off leave every applied target where it is."""
     from controlplane.cli.views import console
-    from tokenfab.v1 import autoscaler_pb2
+    from tokenfab.v1 import autoscaler_pb2, autoscaler_pb2_grpc
 
     async def change(stub: Any) -> Any:
         return await stub.SetMode(
             autoscaler_pb2.SetAutoscalerModeRequest(mode=value, reason=reason), timeout=10
         )
 
-    summary = status_summary(_call(address, (tls_ca, tls_cert, tls_key, tls_server_name), change))
+    summary = status_summary(Client(address, tls).call(autoscaler_pb2_grpc.AutoscalerServiceStub, change))
     if output == "json":
         typer.echo(json.dumps(summary, indent=2))
     else:

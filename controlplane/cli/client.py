@@ -9,14 +9,30 @@ Credentials, most specific first:
 
 So the demo needs no flags, and a CLI pointed at another control plane never sends it the demo's
 credentials.
+
+Every command that talks to a control plane goes through the same two pieces:
+
+* :func:`tls_options`, the one TLS option group: a command declares ``tls: TLSFlags`` and the
+  decorator gives it ``--tls-ca/--tls-cert/--tls-key/--tls-server-name`` (same names, variables,
+  help and place as each command always had), handed over as one :class:`TLSFlags`.
+* :class:`Client`, the one client helper: address, TLS material, bearer token, and
+  :func:`rpc_failure`, which maps a gRPC status to ``error: CODE: details`` and an exit code.
+
+Exit codes: 1 bad options or no credentials (:data:`EXIT_USAGE`), 2 the control plane refused the
+call (:data:`EXIT_REFUSED`), 3 it could not be reached (:data:`EXIT_UNREACHABLE`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import grpc
 import typer
@@ -25,7 +41,30 @@ from controlplane.api.convert import node_summary
 from tokenfab.tls import ClientTLS
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-__all__ = ["node_summary"]
+EXIT_USAGE = 1
+EXIT_REFUSED = 2
+EXIT_UNREACHABLE = 3
+R = TypeVar("R")
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "NO_TLS_FLAGS",
+    "AddressOpt",
+    "Client",
+    "TLSFlags",
+    "TokenOpt",
+    "bearer",
+    "channel",
+    "client_tls",
+    "fail",
+    "node_summary",
+    "rpc_failure",
+    "state_dir",
+    "state_token",
+    "tls_options",
+]
 
 AddressOpt = Annotated[
     str,
@@ -46,6 +85,7 @@ NameOpt = Annotated[
     str | None,
     typer.Option("--tls-server-name", envvar="TOKENFAB_TLS_SERVER_NAME", help="expected server name"),
 ]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="TOKENFAB_TOKEN", help="bearer token")]
 
 
 def state_dir() -> Path:
@@ -165,23 +205,102 @@ def env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
-def call_operator_api(address: str, tls: tuple[Any, ...], stub_class: Any, fn: Any) -> Any:
-    """Run ``fn(stub)`` against an operator service (TLS options as ``tokenfab nodes``); gRPC
-    errors become ``error: CODE: details`` and exit code 2 (3 when the server is unreachable)."""
-    import asyncio
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print ``error: <message>`` on stderr; the caller raises the returned exit."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
 
-    try:
-        credentials = client_tls(*tls)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
-    async def run() -> Any:
-        async with channel(address, credentials) as ch:
+def rpc_failure(code: grpc.StatusCode, details: str | None) -> tuple[str, int]:
+    """The message and exit code for a call the control plane answered with ``code``: 3 when it
+    could not be reached (try again later, or check ``--address``), 2 when it refused the call
+    (purely computational, no side-effects)."""
+    exit_code = EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
+    return f"{code.name}: {details}", exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFlags:
+    """The TLS option group's values (``--tls-ca/--tls-cert/--tls-key/--tls-server-name``)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+    def resolve(self, address: str | None = None) -> ClientTLS | None:
+        """The client TLS material; with ``address``, the state dir's when that is the demo's.
+        Bad combinations print a clear error and exit 1."""
+        try:
+            return client_tls(self.ca, self.cert, self.key, self.server_name, address)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+
+
+NO_TLS_FLAGS = TLSFlags()  # no --tls-* given: the default of every `tls: TLSFlags` parameter
+_TLS_GROUP = (("tls_ca", CaOpt), ("tls_cert", CertOpt), ("tls_key", KeyOpt), ("tls_server_name", NameOpt))
+
+
+def tls_options(command: Callable[..., R]) -> Callable[..., R]:
+    """The one TLS option group: ``command`` declares a ``tls: TLSFlags`` parameter and gets the four
+    ``--tls-*`` options in its place (same order in ``--help``), handed over as one :class:`TLSFlags`."""
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.name == "tls"), None)
+    if at is None:
+        raise TypeError(f"{command.__name__}: tls_options needs a `tls: TLSFlags` parameter")
+    kind = params[at].kind
+    group = [inspect.Parameter(name, kind, default=None, annotation=opt) for name, opt in _TLS_GROUP]
+    params[at : at + 1] = group
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        values = [kwargs.pop(name, None) for name, _ in _TLS_GROUP]
+        return command(*args, tls=TLSFlags(*values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    if signature.return_annotation is not inspect.Signature.empty:
+        wrapper.__annotations__["return"] = signature.return_annotation
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """How a CLI command reaches a control plane: the one client helper.
+
+    ``token``: ``--token``/``TOKENFAB_TOKEN`` when given; otherwise ``token_file`` in the state dir
+    of the ``tokenfab up`` serving ``address`` (``admin-token`` for operator commands,
+    ``demo-token`` for ``tokenfab request``). ``require_token``: no token found is an error (exit 1)
+    rather than an unauthenticated call.
+    """
+
+    address: str
+    tls: TLSFlags = NO_TLS_FLAGS
+    token: str | None = None
+    token_file: str = "admin-token"
+    require_token: bool = False
+
+    def bearer_token(self) -> str | None:
+        """The token the calls carry (None: none found and none required)."""
+        found = self.token or state_token(self.address, self.token_file)
+        if found is None and self.require_token:
+            raise fail("no credentials: pass --token or set TOKENFAB_TOKEN")
+        return found
+
+    async def acall(
+        self, stub_class: Callable[[grpc.aio.Channel], Any], fn: Callable[[Any], Awaitable[R]]
+    ) -> R:
+        """``await fn(stub)`` on a fresh channel; a gRPC error is printed and exits (2, or 3 when
+        the control plane cannot be reached)."""
+        token = self.bearer_token()
+        async with channel(self.address, self.tls.resolve(self.address), token=token) as ch:
             try:
                 return await fn(stub_class(ch))
             except grpc.aio.AioRpcError as exc:
-                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
-                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
+                message, code = rpc_failure(exc.code(), exc.details())
+                raise fail(message, code) from None
 
-    return asyncio.run(run())
+    def call(self, stub_class: Callable[[grpc.aio.Channel], Any], fn: Callable[[Any], Awaitable[R]]) -> R:
+        """:meth:`acall` from synchronous command code (runs its own event loop)."""
+        return asyncio.run(self.acall(stub_class, fn))

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
+from controlplane.cli.client import DEFAULT_ADDRESS, NO_TLS_FLAGS, AddressOpt, Client, TLSFlags, tls_options
 
 lease_app = typer.Typer(help="Leased nodes: revoke with a notice period, or extend.")
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
@@ -38,13 +38,6 @@ def parse_time(text: str) -> datetime:
     return value
 
 
-def _call(address: str, tls: tuple[Any, ...], fn: Any) -> Any:
-    from controlplane.cli.client import call_operator_api
-    from tokenfab.v1 import fleet_pb2_grpc
-
-    return call_operator_api(address, tls, fleet_pb2_grpc.FleetServiceStub, fn)
-
-
 def _done(node: Any, what: str) -> None:
     from controlplane.cli.client import node_summary
 
@@ -54,65 +47,66 @@ def _done(node: Any, what: str) -> None:
 
 
 @lease_app.command("revoke")
+@tls_options
 def revoke(
     node: Annotated[str, typer.Argument(help="node id")],
     notice: Annotated[str, typer.Option(help="the lease ends this long from now: 60s, 15m, 2h")] = "60s",
     reason: Annotated[str, typer.Option(help="why (recorded in the events)")] = "",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """End a node's lease after a notice: its replicas are replaced elsewhere before it ends."""
-    from tokenfab.v1 import fleet_pb2
+    from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
     seconds = parse_duration(notice)
     message = fleet_pb2.RevokeLeaseRequest(node_id=node, notice_s=seconds, reason=reason)
-    tls = (tls_ca, tls_cert, tls_key, tls_server_name)
     _done(
-        _call(address, tls, lambda s: s.RevokeLease(message, timeout=10)),
+        Client(address, tls).call(
+            fleet_pb2_grpc.FleetServiceStub, lambda s: s.RevokeLease(message, timeout=10)
+        ),
         f"lease revoked with {seconds:g} s notice",
     )
 
 
 @lease_app.command("extend")
+@tls_options
 def extend(
     node: Annotated[str, typer.Argument(help="node id")],
     until: Annotated[str, typer.Option(help="the new end, ISO 8601 with a zone")],
     reason: Annotated[str, typer.Option(help="why (recorded in the events)")] = "",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Move a node's lease end later (or set it again after a revocation)."""
     from controlplane.api.convert import datetime_to_ts
-    from tokenfab.v1 import fleet_pb2
+    from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
     message = fleet_pb2.ExtendLeaseRequest(
         node_id=node, until=datetime_to_ts(parse_time(until)), reason=reason
     )
-    tls = (tls_ca, tls_cert, tls_key, tls_server_name)
-    _done(_call(address, tls, lambda s: s.ExtendLease(message, timeout=10)), "lease extended")
+    _done(
+        Client(address, tls).call(
+            fleet_pb2_grpc.FleetServiceStub, lambda s: s.ExtendLease(message, timeout=10)
+        ),
+        "lease extended",
+    )
 
 
+@tls_options
 def drain_command(
     node: Annotated[str, typer.Argument(help="node id")],
     reason: Annotated[str, typer.Option(help="why (recorded on the node and in the events)")] = "",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Stop placing on a node and move its replicas off it, make-before-break."""
-    from tokenfab.v1 import fleet_pb2
+    from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
     message = fleet_pb2.DrainRequest(node_id=node, reason=reason)
-    tls = (tls_ca, tls_cert, tls_key, tls_server_name)
-    _done(_call(address, tls, lambda s: s.Drain(message, timeout=10)), "draining")
+    _done(
+        Client(address, tls).call(fleet_pb2_grpc.FleetServiceStub, lambda s: s.Drain(message, timeout=10)),
+        "draining",
+    )
 
 
 def event_summary(event: Any) -> dict[str, Any]:
@@ -126,26 +120,24 @@ def event_summary(event: Any) -> dict[str, Any]:
     }
 
 
+@tls_options
 def events_command(
     limit: Annotated[int, typer.Option(help="newest N events (at most 1000)")] = 50,
     node: Annotated[str, typer.Option(help="only this node")] = "",
     request: Annotated[str, typer.Option(help="only this capacity request")] = "",
     output: OutputOpt = "table",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Failover steps and node changes, oldest of the newest ``--limit`` first."""
-    from tokenfab.v1 import fleet_pb2
+    from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
     if limit < 0:
         typer.echo("error: --limit: must not be negative", err=True)
         raise typer.Exit(1)
     query = fleet_pb2.ListEventsRequest(limit=limit, node_id=node, request_id=request)
-    response = _call(
-        address, (tls_ca, tls_cert, tls_key, tls_server_name), lambda s: s.ListEvents(query, timeout=10)
+    response = Client(address, tls).call(
+        fleet_pb2_grpc.FleetServiceStub, lambda s: s.ListEvents(query, timeout=10)
     )
     rows = [event_summary(e) for e in reversed(response.events)]
     if output == "json":
@@ -205,29 +197,25 @@ def audit_summary(entry: Any) -> dict[str, Any]:
     }
 
 
+@tls_options
 def audit_command(
     limit: Annotated[int, typer.Option(help="newest N entries (at most 1000)")] = 50,
     principal: Annotated[str, typer.Option(help="only principals containing this, e.g. tenant/alice")] = "",
     result: Annotated[str, typer.Option(help="only this result: OK, PERMISSION_DENIED, ...")] = "",
     output: OutputOpt = "table",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """The audit log (admins): every change and every refused call, oldest of the newest first."""
-    from controlplane.cli.client import call_operator_api
     from tokenfab.v1 import audit_pb2, audit_pb2_grpc
 
     if not 0 <= limit <= 1000:
         typer.echo("error: --limit: between 0 and 1000", err=True)
         raise typer.Exit(1)
     query = audit_pb2.ListAuditRequest(limit=limit, principal=principal, result=result)
-    response = call_operator_api(
-        address, (tls_ca, tls_cert, tls_key, tls_server_name), audit_pb2_grpc.AuditServiceStub,
-        lambda s: s.ListAudit(query, timeout=10),
-    )  # fmt: skip
+    response = Client(address, tls).call(
+        audit_pb2_grpc.AuditServiceStub, lambda s: s.ListAudit(query, timeout=10)
+    )
     rows = [audit_summary(e) for e in response.entries]
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))

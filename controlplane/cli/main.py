@@ -1,7 +1,9 @@
 """``tokenfab``: run the control plane or an agent, look at the fleet, cordon nodes, run it all locally.
 
 Clients find the control plane at ``--address`` or ``TOKENFAB_ADDRESS`` (default 127.0.0.1:50051);
-TLS material comes from ``--tls-ca/--tls-cert/--tls-key`` or ``TOKENFAB_TLS_CA/_CERT/_KEY``.
+TLS material comes from ``--tls-ca/--tls-cert/--tls-key`` or ``TOKENFAB_TLS_CA/_CERT/_KEY`` (the one
+option group, :func:`controlplane.cli.client.tls_options`); every call goes through
+:class:`controlplane.cli.client.Client`.
 Heavy imports happen inside the commands so that ``tokenfab agent`` starts quickly.
 """
 
@@ -20,7 +22,15 @@ from controlplane.cli import autoscaler as autoscaler_commands
 from controlplane.cli import failover as failover_commands
 from controlplane.cli import gateway as gateway_commands
 from controlplane.cli import requests as request_commands
-from controlplane.cli.client import DEFAULT_ADDRESS, AddressOpt, CaOpt, CertOpt, KeyOpt, NameOpt
+from controlplane.cli.client import (
+    DEFAULT_ADDRESS,
+    NO_TLS_FLAGS,
+    AddressOpt,
+    Client,
+    TLSFlags,
+    fail,
+    tls_options,
+)
 from controlplane.cli.discover import discover_command
 from controlplane.cli.simulate import simulate_command
 
@@ -56,58 +66,27 @@ class LogFormat(StrEnum):
     console = "console"
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-async def _call(address: str, tls: Any, fn: Any) -> Any:
-    import grpc
-
-    from controlplane.cli.client import channel
-    from tokenfab.v1 import fleet_pb2_grpc
-
-    async with channel(address, tls) as ch:
-        try:
-            return await fn(fleet_pb2_grpc.FleetServiceStub(ch))
-        except grpc.aio.AioRpcError as exc:
-            raise _fail(
-                f"{exc.code().name}: {exc.details()}", 2 if exc.code() != grpc.StatusCode.UNAVAILABLE else 3
-            ) from None
-
-
-def _tls(ca: Path | None, cert: Path | None, key: Path | None, name: str | None) -> Any:
-    from controlplane.cli.client import client_tls
-
-    try:
-        return client_tls(ca, cert, key, name)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
 @app.command()
+@tls_options
 def nodes(
     output: Annotated[Output, typer.Option("-o", "--output", help="table or json")] = Output.table,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="keep the table updated")] = False,
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """List the fleet's nodes."""
     from controlplane.cli.client import node_summary
     from controlplane.cli.views import console, nodes_table, state_counts
-    from tokenfab.v1 import fleet_pb2
+    from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
-    tls = _tls(tls_ca, tls_cert, tls_key, tls_server_name)
+    client = Client(address, tls)
 
     async def fetch(stub: Any) -> list[dict[str, Any]]:
         response = await stub.ListNodes(fleet_pb2.ListNodesRequest(), timeout=10)
         return [node_summary(n) for n in response.nodes]
 
     if not watch:
-        summaries = asyncio.run(_call(address, tls, fetch))
+        summaries = client.call(fleet_pb2_grpc.FleetServiceStub, fetch)
         if output is Output.json:
             typer.echo(json.dumps(summaries, indent=2))
         else:
@@ -127,47 +106,43 @@ def nodes(
                 await asyncio.sleep(1)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_call(address, tls, live))
+        client.call(fleet_pb2_grpc.FleetServiceStub, live)
 
 
-def _change(action: str, node: str, reason: str, address: str, tls: Any) -> None:
+def _change(action: str, node: str, reason: str, client: Client) -> None:
     from controlplane.cli.client import node_summary
-    from tokenfab.v1 import fleet_pb2
+    from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
     async def call(stub: Any) -> Any:
         if action == "cordon":
             return await stub.Cordon(fleet_pb2.CordonRequest(node_id=node, reason=reason), timeout=10)
         return await stub.Uncordon(fleet_pb2.UncordonRequest(node_id=node), timeout=10)
 
-    summary = node_summary(asyncio.run(_call(address, tls, call)))
+    summary = node_summary(client.call(fleet_pb2_grpc.FleetServiceStub, call))
     typer.echo(f"node/{summary['id']} {action}ed (state {summary['state']})")
 
 
 @app.command()
+@tls_options
 def cordon(
     node: Annotated[str, typer.Argument(help="node id")],
     reason: Annotated[str, typer.Option(help="why, recorded on the node")] = "",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Mark a node unschedulable (running work stays)."""
-    _change("cordon", node, reason, address, _tls(tls_ca, tls_cert, tls_key, tls_server_name))
+    _change("cordon", node, reason, Client(address, tls))
 
 
 @app.command()
+@tls_options
 def uncordon(
     node: Annotated[str, typer.Argument(help="node id")],
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """Make a cordoned node schedulable again."""
-    _change("uncordon", node, "", address, _tls(tls_ca, tls_cert, tls_key, tls_server_name))
+    _change("uncordon", node, "", Client(address, tls))
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -175,7 +150,7 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            raise _fail(f"{option}: expected NAME=VALUE, got {value!r}")
+            raise fail(f"{option}: expected NAME=VALUE, got {value!r}")
         pairs[key] = rest
     return pairs
 
@@ -212,18 +187,18 @@ def executor(
 
     configure(fmt=log_format.value, level=log_level)
     if (tls_cert is None) != (tls_key is None):
-        raise _fail("tls_cert and tls_key: give both or neither")
+        raise fail("tls_cert and tls_key: give both or neither")
     tls = ServerTLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
     try:
         engines = EngineConfig.load(catalog, engines_file)
     except CatalogError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         run_executor(cluster, ray_address, listen, tls=tls, insecure=insecure, engines=engines)
     except InvalidArgument as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     except (ConnectionError, OSError, TimeoutError) as exc:
-        raise _fail(f"ray_address: cannot use Ray at {ray_address}: {exc}", 3) from None
+        raise fail(f"ray_address: cannot use Ray at {ray_address}: {exc}", 3) from None
 
 
 @app.command()
@@ -331,7 +306,7 @@ def controlplane(
         )
     except ValidationError as exc:
         field, message = validation_message(exc)
-        raise _fail(f"{field}: {message}") from None
+        raise fail(f"{field}: {message}") from None
 
     async def serve() -> None:
         import signal
@@ -348,12 +323,12 @@ def controlplane(
     try:
         asyncio.run(serve())
     except StoreUnavailable as exc:
-        raise _fail(str(exc), 3) from None
+        raise fail(str(exc), 3) from None
     except Exception as exc:
         from controlplane.errors import TokenfabError
 
         if isinstance(exc, TokenfabError | OSError | ValueError):
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         raise
 
 
@@ -361,6 +336,7 @@ agent_app = typer.Typer(help="Run a node agent, or check a node with `agent disc
 
 
 @agent_app.callback(invoke_without_command=True)
+@tls_options
 def agent(
     ctx: typer.Context,
     backend: Annotated[str, typer.Option(help="auto|nvidia|ascend|metax|biren|simulated")] = "auto",
@@ -403,10 +379,7 @@ def agent(
         ),
     ] = "127.0.0.1",
     address: AddressOpt = DEFAULT_ADDRESS,
-    tls_ca: CaOpt = None,
-    tls_cert: CertOpt = None,
-    tls_key: KeyOpt = None,
-    tls_server_name: NameOpt = None,
+    tls: TLSFlags = NO_TLS_FLAGS,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
@@ -435,14 +408,14 @@ def agent(
         lease_notice_flag_s=lease_notice_flag_s,
         lease_notice_headers=_pairs(lease_notice_header or [], "lease_notice_header"),
         address=address,
-        tls=_tls(tls_ca, tls_cert, tls_key, tls_server_name),
+        tls=tls.resolve(),  # the agent: only what its flags name (no state-dir discovery)
         ray_address=ray_address,
         ray_temp_dir=ray_temp_dir,
         ray_node_ip=ray_node_ip,
     )
     code, message = run_agent(options)
     if code:
-        raise _fail(message, code)
+        raise fail(message, code)
 
 
 app.add_typer(agent_app, name="agent")
@@ -510,7 +483,7 @@ def up(
         from controlplane.embedded.ray import RayError
 
         if isinstance(exc, FleetFileError | EtcdError | RayError | OSError | ValueError):
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         raise
     raise typer.Exit(code)
 

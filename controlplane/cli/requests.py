@@ -8,30 +8,20 @@ with no setup.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from typing import Annotated, Any
 
 import typer
 
-from controlplane.cli.client import DEFAULT_ADDRESS, channel, client_tls, state_token
+from controlplane.cli.client import DEFAULT_ADDRESS, Client, TokenOpt
 
 app = typer.Typer(help="Reserve token capacity: create, inspect, update and cancel capacity requests.")
 
 AddressOpt = Annotated[
     str, typer.Option("--address", envvar="TOKENFAB_ADDRESS", help="control plane host:port")
 ]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="TOKENFAB_TOKEN", help="bearer token")]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json")]
-
-
-def _token(token: str | None, address: str | None = None) -> str:
-    found = token or state_token(address, "demo-token")
-    if found:
-        return found
-    typer.echo("error: no credentials: pass --token or set TOKENFAB_TOKEN", err=True)
-    raise typer.Exit(1)
 
 
 def _summary(request: Any) -> dict[str, Any]:
@@ -68,22 +58,12 @@ def _summary(request: Any) -> dict[str, Any]:
 
 
 def _call(address: str, token: str | None, fn: Any) -> Any:
-    import grpc
-
+    """``fn(stub)`` on the CapacityService as the tenant whose token is ``--token``/``TOKENFAB_TOKEN``
+    or the demo's (required: no token is an error before anything is sent)."""
     from tokenfab.v1 import capacity_pb2_grpc
 
-    bearer = _token(token, address)
-    metadata = (("authorization", f"Bearer {bearer}"),)
-
-    async def run() -> Any:
-        async with channel(address, client_tls(None, None, None, None, address), token=bearer) as ch:
-            try:
-                return await fn(capacity_pb2_grpc.CapacityServiceStub(ch), metadata)
-            except grpc.aio.AioRpcError as exc:
-                typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
-                raise typer.Exit(3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 2) from None
-
-    return asyncio.run(run())
+    client = Client(address, token=token, token_file="demo-token", require_token=True)
+    return client.call(capacity_pb2_grpc.CapacityServiceStub, fn)
 
 
 def _show(requests: list[Any], output: str) -> None:
@@ -164,7 +144,7 @@ def create(
             )
         )  # fmt: skip
     request = capacity_pb2.CreateCapacityRequest(spec=spec, idempotency_key=idempotency_key)
-    _show([_call(address, token, lambda stub, md: stub.Create(request, metadata=md, timeout=30))], output)
+    _show([_call(address, token, lambda stub: stub.Create(request, timeout=30))], output)
 
 
 @app.command()
@@ -178,7 +158,7 @@ def get(
     from tokenfab.v1 import capacity_pb2
 
     message = capacity_pb2.GetCapacityRequest(id=request_id)
-    _show([_call(address, token, lambda stub, md: stub.Get(message, metadata=md, timeout=10))], output)
+    _show([_call(address, token, lambda stub: stub.Get(message, timeout=10))], output)
 
 
 @app.command("list")
@@ -192,7 +172,7 @@ def list_requests(
     from tokenfab.v1 import capacity_pb2
 
     message = capacity_pb2.ListCapacityRequests(include_cancelled=all_)
-    response = _call(address, token, lambda stub, md: stub.List(message, metadata=md, timeout=10))
+    response = _call(address, token, lambda stub: stub.List(message, timeout=10))
     if output == "json":
         typer.echo(json.dumps([_summary(r) for r in response.requests], indent=2))
     else:
@@ -218,7 +198,7 @@ def update(
         input_tokens_per_second=input_tokens_per_second,
         expected_generation=expected_generation,
     )
-    _show([_call(address, token, lambda stub, md: stub.Update(message, metadata=md, timeout=30))], output)
+    _show([_call(address, token, lambda stub: stub.Update(message, timeout=30))], output)
 
 
 @app.command()
@@ -232,7 +212,7 @@ def cancel(
     from tokenfab.v1 import capacity_pb2
 
     message = capacity_pb2.CancelCapacityRequest(id=request_id)
-    _show([_call(address, token, lambda stub, md: stub.Cancel(message, metadata=md, timeout=10))], output)
+    _show([_call(address, token, lambda stub: stub.Cancel(message, timeout=10))], output)
 
 
 @app.command()
@@ -240,8 +220,8 @@ def watch(address: AddressOpt = DEFAULT_ADDRESS, token: TokenOpt = None) -> None
     """Print your requests as they change (one JSON object per line) until Ctrl-C."""
     from tokenfab.v1 import capacity_pb2
 
-    async def follow(stub: Any, md: Any) -> None:
-        async for event in stub.Watch(capacity_pb2.WatchCapacityRequests(), metadata=md):
+    async def follow(stub: Any) -> None:
+        async for event in stub.Watch(capacity_pb2.WatchCapacityRequests()):
             kind = capacity_pb2.CapacityEvent.Kind.Name(event.kind).removeprefix("KIND_").lower()
             typer.echo(json.dumps({"event": kind, **_summary(event.request)}))
 
@@ -289,7 +269,7 @@ def replicas_command(
     from tokenfab.v1 import capacity_pb2
 
     message = capacity_pb2.ListReplicasRequest(request_id=request_id, include_stopped=all_)
-    response = _call(address, token, lambda stub, md: stub.ListReplicas(message, metadata=md, timeout=10))
+    response = _call(address, token, lambda stub: stub.ListReplicas(message, timeout=10))
     summaries = [replica_summary(r) for r in response.replicas]
     if output == "json":
         typer.echo(json.dumps(summaries, indent=2))
