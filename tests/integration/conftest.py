@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import secrets
 import signal
@@ -21,7 +22,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import aetcd
 import grpc
@@ -37,8 +38,6 @@ from tokenfab.tls import ClientTLS
 
 SMALL_FLEET = FIXTURES / "fleet-small.yaml"
 FAST = {"heartbeat_interval_s": 0.2, "suspect_after_missed": 3, "lost_after_s": 1.5}
-
-pytestmark = pytest.mark.integration
 
 
 class Deployment:
@@ -254,24 +253,82 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         agent.stop()
 
 
+T = TypeVar("T")
+
+
+@overload
 async def wait_for(
-    predicate: Callable[[], bool],
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+    detail: Callable[[], object] | None = ...,
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    probe: Callable[[], T],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+    detail: Callable[[], object] | None = ...,
+) -> T: ...
+
+
+async def wait_for(
+    probe: Callable[[], Any],
     *,
     timeout: float = 20.0,
+    interval: float = 0.05,
     what: str = "condition",
-    detail: Callable[[], str] | None = None,
-) -> float:
-    """Poll until ``predicate()``; returns the seconds it took (never asserted on: machines are noisy).
+    detail: Callable[[], object] | None = None,
+) -> Any:
+    """The one "eventually" of the integration tests: poll ``probe`` (plain or async) every
+    ``interval`` seconds until it returns something truthy, and return that value.
 
-    On timeout the error says what was awaited and, with ``detail``, what was seen instead.
+    An exception from the probe (an assertion that the process under test is still alive) ends
+    the wait at once. On timeout the error says what was awaited and, with ``detail``, what was
+    seen instead. How long the wait took is never asserted on: machines are noisy.
     """
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            seen = f"; saw: {detail()}" if detail is not None else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            seen = f"; last: {got!r}" + (f"; saw: {detail()}" if detail is not None else "")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{seen}")
+        await asyncio.sleep(interval)
+
+
+def eventually(
+    probe: Callable[[], T],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+    detail: Callable[[], object] | None = None,
+) -> T:
+    """``wait_for`` for a test that is not a coroutine (one that drives child processes)."""
+    return asyncio.run(wait_for(probe, timeout=timeout, interval=interval, what=what, detail=detail))
+
+
+def metric_value(metric: Any, **labels: str) -> float:
+    """A metric's current value read as a scrape sees it (``collect()``), not via the client's
+    private ``_value``. ``labels`` must name every label of the metric (``labels()`` checks them;
+    a child never touched reads 0, as on a /metrics page)."""
+    if labels:
+        metric.labels(**labels)
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.labels == labels and not sample.name.endswith("_created"):
+                return float(sample.value)
+    raise AssertionError(f"no sample of {metric!r} with labels {labels}")
 
 
 def state_of(plane: ControlPlane, node: str) -> str | None:

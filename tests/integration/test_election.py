@@ -12,7 +12,7 @@ from collections.abc import Callable
 from controlplane.embedded.etcd import EtcdProcess
 from controlplane.ha.election import Election
 from controlplane.store.etcd import EtcdStore
-from tests.integration.conftest import AgentProcess, ControlPlaneFactory
+from tests.integration.conftest import AgentProcess, ControlPlaneFactory, wait_for
 
 
 async def store_for(etcd: EtcdProcess) -> EtcdStore:
@@ -21,11 +21,9 @@ async def store_for(etcd: EtcdProcess) -> EtcdStore:
     return store
 
 
-async def wait_until(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """``wait_for`` at a fine grain, returning the moment the predicate held (handover times)."""
+    await wait_for(predicate, timeout=timeout, interval=0.02, what=what)
     return time.monotonic()
 
 
@@ -80,7 +78,7 @@ async def test_a_second_instance_follows_the_fleet_and_the_leader_judges_orphane
     the leader sees the node through etcd and leaves its liveness to the instance with the
     stream. When that instance stops (its presence lease goes), the leader marks the node
     Suspect, then Lost, after the usual timeouts."""
-    from tests.integration.conftest import state_of, wait_for
+    from tests.integration.conftest import state_of
 
     leader = await control_plane(identity="first", lost_after_s=2.0, leader_ttl_s=2)
     await wait_for(lambda: leader.election is not None and leader.election.is_leader(), what="first leads")
@@ -157,10 +155,12 @@ async def test_a_paused_leader_cannot_write_after_a_successor_was_elected(etcd: 
     store = await store_for(etcd)
     b = Election(store, "b", ttl_s=2, margin_s=0.5)
     try:
-        deadline = time.monotonic() + 30
-        while process_state(leader.pid) != "T":
-            assert leader.poll() is None and time.monotonic() < deadline, "the leader never paused"
-            await asyncio.sleep(0.05)
+
+        def paused() -> bool:
+            assert leader.poll() is None, "the leader exited before pausing"
+            return process_state(leader.pid) == "T"
+
+        await wait_for(paused, timeout=30, what="the leader paused (SIGSTOP)")
         assert (await store.get("/fenced/r1")) is not None  # it did lead
         await b.start()
         await wait_until(b.is_leader, 10, "b leads once a's lease expired")

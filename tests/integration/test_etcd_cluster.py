@@ -18,7 +18,7 @@ from controlplane.config import ControlPlaneConfig
 from controlplane.embedded.etcd import EtcdCluster, EtcdProcess, free_port
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.store.etcd import EtcdStore
-from tests.integration.conftest import FAST, AgentProcess, state_of, wait_for
+from tests.integration.conftest import FAST, AgentProcess, metric_value, state_of, wait_for
 from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
 
@@ -99,7 +99,7 @@ async def test_the_control_plane_keeps_leading_and_writing_with_one_member_down(
                     break
             assert node is not None and node.cordoned
         assert isinstance(plane.store, EtcdStore) and plane.store.failovers >= 1
-        assert plane.metrics.etcd_failovers._value.get() == plane.store.failovers
+        assert metric_value(plane.metrics.etcd_failovers) == plane.store.failovers
         assert plane.store.endpoint != cluster.members[0].endpoint
         survivor = EtcdStore(cluster.members[1].host, cluster.members[1].client_port)
         await survivor.connect()

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 
 from controlplane.embedded.etcd import free_port
-from tests.integration.conftest import AgentProcess, ControlPlaneFactory, state_of, wait_for
+from tests.integration.conftest import AgentProcess, ControlPlaneFactory, metric_value, state_of, wait_for
 
 NODES = ["t-nvidia-0", "t-ascend-0", "t-biren-0", "t-metax-0"]
 
@@ -90,7 +90,7 @@ async def test_control_plane_restart_keeps_the_fleet(
     )
     assert {v.state.value for v in again.registry.nodes()} == {"ready"}
     assert {v.node_id: v.record.state_since for v in again.registry.nodes()} == transitions_before
-    assert again.metrics.registrations.labels("updated")._value.get() >= 2
+    assert metric_value(again.metrics.registrations, result="updated") >= 2
 
 
 async def test_an_agent_moves_to_another_instance_when_its_own_stops(
@@ -101,12 +101,12 @@ async def test_an_agent_moves_to_another_instance_when_its_own_stops(
     agent = agents("t-nvidia-0", f"{first.config.address},{second.config.address}")
     seen = lambda: f"agent log:\n{agent.output(12)}"  # noqa: E731
     await wait_for(lambda: state_of(first, "t-nvidia-0") == "ready", what="Ready", detail=seen)
-    assert first.metrics.streams._value.get() == 1 and second.metrics.streams._value.get() == 0
+    assert metric_value(first.metrics.streams) == 1 and metric_value(second.metrics.streams) == 0
 
     await first.stop(grace_s=0.1)
     # the stream breaks, the first address refuses, the agent goes on to the second instance
     await wait_for(
-        lambda: second.metrics.streams._value.get() == 1, what="a stream to the second", detail=seen
+        lambda: metric_value(second.metrics.streams) == 1, what="a stream to the second", detail=seen
     )
     assert "agent.next_address" in agent.output(40)
     assert second.registry is not None
@@ -162,7 +162,7 @@ async def test_a_silent_partition_ends_the_session_in_seconds(
     seen = lambda: f"agent log:\n{agent.output(12)}"  # noqa: E731
     try:
         await wait_for(lambda: state_of(plane, "t-nvidia-0") == "ready", what="Ready", detail=seen)
-        assert plane.metrics.streams._value.get() == 1
+        assert metric_value(plane.metrics.streams) == 1
         link.silent = True
         await wait_for(
             lambda: "no ack from" in agent.output(60), timeout=60, what="the ack deadline", detail=seen

@@ -18,7 +18,7 @@ from controlplane.api.server import ControlPlane
 from controlplane.embedded.etcd import EtcdProcess
 from controlplane.executor.service import executor_server
 from controlplane.security import Kind
-from tests.integration.conftest import ControlPlaneFactory, Deployment, dial, wait_for
+from tests.integration.conftest import ControlPlaneFactory, Deployment, dial, metric_value, wait_for
 from tests.integration.helpers import register_request
 from tokenfab.v1 import (
     agent_pb2,
@@ -98,7 +98,7 @@ async def test_a_record_that_does_not_load_is_quarantined_not_fatal(
         first = await asyncio.wait_for(watch.read(), 5)  # the watch goes on past the bad record
         assert first.request.id == good.id
         watch.cancel()
-        quarantined = plane.metrics.quarantined_records.labels(kind="capacity_request")._value.get()
+        quarantined = metric_value(plane.metrics.quarantined_records, kind="capacity_request")
         assert quarantined >= 1
         async with dial(plane, "admin") as admin:
             events = fleet_pb2_grpc.FleetServiceStub(admin)
@@ -109,12 +109,7 @@ async def test_a_record_that_does_not_load_is_quarantined_not_fatal(
                 )
                 return any(e.kind == "quarantined" for e in listed.events)
 
-            for _ in range(50):
-                if await quarantine_event():
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("no quarantined event")
+            await wait_for(quarantine_event, timeout=5, interval=0.1, what="a quarantined event")
         deleted = await stub.Cancel(capacity_pb2.CancelCapacityRequest(id="cr-broken"), metadata=MALLORY)
         assert "deleted" in deleted.status.conditions[0].message
         assert not (await stub.List(capacity_pb2.ListCapacityRequests(), metadata=MALLORY)).requests
@@ -223,7 +218,7 @@ async def test_a_node_flapping_its_device_health_is_damped(
         record = await client.get(b"/tokenfab/v1/nodes/flappy")
     assert record is not None
     assert record.version <= 10, f"{record.version} writes for 40 flapping beats"
-    assert plane.metrics.health_flaps_damped._value.get() == 1
+    assert metric_value(plane.metrics.health_flaps_damped) == 1
 
 
 async def test_reconcile_passes_go_on_past_a_record_that_does_not_load(
@@ -259,7 +254,7 @@ async def test_reconcile_passes_go_on_past_a_record_that_does_not_load(
             await stub.Create(capacity_pb2.CreateCapacityRequest(spec=spec()), metadata=ALICE)
             start = passes()
             await wait_for(lambda: passes() >= start + 5, what="five reconcile passes after the bad record")
-        failed = plane.metrics.reconcile_errors.labels(step="pass")._value.get()
+        failed = metric_value(plane.metrics.reconcile_errors, step="pass")
         assert failed == 0
     finally:
         await server.stop(0.1)

@@ -27,7 +27,7 @@ from controlplane.domain.nodes import Vendor
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.fleet.events import EventLog
 from controlplane.store import keys
-from tests.integration.conftest import AgentProcess, ControlPlaneFactory, state_of, wait_for
+from tests.integration.conftest import AgentProcess, ControlPlaneFactory, metric_value, state_of, wait_for
 
 
 class _Metadata:
@@ -107,7 +107,7 @@ async def test_a_preemption_notice_ends_the_lease_early(
     notices = [e for e in events if e.kind == "preemption_notice"]
     assert len(notices) == 1, events
     assert "terminate" in notices[0].message and metadata.url in notices[0].message
-    assert plane.metrics.failover_events.labels(kind="preemption_notice")._value.get() == 1
+    assert metric_value(plane.metrics.failover_events, kind="preemption_notice") == 1
 
     # the agent keeps polling and sees the same notice: nothing new is recorded
     polls = metadata.polls
@@ -190,7 +190,7 @@ async def test_the_agent_stops_processes_of_fenced_replicas(
         await store.put(keys.replica(gone.id), gone.model_dump_json().encode())
         await wait_for(lambda: procs["serving"].poll() is not None, what="the second fence", detail=seen)
         assert procs["other-node"].poll() is None
-        assert plane.metrics.fence_commands._value.get() >= 2
+        assert metric_value(plane.metrics.fence_commands) >= 2
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -224,7 +224,7 @@ class _Endpoint:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self.runner.addresses[0][1]  # (host, port) of the one bound socket
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -298,7 +298,7 @@ async def test_one_deadline_covers_the_whole_poll_of_a_trickling_endpoint() -> N
         with contextlib.suppress(ConnectionError):  # the poll hangs up at its deadline
             for _ in range(300):  # 60 s of body, one byte at a time
                 await response.write(b" ")
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the trickle's pace, not a wait for anything
         return response
 
     async with _Endpoint([web.get(NOTICE_PATH, trickle)]) as slow:
