@@ -17,6 +17,11 @@ the oracle's), fleet_capped_s, scaling actions. savings_vs_best_baseline = 1 - t
 the hours of the cheapest baseline reaching >= 0.99 (null when none does). ``--plot DIR`` draws
 demand, replicas and attainment over time per policy. Prints one JSON object; no assertions.
 
+``--trace synthetic:long-prompt`` replays a generated hour instead of a file (seeded, log-normal
+prompts of mean 5,000 tokens and sigma 1.0, at most 30,000, p95 about 15,000; outputs of mean
+200; 1 request/s on a slow sine with 3x bursts): the mix whose tail, not its mean, sizes the
+replica shape (TP 4 on the 910C, where TP 2 cannot prefill the p95 prompt within 3 s).
+
 ``--tokenfab-config '{"target_utilisation": 0.9}'`` overrides TokenfabConfig fields for a
 sensitivity run (the recorded figures use the defaults).
 """
@@ -37,12 +42,34 @@ from controlplane.catalog import load_catalog  # noqa: E402
 from controlplane.simulate.compare import Setup, compare, parse_duration  # noqa: E402
 from controlplane.simulate.run import POLICY_NAMES, make_policy  # noqa: E402
 from controlplane.simulate.sim import Simulator  # noqa: E402
-from controlplane.simulate.trace import Trace, TraceError, load_trace  # noqa: E402
+from controlplane.simulate.trace import (  # noqa: E402
+    SyntheticDemand,
+    Trace,
+    TraceError,
+    load_trace,
+    synthetic_trace,
+)
+
+SYNTHETIC = {
+    "long-prompt": SyntheticDemand(
+        base_rate=1.0, mean_input_tokens=5000, mean_output_tokens=200, sigma=1.0, max_tokens=30_000
+    ),
+}
+
+
+def _trace(spec: str) -> Trace:
+    if spec.startswith("synthetic:"):
+        name = spec.partition(":")[2]
+        if name not in SYNTHETIC:
+            raise TraceError(f"--trace: unknown synthetic trace {name!r} (known: {', '.join(SYNTHETIC)})")
+        trace = synthetic_trace(SYNTHETIC[name], 3600.0, seed=1)
+        return Trace(f"synthetic-{name}", trace.requests)
+    return load_trace(spec)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", required=True, type=Path)
+    parser.add_argument("--trace", required=True, help="a trace CSV, or synthetic:long-prompt")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES))
     parser.add_argument("--warmup-until", default=None, help="score from this time: 86400, 24h, 1d")
     parser.add_argument("--plot", default=None, type=Path, help="directory for one PNG per policy")
@@ -56,7 +83,7 @@ def main() -> None:
         parser.error(f"--tokenfab-config: {exc}")
     try:
         warmup = parse_duration(args.warmup_until) if args.warmup_until is not None else None
-        trace = load_trace(args.trace)
+        trace = _trace(args.trace)
     except (ValueError, TraceError) as exc:
         parser.error(str(exc))
     names = [n for n in args.policies.split(",") if n]
