@@ -162,6 +162,7 @@ def compare(
             "scored_from_s": round(scored_from, 1),
             "replica": f"{unit.accelerator} x{unit.tp}",
             "declared_mix": [round(scenario.mean_input_tokens), round(scenario.mean_output_tokens)],
+            "declared_p95": [round(scenario.p95_input_tokens), round(scenario.p95_output_tokens)],
         },
     )
     names = list(dict.fromkeys([*policies, "oracle"] if oracle else policies))

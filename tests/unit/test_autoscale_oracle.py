@@ -149,6 +149,9 @@ def test_compare_reports_vs_oracle_and_scores_only_after_the_warmup() -> None:
     # the declared mix comes from the warm-up part only
     warm = [r for r in trace.requests if r.arrival_s < 300.0]
     assert report["setup"]["declared_mix"][0] == round(sum(r.input_tokens for r in warm) / len(warm))
+    # and so does its p95 (every request of this mix is feasible), which sizes the shape
+    prompts = sorted(r.input_tokens for r in warm)
+    assert report["setup"]["declared_p95"][0] == prompts[math.ceil(0.95 * len(prompts)) - 1]
     with pytest.raises(ValueError, match="not inside the trace"):
         compare(trace, CATALOG, [], dataclasses.replace(setup, warmup_until_s=1e6))
 
