@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from controlplane.embedded.etcd import free_port
 from controlplane.embedded.ray import reap_stale_children, remember_children
 from controlplane.embedded.up import ray_temp_root
+from tests.integration.conftest import eventually
 
 
 def sleeper(marker: str) -> subprocess.Popen[bytes]:
@@ -124,27 +124,29 @@ def test_kill_9_of_up_ends_every_child(tmp_path: Path) -> None:
             "ray head": lambda c: "gcs_server" in c,
             "raylet": lambda c: "raylet" in c and "pdeath-h100-01" in c,
         }
-        deadline = time.monotonic() + 300
         missing = set(wanted)
-        while time.monotonic() < deadline:
+
+        def all_started() -> bool:
+            nonlocal tree, missing
             assert up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
             tree = descendants(up.pid)
             missing = {name for name, match in wanted.items() if not any(match(c) for c in tree.values())}
-            if not missing:
-                break
-            time.sleep(1.0)
-        assert not missing, f"never started: {missing}; tree: {sorted(tree.values())}"
+            return not missing
+
+        eventually(
+            all_started, timeout=300, interval=0.5, what="every child of `up`",
+            detail=lambda: f"never started: {missing}; tree: {sorted(tree.values())}",
+        )  # fmt: skip
         up.kill()  # kill -9: no finally block, no signal handler runs in `up`
         up.wait()
-        deadline = time.monotonic() + 60
         left: dict[int, str] = {}
-        while time.monotonic() < deadline:
-            left = {pid: cmd for pid, cmd in tree.items() if _alive(pid)}
-            left |= with_marker(str(state), ray_root)
-            if not left:
-                break
-            time.sleep(0.5)
-        assert not left, f"outlived `up`: {left}"
+
+        def none_left() -> bool:
+            nonlocal left
+            left = {pid: cmd for pid, cmd in tree.items() if _alive(pid)} | with_marker(str(state), ray_root)
+            return not left
+
+        eventually(none_left, timeout=60, interval=0.5, what="no child outliving `up`", detail=lambda: left)
     finally:
         if up.poll() is None:
             up.kill()

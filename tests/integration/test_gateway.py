@@ -29,6 +29,7 @@ from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.store import keys
 from controlplane.store.etcd import EtcdStore
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,17 +112,19 @@ class GatewayProcess:
 
     async def ready(self) -> None:
         async with aiohttp.ClientSession() as s:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+
+            async def healthy() -> bool:
                 assert self.proc.poll() is None, self.log.read_text()[-2000:]
                 try:
                     async with s.get(self.url + "/healthz") as r:
-                        if r.status == 200:
-                            return
+                        return r.status == 200
                 except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("gateway did not start: " + self.log.read_text()[-2000:])
+                    return False
+
+            await wait_for(
+                healthy, timeout=60, interval=0.1, what="the gateway's /healthz",
+                detail=lambda: self.log.read_text()[-2000:],
+            )  # fmt: skip
 
     async def metric(self, name: str, **labels: str) -> float:
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
@@ -217,14 +220,13 @@ async def models_of(gw: GatewayProcess, tenant: str) -> list[str]:
 
 async def routable(gw: GatewayProcess, tenant: str, count: int) -> None:
     """Wait until the gateway routes ``count`` replicas for the tenant's model (it follows etcd)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    async def routed() -> bool:
         async with aiohttp.ClientSession() as s, s.get(gw.url + "/v1/models", headers=auth(tenant)) as r:
             data = (await r.json())["data"] if r.status == 200 else []
-        if any(m["id"] == MODEL and m["replicas"] == count for m in data):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"gateway never routed {count} replicas for {tenant}")
+        return any(m["id"] == MODEL and m["replicas"] == count for m in data)
+
+    await wait_for(routed, timeout=20, what=f"the gateway routing {count} replicas for {tenant}")
 
 
 async def setup_lane(
@@ -303,21 +305,28 @@ async def test_plain_and_streamed_calls(
         assert [(u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) for u in usage] == [(2, 6, 8)]
     # metering: Prometheus at once, etcd hourly buckets after a flush
     # (a stream is metered once its last event is sent: poll, the client may read [DONE] first)
-    deadline = time.monotonic() + 10
-    while await gateway.metric("tokenfab_gateway_tokens_total", tenant="alpha", kind="completion") != 30:
-        assert time.monotonic() < deadline, "completion tokens never reached 30 in the gateway's metrics"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "controlplane.cli.main", "usage", "--etcd", etcd.endpoint,
-         "--tenant", "alpha", "--since", "24h", "-o", "json"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    rows = json.loads(out.stdout)
-    assert [(r["tenant"], r["request_id"], r["requests"], r["completion_tokens"]) for r in rows] == [
-        ("alpha", "req-alpha", 4, 30)
-    ]
+
+    async def completion_tokens() -> bool:
+        return await gateway.metric("tokenfab_gateway_tokens_total", tenant="alpha", kind="completion") == 30
+
+    await wait_for(completion_tokens, timeout=10, what="30 completion tokens in the gateway's metrics")
+    rows: list[tuple[Any, ...]] = []
+
+    async def flushed() -> bool:  # the hourly bucket reaches etcd at the next flush (0.3 s)
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "controlplane.cli.main", "usage", "--etcd", etcd.endpoint,
+             "--tenant", "alpha", "--since", "24h", "-o", "json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        rows[:] = [
+            (r["tenant"], r["request_id"], r["requests"], r["completion_tokens"])
+            for r in json.loads(out.stdout)
+        ]
+        return rows == [("alpha", "req-alpha", 4, 30)]
+
+    await wait_for(flushed, timeout=15, interval=0.3, what="the usage bucket in etcd", detail=lambda: rows)
+    assert rows == [("alpha", "req-alpha", 4, 30)]
 
 
 async def test_missing_and_bad_tokens_get_401(
@@ -418,7 +427,11 @@ async def test_over_the_reservation_gets_429(
             first = asyncio.create_task(
                 post(s, gw, "/v1/completions", {"model": MODEL, "prompt": "a", "max_tokens": 400})
             )
-            await asyncio.sleep(0.3)
+
+            async def first_in_flight() -> bool:
+                return await gw.metric("tokenfab_gateway_replica_outstanding_tokens") > 0
+
+            await wait_for(first_in_flight, timeout=10, what="the first call in flight on the replica")
             async with s.post(
                 gw.url + "/v1/completions",
                 json={"model": MODEL, "prompt": "b", "max_tokens": 400},
@@ -488,7 +501,7 @@ async def test_kill_9_under_load_fails_no_call_before_its_first_token(
             tasks.append(asyncio.create_task((plain if i % 2 else streamed)(s, i)))
             if i == 30:
                 os.kill(replicas[0].proc.pid, signal.SIGKILL)  # mid-load: calls in flight and arriving
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.03)  # paced arrivals (a load shape), not a wait for anything
         await asyncio.gather(*tasks)
     failed_before_first_token = [r for r in results if not r[1] and not r[2]]
     assert failed_before_first_token == []
@@ -512,7 +525,15 @@ async def test_drain_finishes_in_flight_calls(
             )
             for i in range(20)
         ]
-        await asyncio.sleep(0.4)
+
+        async def in_flight() -> bool:  # all 20 admitted, some of them on the replica to drain
+            admitted = await gateway.metric("tokenfab_gateway_admitted_total", tenant="alpha")
+            return (
+                admitted >= 20
+                and await gateway.metric("tokenfab_gateway_replica_outstanding_tokens", replica=ids[0]) > 0
+            )
+
+        await wait_for(in_flight, timeout=10, what="calls in flight on the replica to drain")
         # the reconciler's drain: the record goes Draining, then the executor stops the engine
         # with a drain period (SIGTERM here: the replica stops accepting and finishes its calls)
         await put_replica(
@@ -540,7 +561,7 @@ async def test_scale_from_zero_waits_for_the_first_replica(
         call = asyncio.create_task(
             post(s, gateway, "/v1/completions", {"model": MODEL, "prompt": "wake", "max_tokens": 4})
         )
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # deliberately fixed: shows the call does NOT finish without a replica
         assert not call.done()  # queued: no replica yet
         assert await gateway.metric("tokenfab_gateway_queue_length", tenant="alpha") == 1
         replica = Replica()
@@ -598,7 +619,7 @@ async def test_a_replica_silent_before_its_first_token_is_given_up_for_another(
 ) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)  # reads the call, never answers
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # the silence under test, not a wait
         writer.close()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import ControlPlaneFactory
+from tests.integration.conftest import ControlPlaneFactory, wait_for
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("KUBECONFIG"), reason="needs a Kubernetes cluster: set KUBECONFIG to run"
@@ -57,11 +56,10 @@ async def test_capacity_request_lifecycle(control_plane: ControlPlaneFactory, tm
             "capacityrequests",
             body,
         )
-        deadline = time.monotonic() + 60
         obj: dict[str, Any] = {}
-        while not (obj.get("status") or {}).get("requestId"):
-            assert time.monotonic() < deadline, obj
-            await asyncio.sleep(0.5)
+
+        async def has_request_id() -> bool:
+            nonlocal obj
             obj = await asyncio.to_thread(
                 custom.get_namespaced_custom_object,
                 "tokenfab.io",
@@ -70,6 +68,9 @@ async def test_capacity_request_lifecycle(control_plane: ControlPlaneFactory, tm
                 "capacityrequests",
                 "live",
             )
+            return bool((obj.get("status") or {}).get("requestId"))
+
+        await wait_for(has_request_id, timeout=60, interval=0.5, what="status.requestId", detail=lambda: obj)
         assert "tokenfab.io/capacity-request" in obj["metadata"]["finalizers"]
         assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
         assert obj["status"]["phase"] in {"Pending", "Placing", "Unsatisfiable", "Ready", "Degraded"}
@@ -83,8 +84,8 @@ async def test_capacity_request_lifecycle(control_plane: ControlPlaneFactory, tm
             "capacityrequests",
             "live",
         )
-        deadline = time.monotonic() + 60
-        while True:
+
+        async def deleted() -> bool:
             try:
                 await asyncio.to_thread(
                     custom.get_namespaced_custom_object,
@@ -96,9 +97,10 @@ async def test_capacity_request_lifecycle(control_plane: ControlPlaneFactory, tm
                 )
             except ApiException as exc:
                 assert exc.status == 404
-                break
-            assert time.monotonic() < deadline, "the finalizer was not released"
-            await asyncio.sleep(0.5)
+                return True
+            return False
+
+        await wait_for(deleted, timeout=60, interval=0.5, what="the finalizer released (the object gone)")
         from controlplane.capacity.tenants import Tenant
 
         assert plane.capacity is not None

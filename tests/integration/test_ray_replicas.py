@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -70,8 +71,7 @@ async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
     agents: list[AgentProcess] = []
     clients: dict[str, RemoteExecutor] = {}
     try:
-        for head in heads.values():
-            await asyncio.to_thread(head.start)
+        await asyncio.gather(*(asyncio.to_thread(head.start) for head in heads.values()))  # side by side
         for proc in procs.values():
             proc.spawn()
         for node, cluster in NODES.items():
@@ -82,24 +82,24 @@ async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
         clients = {c: RemoteExecutor(c, p.address) for c, p in procs.items()}
         for cluster, client in clients.items():
             wanted = {n for n, c in NODES.items() if c == cluster}
-            deadline = time.monotonic() + 120
-            while True:
-                inventory = await client.inventory()
-                if wanted <= {n.node_id for n in inventory.nodes if n.alive}:
-                    break
-                assert time.monotonic() < deadline, f"raylets of {cluster} did not join: {inventory}"
-                await asyncio.sleep(0.5)
+            await wait_for(
+                functools.partial(joined, client, wanted), timeout=120, interval=0.5,
+                what=f"the raylets of {cluster} joining",
+            )  # fmt: skip
         yield RayWorld(address, clients, tenants, logs, {a.node: a for a in agents})
     finally:
         for client in clients.values():
             await client.close()
-        for agent in agents:
-            agent.stop()
-        for proc in procs.values():
-            proc.stop()
-        for head in heads.values():
-            head.stop(5.0)
+        # each layer stopped side by side (every stop is a SIGTERM and a wait), raylets first
+        await asyncio.gather(*(asyncio.to_thread(agent.stop) for agent in agents))
+        await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs.values()))
+        await asyncio.gather(*(asyncio.to_thread(head.stop, 5.0) for head in heads.values()))
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def joined(client: RemoteExecutor, nodes: set[str]) -> bool:
+    """Whether every one of ``nodes`` has a live raylet in the executor's cluster."""
+    return nodes <= {n.node_id for n in (await client.inventory()).nodes if n.alive}
 
 
 def spec(target: float, model: str = "qwen2.5-7b-instruct") -> capacity_pb2.CapacitySpec:
@@ -112,15 +112,16 @@ def spec(target: float, model: str = "qwen2.5-7b-instruct") -> capacity_pb2.Capa
 async def wait_ready(
     stub: capacity_pb2_grpc.CapacityServiceStub, request_id: str, timeout: float = 120
 ) -> Any:
-    deadline = time.monotonic() + timeout
     got = None
-    while time.monotonic() < deadline:
+
+    async def ready() -> bool:
+        nonlocal got
         with contextlib.suppress(grpc.aio.AioRpcError):
             got = await stub.Get(capacity_pb2.GetCapacityRequest(id=request_id), metadata=TOKEN, timeout=5)
-            if got.status.phase == "Ready":
-                return got
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{request_id} not Ready in {timeout} s: {got}")
+        return got is not None and got.status.phase == "Ready"
+
+    await wait_for(ready, timeout=timeout, interval=0.3, what=f"{request_id} Ready", detail=lambda: got)
+    return got
 
 
 async def actors(world: RayWorld) -> dict[str, executor_pb2.ReplicaObservation]:
@@ -152,10 +153,11 @@ async def cancel_and_wait_gone(
     stub: capacity_pb2_grpc.CapacityServiceStub, ray_world: RayWorld, request_id: str, ids: set[str]
 ) -> None:
     await stub.Cancel(capacity_pb2.CancelCapacityRequest(id=request_id), metadata=TOKEN)
-    deadline = time.monotonic() + 60
-    while ids & set(await actors(ray_world)):
-        assert time.monotonic() < deadline, "cancelled replicas' actors still running"
-        await asyncio.sleep(0.5)
+
+    async def gone() -> bool:
+        return not ids & set(await actors(ray_world))
+
+    await wait_for(gone, timeout=60, interval=0.5, what="the cancelled replicas' actors stopped")
 
 
 async def test_one_request_is_served_from_two_ray_clusters(
@@ -231,9 +233,10 @@ async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld,
     try:
         async with grpc.aio.insecure_channel(ray_world.address) as channel:
             stub = capacity_pb2_grpc.CapacityServiceStub(channel)
-            created = None
-            deadline = time.monotonic() + 60
-            while created is None:
+            created: Any = None
+
+            async def created_and_ready() -> bool:  # the child control plane is still starting
+                nonlocal created
                 try:
                     created = await stub.Create(
                         capacity_pb2.CreateCapacityRequest(spec=spec(8000), idempotency_key="adopt"),
@@ -241,20 +244,28 @@ async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld,
                     )  # fmt: skip
                     await wait_ready(stub, created.id)
                 except grpc.aio.AioRpcError:
-                    assert time.monotonic() < deadline, "control plane did not come up"
-                    created = None
-                    await asyncio.sleep(0.5)
+                    return False
+                return True
+
+            await wait_for(created_and_ready, timeout=60, interval=0.5, what="the control plane up")
             # Live replicas only, once they are all Ready: nodes register one by one, so the
             # first plan can be partial and a later pass may drain a surplus replica that was
             # still starting; that replica is not what this test is about.
             list_request = capacity_pb2.ListReplicasRequest(request_id=created.id)
-            deadline = time.monotonic() + 60
-            while True:
+            live: Any = []
+
+            async def settled() -> bool:
+                nonlocal live
                 live = (await stub.ListReplicas(list_request, metadata=TOKEN)).replicas
-                if live and {r.state for r in live} == {"Ready"}:
-                    break
-                assert time.monotonic() < deadline, f"replicas did not settle: {[r.state for r in live]}"
-                await asyncio.sleep(0.3)
+                return bool(live) and {r.state for r in live} == {"Ready"}
+
+            await wait_for(
+                settled,
+                timeout=60,
+                interval=0.3,
+                what="replicas all Ready",
+                detail=lambda: [r.state for r in live],
+            )
             before = {r.id: r.actor_id for r in live}
             assert before and all(before.values())
             plane.kill()
@@ -264,7 +275,8 @@ async def test_a_killed_control_plane_adopts_running_actors(ray_world: RayWorld,
             )
 
             plane.start()
-            await asyncio.sleep(3.0)  # several reconcile passes at 0.3 s
+            # deliberately fixed: several reconcile passes at 0.3 s must NOT replace or restart anything
+            await asyncio.sleep(3.0)
             after = await wait_ready(stub, created.id, timeout=60)
             replicas = (await stub.ListReplicas(list_request, metadata=TOKEN)).replicas
             assert {r.id: r.actor_id for r in replicas} == before, "replicas were replaced or restarted"
@@ -311,18 +323,23 @@ async def test_demand_scales_a_request_up_and_the_decision_is_explained(
         stop = asyncio.Event()
         running = asyncio.create_task(load.run(stop))
         try:
-            deadline = time.monotonic() + 120
-            ups: list[Any] = []
-            while not ups:
-                assert time.monotonic() < deadline, "no scale-up decision under load"
+
+            async def applied_ups() -> list[Any]:
                 listed = await scaler.ListDecisions(
                     autoscaler_pb2.ListDecisionsRequest(request_id=created.id, action="scale_up")
                 )
-                ups = [d for d in listed.decisions if d.applied]
-                await asyncio.sleep(0.5)
-            while len((await stub.ListReplicas(query, metadata=TOKEN)).replicas) < 2:
-                assert time.monotonic() < deadline, "the raised target placed no replica"
-                await asyncio.sleep(0.3)
+                return [d for d in listed.decisions if d.applied]
+
+            ups: list[Any] = await wait_for(
+                applied_ups, timeout=120, interval=0.5, what="a scale-up decision under load"
+            )
+
+            async def two_replicas() -> bool:
+                return len((await stub.ListReplicas(query, metadata=TOKEN)).replicas) >= 2
+
+            await wait_for(
+                two_replicas, timeout=120, interval=0.3, what="the raised target placing a replica"
+            )
         finally:
             stop.set()
             await running
@@ -376,34 +393,34 @@ async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
         drained = await tokenfab_cli("drain", "t-biren-0", "--reason", "test", *address)
         assert drained.returncode == 0, drained.stderr
         lowest = await ready_tps(stub, created.id)
-        deadline = time.monotonic() + 90
-        while True:  # watch the gap while the replicas move
+        now_live: list[Any] = []
+
+        async def moved() -> bool:  # and watch the gap while the replicas move
+            nonlocal lowest, now_live
             lowest = min(lowest, await ready_tps(stub, created.id))
             now_live = [r for r in await live_replicas(stub, created.id) if r.state != "Draining"]
-            if (
-                now_live
-                and {r.node_id for r in now_live} == {"t-nvidia-0"}
-                and {r.state for r in now_live} == {"Ready"}
-            ):
-                break
-            assert time.monotonic() < deadline, [(r.id, r.node_id, r.state) for r in now_live]
-            await asyncio.sleep(0.1)
+            return bool(now_live) and {(r.node_id, r.state) for r in now_live} == {("t-nvidia-0", "Ready")}
+
+        await wait_for(
+            moved, timeout=90, interval=0.1, what="the replicas moved to t-nvidia-0 and Ready",
+            detail=lambda: [(r.id, r.node_id, r.state) for r in now_live],
+        )  # fmt: skip
         assert lowest >= 5000, f"capacity gap: Ready tokens/s fell to {lowest}"
 
         # unplanned: the H100 node's agent (and its raylet) stops; t-biren-0 may take work again
         await tokenfab_cli("uncordon", "t-biren-0", *address)
-        moved = {r.id for r in now_live}
+        moved_ids = {r.id for r in now_live}
         stopped_at = time.monotonic()
         ray_world.agents["t-nvidia-0"].stop()
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                replacements = [r for r in await live_replicas(stub, created.id) if r.id not in moved]
-                if replacements:
-                    replaced_after = time.monotonic() - stopped_at
-                    break
-                assert time.monotonic() < deadline, "the stopped node's replica was not replaced"
-                await asyncio.sleep(0.1)
+
+            async def replaced() -> list[Any]:
+                return [r for r in await live_replicas(stub, created.id) if r.id not in moved_ids]
+
+            replacements = await wait_for(
+                replaced, timeout=60, interval=0.1, what="a replacement for the stopped node's replica"
+            )
+            replaced_after = time.monotonic() - stopped_at
             assert {r.node_id for r in replacements} == {"t-biren-0"}
             assert replaced_after < 30, replaced_after
             await wait_ready(stub, created.id, timeout=60)
@@ -424,11 +441,8 @@ async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
         ids = {r.id for r in await live_replicas(stub, created.id)}
         await cancel_and_wait_gone(stub, ray_world, created.id, ids)
     # the restarted agent's raylet is back before the next test
-    client = ray_world.executors["test-a"]
-    deadline = time.monotonic() + 90
-    while "t-nvidia-0" not in {n.node_id for n in (await client.inventory()).nodes if n.alive}:
-        assert time.monotonic() < deadline, "t-nvidia-0's raylet did not rejoin"
-        await asyncio.sleep(0.5)
+    rejoined = functools.partial(joined, ray_world.executors["test-a"], {"t-nvidia-0"})
+    await wait_for(rejoined, timeout=90, interval=0.5, what="t-nvidia-0's raylet rejoining")
 
 
 def replica_pids(replica_id: str) -> list[int]:
@@ -460,20 +474,30 @@ async def test_a_partitioned_node_is_replaced_and_fenced(
         agent = ray_world.agents[node]
         agent.signal(signal.SIGSTOP)
         try:
-            deadline = time.monotonic() + 60
-            while True:
+            now_live: list[Any] = []
+            fresh: list[Any] = []
+
+            async def replaced() -> bool:
+                nonlocal now_live, fresh
                 now_live = await live_replicas(stub, created.id)
                 fresh = [r for r in now_live if r.id not in old]
-                if fresh and all(r.state == "Ready" for r in fresh) and not old & {r.id for r in now_live}:
-                    break
-                assert time.monotonic() < deadline, [(r.id, r.node_id, r.state) for r in now_live]
-                await asyncio.sleep(0.2)
+                return (
+                    bool(fresh)
+                    and all(r.state == "Ready" for r in fresh)
+                    and not old & {r.id for r in now_live}
+                )
+
+            await wait_for(
+                replaced, timeout=60, interval=0.2, what="Ready replacements and no old replica",
+                detail=lambda: [(r.id, r.node_id, r.state) for r in now_live],
+            )  # fmt: skip
             assert node not in {r.node_id for r in fresh}
             # the partitioned replicas are fenced: their actors and processes are gone
-            deadline = time.monotonic() + 30
-            while old & set(await actors(ray_world)) or any(replica_pids(r) for r in old):
-                assert time.monotonic() < deadline, "a replaced replica still runs"
-                await asyncio.sleep(0.2)
+
+            async def fenced() -> bool:
+                return not old & set(await actors(ray_world)) and not any(replica_pids(r) for r in old)
+
+            await wait_for(fenced, timeout=30, interval=0.2, what="no replaced replica running")
         finally:
             agent.signal(signal.SIGCONT)
         assert plane.registry is not None

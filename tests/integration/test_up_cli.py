@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from controlplane.embedded.etcd import free_port
 from controlplane.embedded.up import ray_temp_root
+from tests.integration.conftest import eventually
 
 REQUIRED_KEYS = {"id", "cluster", "vendor", "accelerator", "device_count", "memory_gib", "state", "leased",
                  "lease_expires_at"}  # fmt: skip
@@ -71,14 +71,15 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, su
 
 def test_up_brings_the_fleet_to_ready(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     address, proc, state = embedded
-    deadline = time.monotonic() + 180
-    nodes: list[dict[str, object]] = []
-    while time.monotonic() < deadline:
-        nodes = nodes_json(address)
-        if len(nodes) >= 8 and all(n["state"] == "ready" for n in nodes):
-            break
+    seen: list[dict[str, object]] = []
+
+    def all_ready() -> list[dict[str, object]]:
         assert proc.poll() is None, (state / "up.log").read_text()[-2000:]
-        time.sleep(0.5)
+        seen[:] = nodes_json(address)
+        return seen if len(seen) >= 8 and all(n["state"] == "ready" for n in seen) else []
+
+    eventually(all_ready, timeout=180, interval=0.5, what="8 nodes ready", detail=lambda: seen)
+    nodes = seen
     assert len(nodes) >= 8, nodes
     assert all(n["state"] == "ready" for n in nodes), [(n["id"], n["state"]) for n in nodes]
     assert {n["vendor"] for n in nodes} == {"nvidia", "ascend", "biren", "metax"}
@@ -114,15 +115,14 @@ def _cli(address: str, state: Path, *args: str, check: bool = True) -> subproces
 
 
 def _wait_for(what: str, probe: Any, timeout_s: float, state: Path) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    tail = (state / "up.log").read_text()[-3000:]
-    raise AssertionError(f"{what} not reached in {timeout_s:g} s; last: {last!r}\n{tail}")
+    """``eventually`` at the CLI's pace (each probe runs CLI processes), with the tail of up's log."""
+    return eventually(
+        probe,
+        timeout=timeout_s,
+        interval=1.0,
+        what=what,
+        detail=lambda: (state / "up.log").read_text()[-3000:],
+    )
 
 
 def test_the_sample_request_serves_on_two_vendors(

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aetcd
@@ -18,6 +17,7 @@ import aetcd
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.up import SAMPLE_KEY, remembered_ports
 from controlplane.store import keys
+from tests.integration.conftest import eventually
 
 FLEET = """\
 nodes:
@@ -65,11 +65,14 @@ def test_up_runs_past_a_sample_that_does_not_load(tmp_path: Path) -> None:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 300
-        while '"up.started"' not in log_path.read_text():
+
+        def started() -> bool:
             assert up.poll() is None, f"up exited: {log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(1.0)
+            return '"up.started"' in log_path.read_text()
+
+        eventually(
+            started, timeout=300, interval=0.5, what="up.started", detail=lambda: log_path.read_text()[-3000:]
+        )
         text = log_path.read_text()
         assert '"up.sample_unavailable"' in text and "is Invalid" in text
         env = {**os.environ, "TOKENFAB_STATE_DIR": str(state)}
