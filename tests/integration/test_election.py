@@ -45,11 +45,13 @@ async def test_one_leader_handover_and_crash(etcd: EtcdProcess) -> None:
         assert [e.is_leader() for e in (a, b, c)] == [True, False, False]
         assert (await a.leader())["identity"] == "a"  # type: ignore[index]
 
-        # planned handover: the leader revokes its lease, a successor within ~one retry interval
-        stopped = time.monotonic()
+        # planned handover: stopping revokes the leader's lease at once (the key does not wait for
+        # its TTL), so a successor gets in on its next retry; what is checked is the release itself,
+        # not how long it took (no wall-clock bounds in tests)
         await a.stop()
-        took_over = await wait_until(lambda: b.is_leader() or c.is_leader(), 5, "a successor")
-        assert took_over - stopped < 2.0
+        holder = await a.leader()
+        assert holder is None or holder["identity"] != "a", holder
+        await wait_until(lambda: b.is_leader() or c.is_leader(), 5, "a successor")
         new, other = (b, c) if b.is_leader() else (c, b)
 
         # crash: the leader's process stops refreshing (no revoke); it fences itself before the
@@ -60,8 +62,9 @@ async def test_one_leader_handover_and_crash(etcd: EtcdProcess) -> None:
         fenced = await wait_until(lambda: not new.is_leader(), 5, "the crashed leader fences itself")
         successor = await wait_until(other.is_leader, 10, "a successor after the TTL")
         assert fenced < successor
-        assert successor - crashed >= 1.0  # not before the lease could have expired
-        assert successor - crashed < 2 + 2.0  # TTL + one retry interval and slack
+        # safety, not speed: no successor before the crashed leader's lease could have expired (a
+        # loaded machine only makes this later); the wait above bounds how long it may take
+        assert successor - crashed >= 1.0
         assert [e.is_leader() for e in (new, other)] == [False, True]
         assert [name for _, name, leading in changes if leading] == ["a", new.identity, other.identity]
     finally:

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,7 +409,6 @@ async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
         # unplanned: the H100 node's agent (and its raylet) stops; t-biren-0 may take work again
         await tokenfab_cli("uncordon", "t-biren-0", *address)
         moved_ids = {r.id for r in now_live}
-        stopped_at = time.monotonic()
         ray_world.agents["t-nvidia-0"].stop()
         try:
 
@@ -420,9 +418,7 @@ async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
             replacements = await wait_for(
                 replaced, timeout=60, interval=0.1, what="a replacement for the stopped node's replica"
             )
-            replaced_after = time.monotonic() - stopped_at
             assert {r.node_id for r in replacements} == {"t-biren-0"}
-            assert replaced_after < 30, replaced_after
             await wait_ready(stub, created.id, timeout=60)
         finally:
             ray_world.agents["t-nvidia-0"].start()
