@@ -221,7 +221,9 @@ class Gateway:
         self.port = int(self._runner.addresses[0][1])
         if cfg.metrics_address:
             host, _, port = cfg.metrics_address.rpartition(":")
-            start_http_server(int(port), addr=host, registry=self.metrics.registry)
+            # a bare ":port" means loopback, as for the control plane (prometheus_client's own default
+            # would be every interface, and these metrics name every tenant)
+            start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.metrics.registry)
         log.info("gateway.started", url=self.base_url, lanes=len(self.routes.lanes), policy=cfg.policy)
 
     async def stop(self) -> None:
