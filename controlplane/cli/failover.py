@@ -109,9 +109,32 @@ def drain_command(
     )
 
 
+def _stamp(at: Any) -> str:
+    """A protobuf Timestamp as UTC ISO 8601 with milliseconds and a Z."""
+    return str(at.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+
+
+def _print_log(rows: list[dict[str, Any]], output: str, columns: list[tuple[str, str]]) -> None:
+    """A log listing (events, audit) as JSON, or as a table of ``columns`` (header, row key); the
+    time column shows the time of day only and the last column wraps."""
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    from controlplane.cli.views import console
+
+    table = Table()
+    for i, (header, _) in enumerate(columns):
+        table.add_column(header, no_wrap=i < len(columns) - 1)
+    for row in rows:
+        table.add_row(*(row[key][11:23] if key == "at" else row[key] for _, key in columns))
+    console().print(table)
+
+
 def event_summary(event: Any) -> dict[str, Any]:
     return {
-        "at": event.at.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "at": _stamp(event.at),
         "kind": event.kind,
         "node_id": event.node_id,
         "request_id": event.request_id,
@@ -140,19 +163,8 @@ def events_command(
         fleet_pb2_grpc.FleetServiceStub, lambda s: s.ListEvents(query, timeout=10)
     )
     rows = [event_summary(e) for e in reversed(response.events)]
-    if output == "json":
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
-
-    from controlplane.cli.views import console
-
-    table = Table()
-    for column in ("AT", "KIND", "NODE", "REPLICA", "MESSAGE"):
-        table.add_column(column, no_wrap=column != "MESSAGE")
-    for row in rows:
-        table.add_row(row["at"][11:23], row["kind"], row["node_id"], row["replica_id"], row["message"])
-    console().print(table)
+    columns = [("AT", "at"), ("KIND", "kind"), ("NODE", "node_id"), ("REPLICA", "replica_id")]
+    _print_log(rows, output, [*columns, ("MESSAGE", "message")])
 
 
 def preempt_command(
@@ -187,7 +199,7 @@ def preempt_command(
 
 def audit_summary(entry: Any) -> dict[str, Any]:
     return {
-        "at": entry.at.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "at": _stamp(entry.at),
         "principal": entry.principal,
         "method": entry.method,
         "target": entry.target,
@@ -217,18 +229,5 @@ def audit_command(
         audit_pb2_grpc.AuditServiceStub, lambda s: s.ListAudit(query, timeout=10)
     )
     rows = [audit_summary(e) for e in response.entries]
-    if output == "json":
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
-
-    from controlplane.cli.views import console
-
-    table = Table()
-    for column in ("AT", "PRINCIPAL", "METHOD", "TARGET", "RESULT", "REASON"):
-        table.add_column(column, no_wrap=column != "REASON")
-    for row in rows:
-        table.add_row(
-            row["at"][11:23], row["principal"], row["method"], row["target"], row["result"], row["reason"]
-        )
-    console().print(table)
+    columns = [("AT", "at"), ("PRINCIPAL", "principal"), ("METHOD", "method"), ("TARGET", "target")]
+    _print_log(rows, output, [*columns, ("RESULT", "result"), ("REASON", "reason")])
