@@ -249,12 +249,16 @@ async def test_demand_raises_the_target_persists_it_and_explains_it() -> None:
     assert up.inputs["waiting"] == 12 and up.inputs["cold_start_s"] == 40
     assert up.predicted_utilisation is not None and up.cost_per_hour
 
-    # the history is bounded: the oldest go first
-    for step in range(5):
-        await scaler._record(up.model_copy(update={"at": at + timedelta(seconds=step + 1)}))
+    # the history is bounded: the oldest go first (an instance that records every decision)
+    chatty = LiveAutoscaler(
+        store, CATALOG, settings=AutoscalerSettings(interval_s=1.0, history_limit=3, record_hold_every_s=0.0)
+    )
+    ticks = [at + timedelta(seconds=2 * (step + 1)) for step in range(5)]
+    for when in ticks:
+        await chatty.tick(Tick(when, [rec], ready, {"a": busy("a", 2900, waiting=12)}, fleet()))
     history, _ = await store.list_prefix(keys.autoscaler_history(rec.id))
-    kept = [DecisionRecord.model_validate_json(h.value).at for h in history]
-    assert len(kept) == 3 and min(kept) == at + timedelta(seconds=3)
+    kept = sorted(DecisionRecord.model_validate_json(h.value).at for h in history)
+    assert kept == ticks[-3:]
 
 
 async def test_missing_metrics_never_scale_down_and_advisory_and_off_apply_nothing() -> None:
@@ -339,18 +343,22 @@ async def test_a_new_leader_resumes_the_policy_memory_from_etcd() -> None:
     rec = request(3000, **auto())
     ready = [replica("a", S.READY, tps=3000).model_copy(update={"created_at": NOW - timedelta(seconds=40)})]
     old = LiveAutoscaler(store, CATALOG, settings=settings)
-    for step in range(5):
-        at = NOW + timedelta(seconds=step * 2)
-        await old.tick(Tick(at, [rec], ready, {"a": busy("a", 1500)}, fleet()))
-    remembered = old._states[rec.id].policy_state
+    for step in range(5):  # the steps the reconciler runs, so the plan (its policy memory) is seen
+        tick = Tick(NOW + timedelta(seconds=step * 2), [rec], ready, {"a": busy("a", 1500)}, fleet())
+        plan = old.plan(tick, await old.observe(tick))
+        assert await old.commit(store, plan) == frozenset()
+    (remembered,) = [v.state for v in plan.verdicts if v.request_id == rec.id]
     assert remembered.needs and not math.isnan(remembered.holt.level)
     kv = await store.get(keys.autoscaler_state(rec.id))
     assert kv is not None
 
     new = LiveAutoscaler(store, CATALOG, settings=settings)  # another instance takes over
-    assert await new._load_state(rec.id) == remembered  # the same smoother, windows and mix
+    probe = Tick(NOW + timedelta(seconds=12), [rec], ready, {}, fleet())
+    view = await new.observe(probe)  # reads only
+    assert view.reset and view.stored_states[rec.id] == remembered  # the same smoother, windows and mix
     await store.put(keys.autoscaler_state(rec.id), b'{"holt": "garbled"}')
-    assert await new._load_state(rec.id) == new.policy.initial()  # unreadable: start fresh, not fail
+    view = await new.observe(probe)
+    assert view.stored_states[rec.id] == new.policy.initial()  # unreadable: start fresh, not fail
 
     # a cancelled request's memory goes with it
     gone = rec.model_copy(update={"status": rec.status.model_copy(update={"phase": Phase.CANCELLED})})
