@@ -50,6 +50,8 @@ class ControlPlaneConfig(BaseModel):
     autoscale_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
     autoscale_down_delay_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
     autoscale_burst_hold_s: Annotated[float, Field(ge=0, le=86400)] = 600.0
+    # seconds idle before a request that opted in (autoscaling.scale_to_zero) scales to zero
+    autoscale_zero_after_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
     autoscale_history: Annotated[int, Field(ge=1, le=100_000)] = 200  # decisions kept per request
     leader_ttl_s: Annotated[int, Field(ge=2, le=300)] = 5  # etcd lease of the leader key
     identity: str = ""  # this instance in the leader key; default: hostname:port:pid

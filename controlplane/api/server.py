@@ -236,7 +236,9 @@ class ControlPlane:
                     interval_s=cfg.autoscale_interval_s,
                     history_limit=cfg.autoscale_history,
                     policy=TokenfabConfig(
-                        down_delay_s=cfg.autoscale_down_delay_s, burst_hold_s=cfg.autoscale_burst_hold_s
+                        down_delay_s=cfg.autoscale_down_delay_s,
+                        burst_hold_s=cfg.autoscale_burst_hold_s,
+                        zero_after_s=cfg.autoscale_zero_after_s,
                     ),
                 ),
                 tenants=self._tenant,

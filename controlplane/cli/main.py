@@ -260,6 +260,9 @@ def controlplane(
     autoscale_burst_hold: Annotated[
         float, typer.Option(help="seconds an observed burst keeps the capacity it needed")
     ] = 600.0,
+    autoscale_zero_after: Annotated[
+        float, typer.Option(help="seconds idle before a request that opted in scales to zero")
+    ] = 300.0,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
@@ -299,6 +302,7 @@ def controlplane(
             autoscale_interval_s=autoscale_interval,
             autoscale_down_delay_s=autoscale_down_delay,
             autoscale_burst_hold_s=autoscale_burst_hold,
+            autoscale_zero_after_s=autoscale_zero_after,
             operator_namespaces=operator_namespace or [],
             leader_ttl_s=leader_ttl,
             identity=identity,
@@ -444,6 +448,9 @@ def up(
     autoscale_burst_hold: Annotated[
         float, typer.Option(help="seconds an observed burst keeps its capacity (demo: short)")
     ] = 120.0,
+    autoscale_zero_after: Annotated[
+        float, typer.Option(help="seconds idle before a request that opted in scales to zero")
+    ] = 300.0,
 ) -> None:
     """Run everything locally: etcd, Ray per cluster, executors, the control plane, one simulated
     agent (and raylet) per fleet node, a sample capacity request and demo load."""
@@ -463,6 +470,7 @@ def up(
         "metrics_address": metrics_address,
         "autoscale_down_delay_s": autoscale_down_delay,
         "autoscale_burst_hold_s": autoscale_burst_hold,
+        "autoscale_zero_after_s": autoscale_zero_after,
     }
     try:
         code = asyncio.run(

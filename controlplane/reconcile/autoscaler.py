@@ -73,6 +73,7 @@ from controlplane.reconcile.scaling import (
     gist,
     learned_cold_start_s,
     replica_cost_per_hour,
+    wake_record,
 )
 from controlplane.reconcile.status import EPS
 from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, options_for, schedule
@@ -467,8 +468,7 @@ class LiveAutoscaler:
             # nothing to measure: the reconciler places the reserved floor; scaled to zero, a call
             # queued in the gateway wakes the request with its reserved floor (scale from zero)
             if offered is not None and offered.queued > 0 and applied is not None and applied <= EPS:
-                log.info("autoscaler.wake", request=request.id, queued=offered.queued)
-                return Verdict(request.id, spec.output_tokens_per_second, None)
+                return self._wake(request, tick, view, memory, offered)
             return Verdict(request.id, applied, None)
         ready = [r.id for r in live if r.state is S.READY]
         now_s = tick.now.timestamp()
@@ -569,6 +569,23 @@ class LiveAutoscaler:
             news=self._worth_recording(memory.last_recorded if memory else None, record, changes),
             desired=decision.desired,
         )  # fmt: skip
+
+    def _wake(
+        self, request: CapacityRecord, tick: Tick, view: ScalerView, memory: _RequestState | None,
+        offered: GatewayDemand,
+    ) -> Verdict:  # fmt: skip
+        """Scaled to zero, a call queued at the gateway: the reserved floor again, recorded."""
+        state = memory.policy_state if memory else view.stored_states.get(request.id, self.policy.initial())
+        advisory = view.mode is Mode.ADVISORY or request.spec.autoscaling.advisory
+        record, write = wake_record(
+            request, offered, self._units(request, [], tick)[1], at=tick.now, policy=self.policy.name,
+            mode=view.mode, advisory=advisory,
+        )  # fmt: skip
+        log.info("autoscaler.wake", request=request.id, queued=offered.queued, advisory=advisory)
+        target = 0.0 if advisory else request.spec.output_tokens_per_second
+        return Verdict(
+            request.id, target, state, None, write, record, news=True, desired=record.desired_replicas
+        )
 
     def _worth_recording(self, last: DecisionRecord | None, new: DecisionRecord, changed: bool) -> bool:
         """Every change; otherwise only news: a new kind of reason, or a repeat after a while (a

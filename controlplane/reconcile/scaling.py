@@ -2,6 +2,8 @@
 replicas showed, the applied target for a replica count, a replica's cost, the ceiling and which
 limit binds it, and how a decision's reason is compared and its figures recorded.
 
+A request scaled to zero wakes here too (:func:`wake_record`): its decision and applied target.
+
 Kept apart from :mod:`controlplane.reconcile.autoscaler` (which reads, plans and writes) so each
 module owns one thing; the scheduler's options and the policy's types are its only inputs.
 """
@@ -12,11 +14,15 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+from controlplane.autoscale.context import floor_replicas
 from controlplane.autoscale.policy import UnitCapacity
 from controlplane.capacity.tenants import Tenant
 from controlplane.catalog.types import Catalog
+from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode
 from controlplane.domain.capacity import CapacityRecord
+from controlplane.domain.demand import GatewayDemand
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
 from controlplane.reconcile.status import EPS
 from controlplane.scheduler.types import Option
@@ -96,3 +102,37 @@ def gist(reason: str) -> str:
 
 def finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
+
+
+def wake_record(
+    request: CapacityRecord, offered: GatewayDemand, unit: UnitCapacity, *, at: datetime, policy: str,
+    mode: Mode, advisory: bool,
+) -> tuple[DecisionRecord, AppliedTarget | None]:  # fmt: skip
+    """Scale from zero: a request at zero with calls queued at the gateway (``offered``) gets its
+    reserved floor of ``unit`` replicas back. The decision (history entry) and, unless advisory,
+    the applied target to write."""
+    reserved = request.spec.output_tokens_per_second
+    floor = floor_replicas(reserved, unit.output_tokens_per_s)
+    reason = (
+        f"waking from zero: {offered.queued} call(s) queued at the gateway (oldest "
+        f"{offered.oldest_wait_s:.1f}s); the reserved floor of {floor} replica(s) is placed"
+    )
+    record = DecisionRecord(
+        request_id=request.id, at=at, policy=policy, mode=Mode.ADVISORY if advisory else mode,
+        applied=not advisory, action="scale_up", current_replicas=0, desired_replicas=floor,
+        reserved_output_tokens_per_second=reserved,
+        target_output_tokens_per_second=0.0 if advisory else reserved, reason=reason,
+        demand_output_tokens_per_second=round(offered.offered_output_tokens_per_second, 4),
+        per_replica_output_tokens_per_second=round(unit.output_tokens_per_s, 4),
+        cost_per_hour=round(unit.cost_per_hour * floor, 4), accelerator=unit.accelerator,
+        inputs={
+            "queued": float(offered.queued), "oldest_wait_s": round(offered.oldest_wait_s, 4),
+            "floor_replicas": float(floor),
+        },
+    )  # fmt: skip
+    if advisory:
+        return record, None
+    write = AppliedTarget(
+        request_id=request.id, output_tokens_per_second=reserved, replicas=floor, decided_at=at, reason=reason
+    )
+    return record, write

@@ -158,6 +158,23 @@ def test_values_shape_the_gateway() -> None:
     assert "gateway" not in {labels.get("app.kubernetes.io/component") for _, labels, _ in pods(off)}
 
 
+def test_scale_to_zero_idle_time_reaches_the_control_plane() -> None:
+    """Scale from zero through the gateway needs the idle time before a request scales to zero:
+    ``controlPlane.autoscaler.zeroAfterSeconds`` becomes the control plane's flag, which the CLI
+    takes into its config; zero or less is refused by the schema."""
+    from typer.testing import CliRunner
+
+    from controlplane.cli.main import app
+
+    assert _args(container(render({}), FULL))["--autoscale-zero-after"] == "300"
+    docs = render({"controlPlane": {"autoscaler": {"zeroAfterSeconds": 45}}})
+    assert _args(container(docs, FULL))["--autoscale-zero-after"] == "45"
+    with pytest.raises(Exception, match="zeroAfterSeconds"):
+        render({"controlPlane": {"autoscaler": {"zeroAfterSeconds": 0}}})
+    refused = CliRunner().invoke(app, ["controlplane", "--autoscale-zero-after", "0"])
+    assert refused.exit_code != 0 and "autoscale_zero_after_s" in refused.output
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

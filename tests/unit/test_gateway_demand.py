@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controlplane.domain.autoscaling import AppliedTarget
+from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord
 from controlplane.domain.demand import GatewayDemand, combine
 from controlplane.domain.replicas import ReplicaState
 from controlplane.gateway.demand import DemandMeter, read_demand
@@ -86,6 +86,29 @@ async def test_a_call_queued_at_the_gateway_wakes_a_request_scaled_to_zero() -> 
     await store.put(keys.gateway_demand(rec.id, "gw"), demand(rec.id, queued=1).model_dump_json().encode())
     targets = await scaler.tick(Tick(NOW + timedelta(seconds=2), [rec], [], {}, fleet()))
     assert targets[rec.id] == 3000.0  # the reserved floor is placed again
+    # stored (a new leader keeps it) and explained in the history
+    stored = await store.get(keys.autoscaler_target(rec.id))
+    assert stored is not None
+    assert AppliedTarget.model_validate_json(stored.value).output_tokens_per_second == 3000.0
+    history, _ = await store.list_prefix(keys.autoscaler_history(rec.id))
+    (entry,) = [DecisionRecord.model_validate_json(kv.value) for kv in history]
+    assert (entry.action, entry.applied, entry.current_replicas) == ("scale_up", True, 0)
+    assert entry.desired_replicas >= 1 and entry.target_output_tokens_per_second == 3000.0
+    assert entry.reason.startswith("waking from zero: 1 call(s) queued at the gateway")
+
+
+async def test_an_advisory_request_at_zero_records_the_wake_but_stays_at_zero() -> None:
+    store = MemoryStore()
+    scaler = LiveAutoscaler(store, CATALOG, settings=AutoscalerSettings(interval_s=1.0))
+    rec = request(3000, **auto(scale_to_zero=True, advisory=True))
+    zero = AppliedTarget(request_id=rec.id, output_tokens_per_second=0.0, replicas=0, decided_at=NOW)
+    await store.put(keys.autoscaler_target(rec.id), zero.model_dump_json().encode())
+    await store.put(keys.gateway_demand(rec.id, "gw"), demand(rec.id, queued=2).model_dump_json().encode())
+    targets = await scaler.tick(Tick(NOW, [rec], [], {}, fleet()))
+    assert targets[rec.id] == 0.0
+    history, _ = await store.list_prefix(keys.autoscaler_history(rec.id))
+    (entry,) = [DecisionRecord.model_validate_json(kv.value) for kv in history]
+    assert (entry.action, entry.applied, entry.mode.value) == ("scale_up", False, "advisory")
 
 
 async def test_offered_demand_counts_where_engines_see_only_what_they_serve() -> None:
