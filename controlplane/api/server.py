@@ -282,7 +282,10 @@ class ControlPlane:
             server,
         )
         if cfg.tls_cert is not None and cfg.tls_key is not None:
-            creds = ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca).credentials()
+            # reloaded when the files change (a renewed Secret); expiry in the metrics
+            creds = ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca).credentials(
+                "controlplane", self.metrics.registry
+            )
             self.port = server.add_secure_port(cfg.address, creds)
         else:
             self.port = server.add_insecure_port(cfg.address)

@@ -162,7 +162,12 @@ async def serve_executor(
     backend = RayExecutor(cluster, ray_address, engines=engines)
     await asyncio.to_thread(backend.connect)
     server, health_servicer = executor_server(backend, engines.catalog)
-    port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
+    # the certificate is reloaded when its files change (a renewed Secret)
+    port = (
+        server.add_secure_port(listen, tls.credentials("executor"))
+        if tls
+        else server.add_insecure_port(listen)
+    )
     if port == 0:
         raise OSError(f"listen: cannot listen on {listen}")
     await server.start()
