@@ -26,7 +26,6 @@ import ipaddress
 import json
 import os
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +50,7 @@ from controlplane.gateway.routes import Lane, RouteWatch
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
 from tokenfab.logs import get_logger
-from tokenfab.tls import ClientTLS
+from tokenfab.tls import ClientTLS, server_ssl_context
 
 log = get_logger("gateway")
 SESSION_HEADER = "X-Session-Id"
@@ -213,9 +212,10 @@ class Gateway:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
         await self._runner.setup()
         tls = None
-        if cfg.tls_cert is not None and cfg.tls_key is not None:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        if cfg.tls_cert is not None and cfg.tls_key is not None:  # follows renewals of the files
+            tls = server_ssl_context(
+                cfg.tls_cert, cfg.tls_key, component="gateway", registry=self.metrics.registry
+            )
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=tls, reuse_address=True)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
