@@ -6,8 +6,11 @@ without a single ack moves the agent on to the next one.
 Lifecycle of one session: Register (idempotent) -> open Connect -> every heartbeat interval send
 one Heartbeat carrying every device's telemetry -> read acks and commands concurrently. Any
 failure ends the session; the agent waits a jittered exponential backoff (reset after a session
-that got at least one ack) and starts a new session, so it rides out control-plane restarts and
-re-registers without operator help. A registration the control plane rejects as invalid is a
+that got at least one ack; a temporary error's own delay when longer:
+:func:`tokenfab.errors.retry_delay`) and starts a new session, so it rides out control-plane
+restarts and re-registers without operator help. A failure a retry cannot fix by the error tree
+(a bug, an RPC refused as INTERNAL) is logged as an error, not a warning, and the agent still
+reconnects: it must outlive it. A registration the control plane rejects as invalid is a
 configuration error (:class:`AgentConfigError`, a :class:`tokenfab.errors.PermanentError`): the
 agent stops with exit code 2 instead of retrying forever.
 
@@ -39,7 +42,7 @@ from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice, NotPr
 from agents.fence import fence
 from agents.lease import Notice, NoticeSource
 from tokenfab import __version__
-from tokenfab.errors import PermanentError
+from tokenfab.errors import PermanentError, retry_delay
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS, client_channel
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc, types_pb2
@@ -293,7 +296,7 @@ class Agent:
 
     async def _sessions(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            acked_before = self.status.acks
+            acked_before, floor = self.status.acks, 0.0
             try:
                 await self._session(stop)
             except PermanentError:  # the error tree: retrying cannot help (AgentConfigError)
@@ -301,10 +304,15 @@ class Agent:
             except Exception as exc:
                 # Any other failure ends this session only: an RPC error, a reset connection, a
                 # write on a stream the control plane already closed (asyncio.InvalidStateError),
-                # a sampling error. The agent must outlive all of them and reconnect.
+                # a sampling error. The agent must outlive all of them and reconnect; the error
+                # tree says how loudly (and, for a temporary error with a delay, how late).
                 self.status.last_error = _describe(exc)
                 self.status.state = "disconnected"
-                log.warning("agent.session_ended", node=self.identity.node_id, error=self.status.last_error)
+                asked = retry_delay(exc, default=0.0)  # a temporary error's own delay, if any
+                ended = log.warning if asked is not None else log.error
+                ended("agent.session_ended", node=self.identity.node_id, error=self.status.last_error,
+                      retryable=asked is not None)  # fmt: skip
+                floor = asked or 0.0
             if self.status.acks > acked_before:
                 self.backoff.reset()
             elif len(self.addresses) > 1:
@@ -312,7 +320,7 @@ class Agent:
                 log.info("agent.next_address", node=self.identity.node_id, address=self.address)
             if stop.is_set():
                 break
-            delay = self.backoff.next_delay()
+            delay = max(floor, self.backoff.next_delay())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 

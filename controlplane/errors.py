@@ -17,11 +17,14 @@
         ├── StoreUnavailable             store: etcd unreachable or the call broke     -> UNAVAILABLE
         └── RevisionCompacted delay 0    store: the watch's history is gone: list again, watch on
 
-A retrying loop asks :func:`retry_delay` (re-exported from :mod:`tokenfab.errors`) rather than
-naming classes: ``controlplane.store.follow`` (the resumable watch), the leader election and the
-agent's reconnect loop do. The store errors are defined here and re-exported by
-:mod:`controlplane.store.base`, where they have always been imported from. The API layer maps the
-tree to gRPC status codes (``controlplane.api.status``); nothing below the API layer knows gRPC.
+A retrying loop asks :func:`retry_delay` or :func:`retry_after` (the wait itself, with the
+jittered :class:`Backoff`; all three from :mod:`tokenfab.errors`) rather than naming classes:
+``controlplane.store.follow`` (the resumable watch), the leader election, the reconcile loop
+(``controlplane.reconcile.loop``: a temporary failure backs off, a permanent one is logged as an
+error and the next pass runs) and the agent's reconnect loop do. The store errors are defined
+here and re-exported by :mod:`controlplane.store.base`, where they have always been imported
+from. The API layer maps the tree to gRPC status codes (``controlplane.api.status``); nothing below
+the API layer knows gRPC.
 The agent's :class:`agents.runtime.AgentConfigError` is a ``PermanentError`` of the same root.
 """
 
@@ -29,9 +32,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tokenfab.errors import PermanentError, TemporaryError, TokenfabError, is_temporary, retry_delay
+from tokenfab.errors import (
+    Backoff,
+    PermanentError,
+    TemporaryError,
+    TokenfabError,
+    is_temporary,
+    retry_after,
+    retry_delay,
+)
 
 __all__ = [
+    "Backoff",
     "Conflict",
     "FailedPrecondition",
     "Fenced",
@@ -47,6 +59,7 @@ __all__ = [
     "TokenfabError",
     "Unauthenticated",
     "is_temporary",
+    "retry_after",
     "retry_delay",
 ]
 

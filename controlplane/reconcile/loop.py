@@ -30,6 +30,13 @@ still holds. A leader paused mid-pass past its lease (SIGSTOP, a frozen VM) wake
 that fail with Fenced and acts on nothing: it cannot create a duplicate of what its successor
 decided meanwhile.
 
+Failures take their verdict from the error tree (:func:`tokenfab.errors.retry_after`): a pass that
+fails with a temporary error (etcd away, an executor call that broke) is tried again after a
+jittered exponential backoff; one a retry cannot fix (a bug, a refusal) is logged as an error and
+the loop goes on at its pace with the next pass. Within a pass, an executor that does not answer,
+a replica that does not start or stop, or an autoscaler step that fails costs only that item: it is
+logged (a warning when temporary, an error when not) and retried on the next pass.
+
 A restart changes nothing that runs: replica records and named detached actors outlive the
 process, and the first pass after a restart finds every actor where its record says.
 """
@@ -43,7 +50,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -70,6 +77,7 @@ from controlplane.store import keys
 from controlplane.store.base import Fence, Fenced, Store
 from controlplane.store.fenced import FencedStore
 from controlplane.store.follow import follow
+from tokenfab.errors import Backoff, is_temporary, retry_after
 from tokenfab.logs import get_logger
 from tokenfab.v1 import executor_pb2
 
@@ -84,6 +92,16 @@ def _utcnow() -> datetime:
 
 def new_replica_id(request_id: str) -> str:
     return f"{request_id}-{uuid.uuid4().hex[:6]}"
+
+
+def _failed(event: str, exc: BaseException, **fields: object) -> None:
+    """Log a step's failure by the error tree: a warning when a retry can help (the next pass
+    tries again), an error (with the traceback) when it cannot."""
+    error = str(exc) or type(exc).__name__
+    if is_temporary(exc):
+        log.warning(event, error=error, retryable=True, **fields)
+    else:
+        log.error(event, error=error, retryable=False, exc_info=exc, **fields)
 
 
 class Reconciler:
@@ -102,6 +120,8 @@ class Reconciler:
         wall: Callable[[], datetime] = _utcnow,
         autoscaler: LiveAutoscaler | None = None,
         fence: Callable[[], Fence | None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff: Backoff | None = None,
     ) -> None:
         self._fenced = FencedStore(store, fence) if fence is not None else None
         self._store: Store = self._fenced or store
@@ -115,6 +135,8 @@ class Reconciler:
         self._is_leader = is_leader
         self.autoscaler = autoscaler
         self._wall = wall
+        self._sleep = sleep
+        self.backoff = backoff or Backoff(base_s=interval_s, cap_s=max(30.0, interval_s))
         self.observed: dict[str, executor_pb2.ReplicaObservation] = {}  # replica id -> latest
         self.passes = 0
         self.calibration = Calibration()
@@ -162,23 +184,47 @@ class Reconciler:
 
     async def _run(self) -> None:
         while True:
-            if self._is_leader():
-                started = time.perf_counter()
-                try:
-                    await self.run_once()
-                except asyncio.CancelledError:
-                    raise
-                except Fenced as exc:  # a successor leads: this pass's writes changed nothing
-                    self.metrics.reconcile_errors.labels(step="fenced").inc()
-                    log.warning("reconcile.fenced", error=str(exc))
-                except Exception as exc:  # never let one bad pass stop the loop
-                    self.metrics.reconcile_errors.labels(step="pass").inc()
-                    log.exception("reconcile.pass_failed", error=str(exc))
-                self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+            retry_in = await self.attempt() if self._is_leader() else None
+            if retry_in is not None:  # a temporary failure: back off, whatever wakes the loop
+                await self._sleep(retry_in)
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):  # not wait_for: it can lose a cancel on 3.11
                     await self._wake.wait()
             self._wake.clear()
+
+    async def attempt(self) -> float | None:
+        """One pass and the error tree's verdict on it: None when the loop goes on at its pace
+        (the pass ran, or failed in a way a retry cannot fix: logged as an error), else the
+        seconds to wait before trying again (a temporary failure: the backoff's next step)."""
+        started = time.perf_counter()
+        retry_in: float | None = None
+        try:
+            await self.run_once()
+        except asyncio.CancelledError:
+            raise
+        except Fenced as exc:  # a successor leads: this pass's writes changed nothing
+            self.metrics.reconcile_errors.labels(step="fenced").inc()
+            log.warning("reconcile.fenced", error=str(exc))
+        except Exception as exc:  # never let one bad pass stop the loop
+            retry_in = retry_after(exc, self.backoff)
+            self.metrics.reconcile_errors.labels(step="pass").inc()
+            if retry_in is None:
+                log.error(
+                    "reconcile.pass_failed",
+                    error=str(exc) or type(exc).__name__,
+                    retryable=False,
+                    exc_info=exc,
+                )
+            else:
+                log.warning(
+                    "reconcile.pass_failed", error=str(exc) or type(exc).__name__, retryable=True,
+                    retry_in_s=round(retry_in, 3),
+                )  # fmt: skip
+        else:
+            self.backoff.reset()
+        self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        return retry_in
 
     # -- one pass: observe -> decide -> commit -> act -------------------------------------------
 
@@ -189,12 +235,10 @@ class Reconciler:
             actors, inventory = await asyncio.wait_for(
                 asyncio.gather(executor.observe(), executor.inventory()), OBSERVE_TIMEOUT_S
             )
-        except Exception as exc:
+        except Exception as exc:  # the cluster is unknown this pass (never empty); asked again next pass
             self.metrics.executor_up.labels(cluster=cluster).set(0)
             self.metrics.reconcile_errors.labels(step="observe").inc()
-            log.warning(
-                "reconcile.executor_unreachable", cluster=cluster, error=str(exc) or type(exc).__name__
-            )
+            _failed("reconcile.executor_unreachable", exc, cluster=cluster)
             return None
         self.metrics.executor_up.labels(cluster=cluster).set(1)
         return cluster, actors, inventory
@@ -250,7 +294,7 @@ class Reconciler:
                 scaler = await self.autoscaler.observe(Tick(now, requests, records, actors_seen, fleet))
             except Exception as exc:  # the replica rules go on with the targets last committed
                 self.metrics.reconcile_errors.labels(step="autoscale").inc()
-                log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
+                _failed("reconcile.autoscale_failed", exc, step="observe")
         return Observed(world, request_rev, replica_rev, actors_seen, scaler)
 
     async def decide(self, observed: Observed) -> Intent:
@@ -271,7 +315,7 @@ class Reconciler:
                     scale = self.autoscaler.plan(tick, observed.scaler)
                 except Exception as exc:  # never fall back to the reserved targets: that would shrink
                     self.metrics.reconcile_errors.labels(step="autoscale").inc()
-                    log.warning("reconcile.autoscale_failed", error=str(exc) or type(exc).__name__)
+                    _failed("reconcile.autoscale_failed", exc, step="plan")
             targets = dict(scale.targets) if scale is not None else self.autoscaler.last_targets
             world = replace(world, targets=targets)
         config = replace(
@@ -418,9 +462,9 @@ class Reconciler:
             return
         try:
             await executor.start(launch)
-        except Exception as exc:
+        except Exception as exc:  # the record stays Pending: the next pass starts it again
             self.metrics.reconcile_errors.labels(step="start").inc()
-            log.warning("reconcile.start_failed", replica=record.id, cluster=record.cluster, error=str(exc))
+            _failed("reconcile.start_failed", exc, replica=record.id, cluster=record.cluster)
             return
         await self._move(record, S.STARTING, "actor created", replica_rev)
 
@@ -446,9 +490,9 @@ class Reconciler:
         async def stop() -> None:
             try:
                 await executor.stop(replica_id, drain_s)
-            except Exception as exc:
+            except Exception as exc:  # still Draining (or an orphan): the next pass stops it again
                 self.metrics.reconcile_errors.labels(step="stop").inc()
-                log.warning("reconcile.stop_failed", replica=replica_id, error=str(exc))
+                _failed("reconcile.stop_failed", exc, replica=replica_id)
             finally:
                 self._stopping.pop(replica_id, None)
                 self.observed.pop(replica_id, None)

@@ -4,6 +4,7 @@ from it (the resumable watch, the leader election, the agent's reconnect loop)."
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -167,8 +168,50 @@ class _Agent(Agent):
 
 async def test_agent_reconnects_after_temporary_errors_and_stops_on_permanent_ones() -> None:
     agent = _Agent(object(), NodeIdentity("n1", "c1"), address="127.0.0.1:1", backoff=Backoff(0.0, 0.0))  # type: ignore[arg-type]
-    agent.failures = [ConnectionResetError("reset"), kernel.TemporaryError("later"), AgentConfigError("bad")]
-    with pytest.raises(AgentConfigError):
+    agent.failures = [
+        ConnectionResetError("reset"), kernel.TemporaryError("later"), KeyError("bug"), AgentConfigError("bad")
+    ]  # fmt: skip
+    with capture_logs() as logs, pytest.raises(AgentConfigError):
         await agent._sessions(asyncio.Event())
-    assert agent.status.sessions == 3
+    assert agent.status.sessions == 4  # a bug is logged as one, and the agent still reconnects
     assert agent.failures == []
+    ended = [(e["log_level"], e["retryable"]) for e in logs if e["event"] == "agent.session_ended"]
+    assert ended == [("warning", True), ("warning", True), ("error", False)]
+
+
+class _RpcError(Exception):
+    """Shaped like grpc.aio.AioRpcError: the status by code()."""
+
+    def __init__(self, code: Any) -> None:
+        super().__init__(code.name)
+        self._code = code
+
+    def code(self) -> Any:
+        return self._code
+
+
+@pytest.mark.parametrize(
+    ("name", "temporary"),
+    [("UNAVAILABLE", True), ("DEADLINE_EXCEEDED", True), ("ABORTED", True), ("RESOURCE_EXHAUSTED", True),
+     ("INVALID_ARGUMENT", False), ("INTERNAL", False), ("PERMISSION_DENIED", False)],
+)  # fmt: skip
+def test_an_rpc_error_is_judged_by_its_status(name: str, temporary: bool) -> None:
+    import grpc
+
+    exc = _RpcError(getattr(grpc.StatusCode, name))
+    assert errors.is_temporary(exc) is temporary
+    assert (errors.retry_delay(exc, default=1.0) == 1.0) is temporary
+
+
+def test_retry_after_takes_the_errors_delay_else_the_backoffs_next_step() -> None:
+    backoff = kernel.Backoff(base_s=1.0, cap_s=8.0, rng=random.Random(3))
+    assert kernel.retry_after(errors.Conflict("lost"), backoff) == 0.0  # its own delay: no backoff step
+    assert kernel.retry_after(errors.StoreUnavailable("away", delay=7.0), backoff) == 7.0
+    assert backoff.attempt == 0
+    waits = [kernel.retry_after(errors.StoreUnavailable("away"), backoff) for _ in range(5)]
+    assert [w is not None and n / 2 <= w <= n for w, n in zip(waits, [1, 2, 4, 8, 8], strict=True)] == [
+        True
+    ] * 5
+    assert kernel.retry_after(KeyError("bug"), backoff) is None
+    assert kernel.retry_after(errors.Fenced("not the leader"), backoff) is None
+    assert Backoff is kernel.Backoff  # the agent's import is the kernel's helper

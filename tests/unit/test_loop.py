@@ -4,9 +4,13 @@ in-process executor with simulated engines, and a frozen wall clock. Each test c
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 from controlplane.catalog import load_catalog
 from controlplane.domain.autoscaling import AppliedTarget
@@ -15,6 +19,7 @@ from controlplane.domain.demand import GatewayDemand
 from controlplane.domain.events import EventRecord
 from controlplane.domain.nodes import DeviceTelemetry, GiB, NodeRegistration
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
+from controlplane.errors import Conflict, InvalidArgument, StoreUnavailable
 from controlplane.executor.inprocess import InProcessExecutor
 from controlplane.fleet.registry import NodeRegistry
 from controlplane.fleet.types import FleetTiming
@@ -22,9 +27,10 @@ from controlplane.reconcile.autoscaler import AutoscalerSettings, LiveAutoscaler
 from controlplane.reconcile.launch import EngineSettings
 from controlplane.reconcile.loop import Reconciler
 from controlplane.store import keys
-from controlplane.store.base import Fence, Fenced
+from controlplane.store.base import Fence, Fenced, KeyValue
 from controlplane.store.memory import MemoryStore
 from tests.unit.conftest import FakeClock
+from tokenfab.errors import Backoff
 
 S = ReplicaState
 CATALOG = load_catalog()
@@ -48,6 +54,12 @@ class FlakyStore(MemoryStore):
         self.lose_creates = False
         self.lose_puts: set[str] = set()
         self.refuse_puts: dict[str, Exception] = {}  # key prefix -> what a plain put raises
+        self.fail_reads: list[Exception] = []  # what the next reads of the replicas raise, in turn
+
+    async def list_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        if prefix == keys.REPLICAS and self.fail_reads:
+            raise self.fail_reads.pop(0)
+        return await super().list_prefix(prefix)
 
     async def put(self, key: str, value: bytes, *, lease: int = 0, fence: Fence | None = None) -> int:
         for prefix, error in self.refuse_puts.items():
@@ -80,6 +92,7 @@ async def world(
     *,
     fence: Fence | None = None,
     autoscaler: LiveAutoscaler | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> tuple[Reconciler, InProcessExecutor, Wall, NodeRegistry]:
     registry = NodeRegistry(store, timing=TIMING, clock=clock)
     await registry.start(monitor=False)
@@ -95,8 +108,14 @@ async def world(
         store, CATALOG, registry, {"c1": executor}, wall=wall,
         engines=EngineSettings(sim_start_delay_s=0.0),
         fence=(lambda: fence) if fence is not None else None, autoscaler=autoscaler,
+        interval_s=3600.0, sleep=sleep or no_sleep,
+        backoff=Backoff(base_s=2.0, cap_s=30.0, rng=random.Random(14)),
     )  # fmt: skip
     return reconciler, executor, wall, registry
+
+
+async def no_sleep(seconds: float) -> None:
+    raise AssertionError(f"the loop backed off {seconds} s")
 
 
 async def ask(
@@ -271,3 +290,68 @@ async def test_an_autoscaler_target_that_does_not_land_applies_nothing(
     target = AppliedTarget.model_validate_json(kv.value).output_tokens_per_second
     assert target > 500 and reconciler.autoscaler.last_targets == {"cr-1": target}
     assert landed.creates and set(executor.starts) > set(started)
+
+
+async def started(reconciler: Reconciler, passes: int) -> None:
+    """Yield to the loop's task until it has run ``passes`` passes (no wall clock: it never sleeps
+    here, the backoff is injected and the pace is an hour)."""
+    for _ in range(10_000):
+        if reconciler.passes >= passes:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{reconciler.passes} passes, expected {passes}")
+
+
+def pass_failures(logs: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(e["log_level"], e["retryable"]) for e in logs if e["event"] == "reconcile.pass_failed"]
+
+
+async def test_a_pass_failing_with_a_temporary_error_is_retried_after_a_growing_jittered_backoff(
+    clock: FakeClock,
+) -> None:
+    store = FlakyStore()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    reconciler, executor, _, _ = await world(clock, store, sleep=sleep)
+    await ask(store)
+    store.fail_reads = [StoreUnavailable("etcd away"), ConnectionResetError("reset")]
+    with capture_logs() as logs:
+        await reconciler.start()
+        try:
+            await started(reconciler, 1)
+        finally:
+            await reconciler.stop()
+    assert len(slept) == 2 and 1.0 <= slept[0] <= 2.0 and 2.0 <= slept[1] <= 4.0  # base 2 s, doubled
+    assert pass_failures(logs) == [("warning", True), ("warning", True)]
+    errors = reconciler.metrics.registry.get_sample_value("tokenfab_reconcile_errors_total", {"step": "pass"})
+    assert errors == 2
+    assert set(executor.starts) == set(await replicas(store))  # the retry placed and started
+    assert reconciler.backoff.attempt == 0  # a pass that ran resets the backoff
+
+
+async def test_a_lost_race_is_retried_at_once(clock: FakeClock) -> None:
+    store = FlakyStore()
+    reconciler, _, _, _ = await world(clock, store)
+    store.fail_reads = [Conflict("lost a race")]
+    assert await reconciler.attempt() == 0.0  # re-read and decide again, no backoff
+    assert reconciler.backoff.attempt == 0
+
+
+async def test_a_pass_failing_with_a_permanent_error_is_logged_and_the_next_pass_runs(
+    clock: FakeClock,
+) -> None:
+    store = FlakyStore()
+    reconciler, executor, _, _ = await world(clock, store)  # backing off would fail the test
+    await ask(store)
+    store.fail_reads = [InvalidArgument("spec", "refused"), KeyError("a bug")]
+    with capture_logs() as logs:
+        assert await reconciler.attempt() is None  # not retried early: the loop goes on at its pace
+        assert await reconciler.attempt() is None
+        assert reconciler.passes == 0
+        assert await reconciler.attempt() is None  # the next pass runs as if nothing happened
+    assert pass_failures(logs) == [("error", False), ("error", False)]
+    assert reconciler.passes == 1
+    assert executor.starts and set(executor.starts) == set(await replicas(store))
