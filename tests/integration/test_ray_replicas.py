@@ -1,8 +1,9 @@
 """Replicas as real Ray actors: two local Ray clusters, one executor process each, four agent
 processes whose raylets carry the simulated accelerators, and the control plane reconciling.
 
-One Ray world per module (Ray clusters are slow to start on two cores); every test gets a fresh
-keyspace, and actors a previous test left behind are stopped by the next reconciler as orphans.
+The Ray world (``ray_world``, tests/integration/conftest.py) is shared by every Ray test of the
+session; every test gets a fresh keyspace, and actors a previous test left behind are stopped by
+the next reconciler as orphans.
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,11 +23,9 @@ import pytest
 
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.loadgen import DemandShape, LoadGenerator
-from controlplane.embedded.ray import ExecutorProcess, RayHead
 from controlplane.executor import httpio
-from controlplane.executor.service import RemoteExecutor
 from controlplane.gateway import Gateway, GatewayConfig
-from tests.integration.conftest import AgentProcess, ControlPlaneFactory, wait_for
+from tests.integration.conftest import RAY_NODES, ControlPlaneFactory, RayWorld, ray_joined, wait_for
 from tokenfab.v1 import (
     autoscaler_pb2,
     autoscaler_pb2_grpc,
@@ -41,64 +35,9 @@ from tokenfab.v1 import (
     executor_pb2_grpc,
 )
 
-NODES = {"t-nvidia-0": "test-a", "t-ascend-0": "test-a", "t-biren-0": "test-b", "t-metax-0": "test-b"}
+NODES = RAY_NODES
 TOKEN = (("authorization", "Bearer ray-token"),)
 pytestmark = pytest.mark.timeout(300)
-
-
-@dataclass
-class RayWorld:
-    address: str  # where the agents look for the control plane
-    executors: dict[str, RemoteExecutor]
-    tenants: Path
-    logs: Path
-    agents: dict[str, AgentProcess]
-
-
-@pytest.fixture(scope="module")
-async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RayWorld]:
-    root = Path(tempfile.mkdtemp(prefix="tfr-"))  # short: Ray's socket paths must stay < 108 bytes
-    logs = tmp_path_factory.mktemp("ray-world")
-    tenants = logs / "tenants.yaml"
-    tenants.write_text("tenants:\n  - {name: ray, token: ray-token}\n")
-    address = f"127.0.0.1:{free_port()}"
-    heads = {
-        c: RayHead(root / f"h{i}", log_file=logs / f"head-{c}.log")
-        for i, c in enumerate(("test-a", "test-b"))
-    }
-    procs = {c: ExecutorProcess(c, h.address, log_file=logs / f"executor-{c}.log") for c, h in heads.items()}
-    agents: list[AgentProcess] = []
-    clients: dict[str, RemoteExecutor] = {}
-    try:
-        await asyncio.gather(*(asyncio.to_thread(head.start) for head in heads.values()))  # side by side
-        for proc in procs.values():
-            proc.spawn()
-        for node, cluster in NODES.items():
-            extra = ["--ray-address", heads[cluster].address, "--ray-temp-dir", str(root / node)]
-            agents.append(AgentProcess(node, address, logs, extra).start())
-        for proc in procs.values():
-            await proc.wait_ready()
-        clients = {c: RemoteExecutor(c, p.address) for c, p in procs.items()}
-        for cluster, client in clients.items():
-            wanted = {n for n, c in NODES.items() if c == cluster}
-            await wait_for(
-                functools.partial(joined, client, wanted), timeout=120, interval=0.5,
-                what=f"the raylets of {cluster} joining",
-            )  # fmt: skip
-        yield RayWorld(address, clients, tenants, logs, {a.node: a for a in agents})
-    finally:
-        for client in clients.values():
-            await client.close()
-        # each layer stopped side by side (every stop is a SIGTERM and a wait), raylets first
-        await asyncio.gather(*(asyncio.to_thread(agent.stop) for agent in agents))
-        await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs.values()))
-        await asyncio.gather(*(asyncio.to_thread(head.stop, 5.0) for head in heads.values()))
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def joined(client: RemoteExecutor, nodes: set[str]) -> bool:
-    """Whether every one of ``nodes`` has a live raylet in the executor's cluster."""
-    return nodes <= {n.node_id for n in (await client.inventory()).nodes if n.alive}
 
 
 def spec(target: float, model: str = "qwen2.5-7b-instruct") -> capacity_pb2.CapacitySpec:
@@ -437,7 +376,7 @@ async def test_drain_is_make_before_break_and_a_stopped_agent_is_replaced(
         ids = {r.id for r in await live_replicas(stub, created.id)}
         await cancel_and_wait_gone(stub, ray_world, created.id, ids)
     # the restarted agent's raylet is back before the next test
-    rejoined = functools.partial(joined, ray_world.executors["test-a"], {"t-nvidia-0"})
+    rejoined = functools.partial(ray_joined, ray_world.executors["test-a"], {"t-nvidia-0"})
     await wait_for(rejoined, timeout=90, interval=0.5, what="t-nvidia-0's raylet rejoining")
 
 
@@ -533,3 +472,4 @@ async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:
         assert "never-existed" not in {
             o.replica_id for o in (await stub.Observe(executor_pb2.ObserveRequest())).replicas
         }
+
