@@ -47,6 +47,7 @@ from typing import Protocol
 
 import aiohttp
 
+from tokenfab.errors import PermanentError
 from tokenfab.logs import get_logger
 
 log = get_logger("agent.lease")
@@ -60,7 +61,7 @@ IMDS_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 IMDS_TOKEN_TTL_S = 21600  # the longest AWS allows (6 hours)
 
 
-class NoticeError(ValueError):
+class NoticeError(PermanentError, ValueError):
     """A notice source answered something that is not a notice (named field, readable reason)."""
 
 

@@ -42,7 +42,7 @@ from agents.discovery.base import Backend, DeviceSample, DiscoveredDevice, NotPr
 from agents.fence import fence
 from agents.lease import Notice, NoticeSource
 from tokenfab import __version__
-from tokenfab.errors import PermanentError, retry_delay
+from tokenfab.errors import PermanentError, TemporaryError, retry_delay
 from tokenfab.logs import get_logger
 from tokenfab.tls import ClientTLS, client_channel
 from tokenfab.v1 import agent_pb2, agent_pb2_grpc, types_pb2
@@ -88,7 +88,7 @@ def ack_deadline(interval_s: float) -> float:
     return max(ACK_DEADLINE_MIN_S, ACK_DEADLINE_BEATS * interval_s)
 
 
-class AckTimeout(ConnectionError):
+class AckTimeout(TemporaryError, ConnectionError):
     """The control plane acked nothing within the deadline: the session is presumed partitioned."""
 
 

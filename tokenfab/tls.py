@@ -38,12 +38,14 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from structlog import get_logger
 
+from tokenfab.errors import PermanentError
+
 log = get_logger("tls")
 
 REHASH_S = 30.0  # re-read unchanged-looking files this often (filesystems with coarse timestamps)
 
 
-class TLSConfigError(ValueError):
+class TLSConfigError(PermanentError, ValueError):
     """A TLS setting points at a missing or unreadable file, or the settings are inconsistent."""
 
 

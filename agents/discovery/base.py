@@ -33,6 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from tokenfab.errors import PermanentError, TemporaryError
+
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 _RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 TEMP_DEGRADED_C = 85.0
@@ -40,12 +42,13 @@ TEMP_UNHEALTHY_C = 95.0
 MiB = 1024**2
 
 
-class NotPresent(Exception):
+class NotPresent(PermanentError):
     """This backend's vendor tool or library is not on this machine (not an error)."""
 
 
-class ToolFailed(Exception):
-    """The tool is there but failed or printed something we cannot read."""
+class ToolFailed(TemporaryError):
+    """The tool is there but failed or printed something we cannot read (the next sample may do
+    better)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from agents.discovery.base import DeviceSample, DiscoveredDevice, judge_health
+from tokenfab.errors import PermanentError
 
 GiB = 1024**3
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -34,7 +35,7 @@ VENDORS = ("nvidia", "ascend", "biren", "metax")
 FAULT_KINDS = ("ecc", "xid", "overheat")
 
 
-class FleetFileError(ValueError):
+class FleetFileError(PermanentError, ValueError):
     """The fleet file is malformed; the message names the node and field."""
 
 

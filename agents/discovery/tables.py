@@ -18,12 +18,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tokenfab.errors import PermanentError
+
 Row = tuple[str, ...]
 _RULE = re.compile(r"^[+|][-=+|]*[+|]$")
 _TOKEN = re.compile(r"\S+\s*/\s*\S+|\S+")
 
 
-class CellMismatch(ValueError):
+class CellMismatch(PermanentError, ValueError):
     """A data cell does not fit the labels of its header cell."""
 
 

@@ -56,9 +56,9 @@ from controlplane.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermanentError,
     PermissionDenied,
     QuotaExceeded,
-    TokenfabError,
 )
 from controlplane.scheduler import NodeSlot, SchedulerConfig, options_for, schedule
 from controlplane.scheduler.demand import demand_of as demand_of  # re-exported: moved to the pure core
@@ -75,7 +75,7 @@ ADMISSION_RETRIES = 200
 MAX_LIST = 10_000  # requests (or replicas) one List answers with: a response is bounded
 
 
-class InvalidStoredRecord(TokenfabError):
+class InvalidStoredRecord(PermanentError):
     """A stored request that no longer loads (written by an older version, or by hand): it is
     quarantined (shown as Invalid, skipped by List and Watch) and may only be cancelled."""
 

@@ -17,11 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controlplane.domain.nodes import Vendor, validation_message
+from tokenfab.errors import PermanentError
 
 GiB = 1024**3
 
 
-class CatalogError(ValueError):
+class CatalogError(PermanentError, ValueError):
     """The catalog (or an operator's override) is malformed; the message names entry and field."""
 
 

@@ -18,6 +18,8 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tokenfab.errors import PermanentError
+
 GiB = 1024**3
 MIN_DEVICE_MEMORY = 256 * 1024**2  # 256 MiB: smaller is no accelerator we can place a model on
 MAX_DEVICE_MEMORY = 2 * 1024**4  # 2 TiB: ten times today's largest HBM stack
@@ -227,7 +229,7 @@ class NodeRecord(_Model):
         return self.lease_end_override or self.registration.lease.end_time
 
 
-class _FieldError(ValueError):
+class _FieldError(PermanentError, ValueError):
     """A model-level check that blames one nested field (pydantic would blame the model)."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from controlplane.domain.nodes import Vendor
+from controlplane.errors import FailedPrecondition
 
 
 class ReplicaState(StrEnum):
@@ -24,7 +25,9 @@ class ReplicaState(StrEnum):
     FAILED = "Failed"  # gone by accident or never came up (terminal)
 
 
-class IllegalReplicaTransition(Exception):
+class IllegalReplicaTransition(FailedPrecondition):
+    """A move the replica table does not allow; a bug in the caller, never retried."""
+
     def __init__(self, replica_id: str, old: ReplicaState, new: ReplicaState) -> None:
         super().__init__(f"replica {replica_id}: {old.value} -> {new.value} is not a legal transition")
 

@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tokenfab.errors import PermanentError
 from tokenfab.logs import get_logger
 from tokenfab.parent import die_with_parent
 from tokenfab.tls import ServerTLS
@@ -25,7 +26,7 @@ from tokenfab.tls import ServerTLS
 log = get_logger("etcd")
 
 
-class EtcdError(RuntimeError):
+class EtcdError(PermanentError, RuntimeError):
     pass
 
 

@@ -41,13 +41,14 @@ from controlplane.executor import httpio
 from controlplane.executor.engines import LaunchSpec, advertised_host, url_host
 from controlplane.executor.enginestats import EngineExporter, Scraper, Stats
 from controlplane.executor.simengine import SimEngine, SimRequest
+from tokenfab.errors import PermanentError
 from tokenfab.parent import exec_with_parent
 from tokenfab.v1 import executor_pb2
 
 TICK_S = 0.02
 
 
-class EngineStartError(Exception):
+class EngineStartError(PermanentError):
     """The engine did not come up; the message says why (shown in the replica's status)."""
 
 

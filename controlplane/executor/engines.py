@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from controlplane.catalog.types import AcceleratorType, Catalog, Dtype, ModelSpec
 from controlplane.domain.nodes import Vendor
 from tokenfab import accelerators
+from tokenfab.errors import PermanentError
 
 VISIBLE_DEVICES: dict[Vendor, str] = {Vendor(name): var for name, var in accelerators.VISIBLE_DEVICES.items()}
 VLLM_FAMILY = {"vllm": Vendor.NVIDIA, "vllm-ascend": Vendor.ASCEND, "vllm-metax": Vendor.METAX}
@@ -46,7 +47,7 @@ NODE_IP_ENV = "TOKENFAB_RAY_NODE_IP"  # set by the agent for its raylet (and so 
 HOST = "{host}"
 
 
-class EngineError(ValueError):
+class EngineError(PermanentError, ValueError):
     """The replica cannot be launched as asked; the message names the field."""
 
 

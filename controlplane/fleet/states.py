@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 from controlplane.domain.nodes import DeviceHealth, DeviceTelemetry, NodeRecord
 from controlplane.domain.nodes import NodeState as S
+from controlplane.errors import FailedPrecondition
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(FailedPrecondition):
     """A move the table does not allow; a bug in the caller, never retried."""
-
-    retryable = False
 
     def __init__(self, old: S, new: S) -> None:
         super().__init__(f"illegal node transition {old.value} -> {new.value}")

@@ -32,12 +32,13 @@ import yaml
 
 from controlplane.errors import Unauthenticated
 from controlplane.security.principals import Role
+from tokenfab.errors import PermanentError
 from tokenfab.logs import get_logger
 
 log = get_logger("security.tokens")
 
 
-class TokenFileError(ValueError):
+class TokenFileError(PermanentError, ValueError):
     pass
 
 

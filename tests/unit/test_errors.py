@@ -4,6 +4,8 @@ from it (the resumable watch, the leader election, the agent's reconnect loop)."
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import random
 import re
 from collections.abc import AsyncIterator
@@ -215,3 +217,90 @@ def test_retry_after_takes_the_errors_delay_else_the_backoffs_next_step() -> Non
     assert kernel.retry_after(KeyError("bug"), backoff) is None
     assert kernel.retry_after(errors.Fenced("not the leader"), backoff) is None
     assert Backoff is kernel.Backoff  # the agent's import is the kernel's helper
+
+
+def _project_exceptions() -> dict[str, type[BaseException]]:
+    """Every exception class defined at module level in the project's packages (the generated
+    tokenfab.v1 stubs aside), by qualified name."""
+    found: dict[str, type[BaseException]] = {}
+    for package in ("tokenfab", "controlplane", "agents"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if info.name.startswith("tokenfab.v1") or info.name.endswith("__main__"):
+                continue
+            module = importlib.import_module(info.name)
+            for value in vars(module).values():
+                if (
+                    isinstance(value, type)
+                    and issubclass(value, BaseException)
+                    and value.__module__ == info.name
+                ):
+                    found[f"{info.name}.{value.__qualname__}"] = value
+    return found
+
+
+PROJECT_EXCEPTIONS = _project_exceptions()
+# Outside the tree still, in files other sessions own this round (issue 14 item 2 leaves them):
+# the gateway's (H4), the simulator's trace (H1) and the embedded Ray starter (uncommitted edits).
+NOT_YET = {
+    "controlplane.gateway.admission.NoReplica",
+    "controlplane.gateway.admission.RateLimited",
+    "controlplane.gateway.proxy.UpstreamFailed",
+    "controlplane.gateway.proxy.UpstreamRejected",
+    "controlplane.simulate.trace.TraceError",
+    "controlplane.embedded.ray.RayError",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                strict=False, reason="not yet under the tree (non-strict: their owners may move them)"
+            ),
+        )
+        if n in NOT_YET
+        else n
+        for n in sorted(PROJECT_EXCEPTIONS)
+    ],
+)
+def test_every_project_exception_is_in_the_tree(name: str) -> None:
+    cls = PROJECT_EXCEPTIONS[name]
+    assert issubclass(cls, kernel.TokenfabError), f"{name} is outside the error tree"
+    assert cls in (kernel.TokenfabError,) or issubclass(cls, kernel.PermanentError | kernel.TemporaryError), (
+        f"{name} hangs from the root, not from a branch"
+    )
+
+
+def test_the_walk_found_the_known_exceptions() -> None:
+    assert len(PROJECT_EXCEPTIONS) >= 30
+    assert "controlplane.fleet.states.IllegalTransition" in PROJECT_EXCEPTIONS
+    assert "agents.runtime.AckTimeout" in PROJECT_EXCEPTIONS
+    assert set(PROJECT_EXCEPTIONS) >= NOT_YET  # a class renamed or moved: update the list
+
+
+def test_the_moved_exceptions_keep_what_callers_catch() -> None:
+    from agents.discovery.base import NotPresent, ToolFailed
+    from agents.runtime import AckTimeout
+    from controlplane.catalog.types import CatalogError
+    from controlplane.domain.replicas import IllegalReplicaTransition
+    from controlplane.executor.engines import EngineError
+    from controlplane.fleet.states import IllegalTransition
+    from controlplane.security.tokens import TokenFileError
+    from tokenfab.tls import TLSConfigError
+
+    timeout = AckTimeout("no ack in 3 s")
+    assert (
+        isinstance(timeout, ConnectionError)
+        and errors.is_temporary(timeout)
+        and str(timeout) == "no ack in 3 s"
+    )
+    assert errors.is_temporary(ToolFailed("nvidia-smi exited 9")) and not errors.is_temporary(NotPresent("x"))
+    for cls in (CatalogError, EngineError, TokenFileError, TLSConfigError):
+        exc = cls("model.size: not a number")
+        assert isinstance(exc, ValueError) and exc.message == str(exc) == "model.size: not a number"
+        assert errors.retry_delay(exc, default=1.0) is None
+    assert issubclass(IllegalTransition, errors.FailedPrecondition)
+    assert issubclass(IllegalReplicaTransition, errors.FailedPrecondition)
