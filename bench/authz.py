@@ -55,7 +55,7 @@ async def serve(kind: str, port: int, etcd: str, pki_dir: Path) -> None:
     from tokenfab.logs import configure
 
     configure(fmt="json", level="warning")
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {"insecure_local_admin": True}  # plain: agents on loopback, no credentials
     if kind == "secure":
         ca = LocalCA.open(pki_dir)
         issued = ca.issue(Kind.CONTROLPLANE, "bench")

@@ -282,7 +282,7 @@ async def main() -> None:
     tenants.write_text("tenants:\n  - {name: bench, token: bench-token}\n")
     cluster = EtcdCluster(work / "etcd", 3)
     head = RayHead(work / "h", log_file=work / "head.log")
-    executor = ExecutorProcess("bench", "", log_file=work / "executor.log")
+    executor = ExecutorProcess("bench", "", log_file=work / "executor.log", insecure_local_admin=True)
     agents: list[subprocess.Popen[bytes]] = []
     planes: dict[str, Plane] = {}
     relays: dict[str, Relay] = {}

@@ -169,7 +169,7 @@ async def main() -> None:
     tenants.write_text("tenants:\n  - {name: bench, token: bench-token}\n")
     etcd = EtcdProcess(work / "etcd", log_file=work / "etcd.log")
     head = RayHead(work / "h", log_file=work / "head.log")
-    executor = ExecutorProcess("bench", "", log_file=work / "executor.log")
+    executor = ExecutorProcess("bench", "", log_file=work / "executor.log", insecure_local_admin=True)
     agents: list[subprocess.Popen[bytes]] = []
     plane: ControlPlane | None = None
     result: dict[str, object] = {"replicas": args.replicas, "rounds": args.rounds, "nodes": nodes}
@@ -183,6 +183,7 @@ async def main() -> None:
         config = ControlPlaneConfig(
             address=address, etcd_endpoint=etcd.endpoint, tenants_file=tenants,
             executors={"bench": executor.address}, sim_start_delay_s=0.0,
+            insecure_local_admin=True,  # plaintext loopback: the agents and this bench are the admin
         )  # fmt: skip
         plane = ControlPlane(config, metrics=ControlPlaneMetrics())
         await plane.start()

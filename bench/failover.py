@@ -107,7 +107,7 @@ async def main() -> None:
     tenants.write_text("tenants:\n  - {name: bench, token: bench-token}\n")
     etcd = EtcdProcess(work / "etcd", log_file=work / "etcd.log")
     head = RayHead(work / "h", log_file=work / "head.log")
-    executor = ExecutorProcess("bench", "", log_file=work / "executor.log")
+    executor = ExecutorProcess("bench", "", log_file=work / "executor.log", insecure_local_admin=True)
     agents: dict[str, subprocess.Popen[bytes]] = {}
     planes: list[ControlPlaneProc] = []
     result: dict[str, Any] = {"notice_s": args.notice, "lost_after_s": args.lost_after, "heartbeat_interval_s": 1.0,

@@ -60,6 +60,7 @@ async def serve_controlplane(port: int, etcd: str, interval: float) -> None:
     config = ControlPlaneConfig(
         address=f"127.0.0.1:{port}", etcd_endpoint=etcd, heartbeat_interval_s=min(max(interval, 0.1), 30.0),
         suspect_after_missed=1000, lost_after_s=86_400,
+        insecure_local_admin=True,  # plaintext loopback: the simulated agents are the local admin
     )  # fmt: skip
     plane = ControlPlane(config)
     await plane.start()

@@ -22,7 +22,7 @@ class ControlPlaneProc:
         self.argv = [
             sys.executable, "-m", "controlplane.cli.main", "controlplane", "--address", f"127.0.0.1:{self.port}",
             "--etcd", etcd, "--tenants", str(tenants), "--executor", f"bench={executor}", "--identity", name,
-            *(extra or []),
+            "--insecure-local-admin", *(extra or []),
         ]  # fmt: skip
         self.log = work / f"cp-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -37,7 +37,8 @@ class ControlPlaneConfig(BaseModel):
     tenants_file: Path | None = None  # tenants' bearer tokens and quotas (re-read when it changes)
     operators_file: Path | None = None  # operators' bearer tokens and roles (re-read when it changes)
     insecure: bool = False  # allow plaintext on a non-loopback address (never the default)
-    trust_loopback: bool = True  # plaintext loopback callers without credentials: the local principal
+    # plaintext loopback callers without credentials become the admin (any user on the host): opt-in
+    insecure_local_admin: bool = False
     executor_tls_ca: Path | None = None  # set: mTLS to executors, this instance's tls_cert as client
     max_streams_per_principal: Annotated[int, Field(ge=1, le=100_000)] = 32
     audit_max_entries: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000

@@ -54,6 +54,7 @@ from controlplane.security import (
     OperatorDirectory,
     Reloading,
     SecurityInterceptor,
+    warn_insecure_local_admin,
 )
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
@@ -146,9 +147,11 @@ class ControlPlane:
             self.operators = Reloading(cfg.operators_file, OperatorDirectory.load)
             self.operators.load()
         self.audit = audit = AuditLog(store, max_entries=cfg.audit_max_entries)
+        if cfg.insecure_local_admin:
+            warn_insecure_local_admin("controlplane", cfg.address, tls=cfg.tls_cert is not None)
         return SecurityInterceptor(
             Authenticator(
-                tenants=self.tenants, operators=self.operators, trust_loopback_plaintext=cfg.trust_loopback
+                tenants=self.tenants, operators=self.operators, insecure_local_admin=cfg.insecure_local_admin
             ),
             errors=map_error,
             audit=audit.append,

@@ -145,6 +145,16 @@ def uncordon(
     _change("uncordon", node, "", Client(address, tls))
 
 
+InsecureLocalAdminOpt = Annotated[
+    bool,
+    typer.Option(
+        envvar="TOKENFAB_INSECURE_LOCAL_ADMIN",
+        help="UNSAFE, for tests and a developer's own machine: a plaintext caller from loopback without "
+        "credentials is the admin (so is every user on this host)",
+    ),
+]
+
+
 def _pairs(values: list[str], option: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -169,6 +179,7 @@ def executor(
         bool,
         typer.Option(help="allow plaintext on a non-loopback --listen (anyone there can start replicas)"),
     ] = False,
+    insecure_local_admin: InsecureLocalAdminOpt = False,
     catalog: Annotated[Path | None, typer.Option(help="catalog YAML overriding the packaged one")] = None,
     engines_file: Annotated[
         Path | None,
@@ -194,7 +205,10 @@ def executor(
     except CatalogError as exc:
         raise fail(str(exc)) from None
     try:
-        run_executor(cluster, ray_address, listen, tls=tls, insecure=insecure, engines=engines)
+        run_executor(
+            cluster, ray_address, listen, tls=tls, insecure=insecure,
+            insecure_local_admin=insecure_local_admin, engines=engines,
+        )  # fmt: skip
     except InvalidArgument as exc:
         raise fail(exc.message) from None
     except (ConnectionError, OSError, TimeoutError) as exc:
@@ -231,6 +245,7 @@ def controlplane(
     insecure: Annotated[
         bool, typer.Option(help="allow plaintext on a non-loopback --address (no TLS: tokens in the clear)")
     ] = False,
+    insecure_local_admin: InsecureLocalAdminOpt = False,
     executor_tls_ca: Annotated[
         Path | None,
         typer.Option(envvar="TOKENFAB_EXECUTOR_CA", help="mTLS to executors (this instance's --tls-cert)"),
@@ -293,6 +308,7 @@ def controlplane(
             tenants_file=tenants,
             operators_file=operators_file,
             insecure=insecure,
+            insecure_local_admin=insecure_local_admin,
             executor_tls_ca=executor_tls_ca,
             catalog_file=catalog,
             executors=_pairs(executor or [], "executor"),

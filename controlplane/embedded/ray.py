@@ -132,11 +132,13 @@ class ExecutorProcess(_Child):
         log_file: Path,
         port: int | None = None,
         tls: Any = None,  # tokenfab.tls.ClientTLS: serve mTLS with this identity, probe health with it
+        insecure_local_admin: bool = False,  # plaintext only: loopback callers are the admin (tests)
     ) -> None:
         super().__init__(log_file=log_file, port=port)
         self.cluster = cluster
         self.ray_address = ray_address
         self.tls = tls
+        self.insecure_local_admin = insecure_local_admin
 
     def spawn(self) -> None:
         argv = [
@@ -146,6 +148,8 @@ class ExecutorProcess(_Child):
         if self.tls is not None:
             argv += ["--tls-cert", str(self.tls.cert_file), "--tls-key", str(self.tls.key_file),
                      "--tls-client-ca", str(self.tls.ca_file)]  # fmt: skip
+        if self.insecure_local_admin:
+            argv.append("--insecure-local-admin")
         self._popen(argv, {**os.environ, PARENT_ENV: str(os.getpid())})  # it stops if its parent dies
 
     async def wait_ready(self, timeout_s: float = 180.0) -> None:

@@ -24,7 +24,7 @@ from controlplane.catalog.types import Catalog, load_catalog
 from controlplane.config import is_loopback
 from controlplane.errors import InvalidArgument
 from controlplane.executor.expand import ID, EngineConfig, check_launch
-from controlplane.security import Authenticator, SecurityInterceptor
+from controlplane.security import Authenticator, SecurityInterceptor, warn_insecure_local_admin
 from tokenfab.logs import get_logger
 from tokenfab.parent import exit_with_parent
 from tokenfab.tls import ClientTLS, ServerTLS, client_channel
@@ -123,10 +123,12 @@ class RemoteExecutor:
 
 
 def executor_server(
-    backend: Executor, catalog: Catalog | None = None
+    backend: Executor, catalog: Catalog | None = None, *, insecure_local_admin: bool = False
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The executor's gRPC server with the interceptor chain (only control-plane instances)."""
-    server = grpc.aio.server(interceptors=[SecurityInterceptor(Authenticator(trust_loopback_plaintext=True))])
+    """The executor's gRPC server with the interceptor chain (only control-plane instances; with
+    ``insecure_local_admin``, also any caller on a plaintext loopback connection)."""
+    authenticator = Authenticator(insecure_local_admin=insecure_local_admin)
+    server = grpc.aio.server(interceptors=[SecurityInterceptor(authenticator)])
     executor_pb2_grpc.add_ExecutorServiceServicer_to_server(
         ExecutorServicer(backend, catalog or load_catalog()), server
     )
@@ -153,6 +155,7 @@ async def serve_executor(
     *,
     tls: ServerTLS | None = None,
     insecure: bool = False,
+    insecure_local_admin: bool = False,
     engines: EngineConfig | None = None,
 ) -> None:
     from controlplane.executor.ray_driver import RayExecutor  # Ray is imported only here
@@ -161,7 +164,11 @@ async def serve_executor(
     engines = engines or EngineConfig.load()
     backend = RayExecutor(cluster, ray_address, engines=engines)
     await asyncio.to_thread(backend.connect)
-    server, health_servicer = executor_server(backend, engines.catalog)
+    server, health_servicer = executor_server(
+        backend, engines.catalog, insecure_local_admin=insecure_local_admin
+    )
+    if insecure_local_admin:
+        warn_insecure_local_admin("executor", listen, tls=tls is not None)
     # the certificate is reloaded when its files change (a renewed Secret)
     port = (
         server.add_secure_port(listen, tls.credentials("executor"))
@@ -191,6 +198,7 @@ def run_executor(
     *,
     tls: ServerTLS | None = None,
     insecure: bool = False,
+    insecure_local_admin: bool = False,
     engines: EngineConfig | None = None,
 ) -> None:
     check_listen(listen, tls, insecure=insecure)
@@ -201,7 +209,10 @@ def run_executor(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         watchdog = asyncio.create_task(exit_with_parent(stop))
-        await serve_executor(cluster, ray_address, listen, stop, tls=tls, insecure=insecure, engines=engines)
+        await serve_executor(
+            cluster, ray_address, listen, stop, tls=tls, insecure=insecure,
+            insecure_local_admin=insecure_local_admin, engines=engines,
+        )  # fmt: skip
         watchdog.cancel()
 
     asyncio.run(main())

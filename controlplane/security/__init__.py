@@ -2,7 +2,7 @@
 a local PKI. See docs/design/security.md for the threat model."""
 
 from controlplane.security.audit import AuditEntry, AuditLog
-from controlplane.security.authn import Authenticator, identity_of_pem
+from controlplane.security.authn import Authenticator, identity_of_pem, warn_insecure_local_admin
 from controlplane.security.interceptor import (
     SecurityInterceptor,
     check_node,
@@ -48,4 +48,5 @@ __all__ = [
     "spiffe_uri",
     "token_digest",
     "typed_errors",
+    "warn_insecure_local_admin",
 ]

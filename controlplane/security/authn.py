@@ -7,7 +7,8 @@ Order, first match wins:
 2. The peer certificate (mTLS; the handshake already checked it chains to the deployment's CA):
    its ``spiffe://tokenfab/<kind>/<name>`` URI SAN. A certificate without one is an error.
 3. No credentials, a plaintext connection from a loopback peer (127.0.0.0/8, ::1) and a server
-   that trusts those: :data:`LOCAL`. A peer from anywhere else never is.
+   started with ``insecure_local_admin`` (off by default: every process of every user on the host
+   would be the admin): :data:`LOCAL`. A peer from anywhere else never is.
 4. Otherwise: no principal; only public methods answer.
 
 Parsing a certificate costs about 50 µs, so identities are cached by the certificate's bytes
@@ -25,8 +26,21 @@ from cryptography import x509
 from controlplane.errors import Unauthenticated
 from controlplane.security.principals import LOCAL, Kind, Principal, principal_from_uri
 from controlplane.security.tokens import OperatorDirectory, Reloading, TenantDirectory, bearer_token
+from tokenfab.logs import get_logger
 
 CACHE_SIZE = 4096
+log = get_logger("security.authn")
+
+
+def warn_insecure_local_admin(component: str, address: str, *, tls: bool) -> None:
+    """The start-up line an operator must see when plaintext loopback callers are the admin."""
+    log.warning(
+        "security.insecure_local_admin",
+        component=component,
+        address=address,
+        effective=not tls,  # a TLS listener never has a local principal
+        detail="plaintext callers from loopback without credentials act as admin: any user on this host",
+    )
 
 
 def identity_of_pem(pem: bytes) -> Principal:
@@ -60,11 +74,11 @@ class Authenticator:
         *,
         tenants: Reloading[TenantDirectory] | None = None,
         operators: Reloading[OperatorDirectory] | None = None,
-        trust_loopback_plaintext: bool = False,
+        insecure_local_admin: bool = False,
     ) -> None:
         self._tenants = tenants
         self._operators = operators
-        self._local = trust_loopback_plaintext
+        self._local = insecure_local_admin
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
 
     def tenants(self) -> TenantDirectory | None:

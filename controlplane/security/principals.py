@@ -12,10 +12,11 @@
       tenant        bearer token                            (tenants file)
       local         a caller on a plaintext loopback listener; see below
 
-``local``: a control plane or executor listening in plaintext on loopback (tests, benchmarks, a
-developer's own process tree) cannot tell callers apart, so every caller without a bearer token is
-this one principal, trusted like etcd without auth on localhost. It never exists on a TLS
-listener, and ``tokenfab up`` always runs with mTLS. Purely computational, no side-effects.
+``local``: a control plane or executor listening in plaintext on loopback cannot tell callers
+apart. Only when it was started with ``--insecure-local-admin`` (tests, benchmarks, a developer's
+own machine) is every caller without a bearer token this one admin principal; by default such a
+caller is unauthenticated. It never exists on a TLS listener, and ``tokenfab up`` always runs with
+mTLS. Purely computational, no side-effects.
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ async def control_plane(etcd: EtcdProcess, deployment: Deployment) -> AsyncItera
     async def start(*, port: int | None = None, secure: bool = True, **overrides: Any) -> ControlPlane:
         port = port or free_port()
         extra = secure_settings(deployment, port, overrides) if secure else {}
-        settings = {**FAST, **extra, **overrides}
+        local = {} if secure else {"insecure_local_admin": True}  # plaintext: loopback callers are admin
+        settings = {**FAST, **extra, **local, **overrides}
         config = ControlPlaneConfig(address=f"127.0.0.1:{port}", etcd_endpoint=etcd.endpoint, **settings)
         plane = ControlPlane(config, metrics=ControlPlaneMetrics())
         await plane.start()
@@ -381,7 +382,10 @@ async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
         c: RayHead(root / f"h{i}", log_file=logs / f"head-{c}.log")
         for i, c in enumerate(("test-a", "test-b"))
     }
-    procs = {c: ExecutorProcess(c, h.address, log_file=logs / f"executor-{c}.log") for c, h in heads.items()}
+    procs = {  # plaintext loopback executors: the control plane is their local admin
+        c: ExecutorProcess(c, h.address, log_file=logs / f"executor-{c}.log", insecure_local_admin=True)
+        for c, h in heads.items()
+    }
     agents: list[AgentProcess] = []
     clients: dict[str, RemoteExecutor] = {}
     try:

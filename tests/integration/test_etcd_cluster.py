@@ -72,8 +72,9 @@ async def test_the_control_plane_keeps_leading_and_writing_with_one_member_down(
     cluster: EtcdCluster, agents: Callable[..., AgentProcess]
 ) -> None:
     config = ControlPlaneConfig(
-        address=f"127.0.0.1:{free_port()}", etcd_endpoint=cluster.endpoint, leader_ttl_s=3, **FAST
-    )
+        address=f"127.0.0.1:{free_port()}", etcd_endpoint=cluster.endpoint, leader_ttl_s=3,
+        insecure_local_admin=True, **FAST,  # plaintext loopback: the agents are the local admin
+    )  # fmt: skip
     plane = ControlPlane(config, metrics=ControlPlaneMetrics())
     await plane.start()
     try:

@@ -175,7 +175,7 @@ launches = st.builds(
 
 async def test_random_launches_never_become_a_command() -> None:
     backend = ExpandingCluster()
-    server, _health = executor_server(backend)
+    server, _health = executor_server(backend, insecure_local_admin=True)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")  # loopback: this test is the local principal
     await server.start()

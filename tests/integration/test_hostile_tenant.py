@@ -230,7 +230,7 @@ async def test_reconcile_passes_go_on_past_a_record_that_does_not_load(
     from controlplane.embedded.etcd import free_port
     from tests.integration.authz_matrix import EmptyCluster
 
-    server, _ = executor_server(EmptyCluster())
+    server, _ = executor_server(EmptyCluster(), insecure_local_admin=True)  # plaintext: the plane is admin
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -153,6 +153,7 @@ class ControlPlaneProcess:
             sys.executable, "-m", "controlplane.cli.main", "controlplane", "--address", self.world.address,
             "--etcd", self.etcd.endpoint, "--tenants", str(self.world.tenants), "--reconcile-interval", "0.3",
             "--sim-start-delay", "0.5", "--heartbeat-interval", "0.5", "--lost-after", "10",
+            "--insecure-local-admin",  # plaintext loopback: the agents are the local admin
         ]  # fmt: skip
         for cluster, executor in self.world.executors.items():
             argv += ["--executor", f"{cluster}={executor.address}"]

@@ -162,7 +162,7 @@ def test_a_changed_file_revokes_a_token_without_a_restart(tmp_path: Path) -> Non
 
 
 def test_authentication_order() -> None:
-    authn = Authenticator(trust_loopback_plaintext=True)
+    authn = Authenticator(insecure_local_admin=True)
     plaintext = {"transport_security_type": [b"insecure"]}
     assert authn.authenticate([], plaintext, "ipv4:127.0.0.1:5000") is LOCAL
     assert authn.authenticate([], plaintext, "ipv4:10.0.0.7:5000") is None  # never from afar
