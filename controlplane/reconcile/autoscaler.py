@@ -56,13 +56,13 @@ from controlplane.autoscale.policy import (
     UnitCapacity,
 )
 from controlplane.autoscale.signals import ReplicaSample, aggregate
-from controlplane.capacity.tenants import Tenant
 from controlplane.catalog.perf import Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode, ModeRecord
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.demand import GatewayDemand, combine
 from controlplane.domain.replicas import LIVE, ReplicaRecord, ReplicaState
+from controlplane.domain.tenants import Tenant
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.passes import ScalePlan, ScalerView, Verdict
 from controlplane.reconcile.scaling import (

@@ -18,12 +18,12 @@ from datetime import datetime
 
 from controlplane.autoscale.context import floor_replicas
 from controlplane.autoscale.policy import UnitCapacity
-from controlplane.capacity.tenants import Tenant
 from controlplane.catalog.types import Catalog
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode
 from controlplane.domain.capacity import CapacityRecord
 from controlplane.domain.demand import GatewayDemand
 from controlplane.domain.replicas import ReplicaRecord, ReplicaState
+from controlplane.domain.tenants import Tenant
 from controlplane.reconcile.status import EPS
 from controlplane.scheduler.types import Option
 

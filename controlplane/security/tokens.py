@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 
 import yaml
 
+from controlplane.domain.tenants import Tenant as Tenant  # the model is pure data: the domain's
 from controlplane.errors import Unauthenticated
 from controlplane.security.principals import Role
 from tokenfab.errors import PermanentError
@@ -96,14 +97,6 @@ def _entries(path: Path, top: str) -> list[tuple[str, dict[str, Any]]]:
     if len(set(digests)) != len(digests):
         raise TokenFileError(f"{path}: two {top} share a token")
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    name: str
-    max_accelerators: int | None = None
-    max_spend_per_hour: float | None = None
-    max_priority: int | None = None  # the highest spec.priority this tenant may ask for
 
 
 class TenantDirectory:

@@ -31,6 +31,8 @@ PURE = [
     "controlplane.reconcile.status",
     "controlplane.reconcile.nodes",
     "controlplane.reconcile.passes",
+    "controlplane.reconcile.scaling",
+    "controlplane.domain.tenants",
     "controlplane.autoscale",
     "controlplane.simulate",
 ]
