@@ -60,6 +60,7 @@ def gateway_command(
     first_token_timeout: Annotated[float, typer.Option(help="s to a replica's first event")] = 30.0,
     request_timeout: Annotated[float, typer.Option(help="s for a whole call")] = 600.0,
     usage_flush: Annotated[float, typer.Option(help="s between usage writes to etcd")] = 5.0,
+    demand_window: Annotated[float, typer.Option(help="s the offered demand it publishes spans")] = 30.0,
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
@@ -79,7 +80,7 @@ def gateway_command(
             policy=policy,  # type: ignore[arg-type]  # pydantic names a wrong value
             burst_s=burst, spare_horizon_s=spare_horizon, cold_start_wait_s=cold_start_wait,
             max_attempts=max_attempts, first_token_timeout_s=first_token_timeout,
-            request_timeout_s=request_timeout, usage_flush_s=usage_flush,
+            request_timeout_s=request_timeout, usage_flush_s=usage_flush, demand_window_s=demand_window,
         )  # fmt: skip
     except ValidationError as exc:
         field, message = validation_message(exc)

@@ -79,6 +79,7 @@ class GatewayConfig(BaseModel):
     eject_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
     usage_flush_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     demand_publish_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    demand_window_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # offered rates are over this
     instance: str = ""  # this gateway in its demand keys; default host-port-pid
 
     @model_validator(mode="after")
@@ -200,7 +201,9 @@ class Gateway:
         self.meter = Meter(self._store, flush_s=cfg.usage_flush_s)
         await self.meter.start()
         instance = cfg.instance or f"{socket.gethostname()}-{cfg.port}-{os.getpid()}".replace("/", "-")
-        self.demand = DemandMeter(self._store, instance, publish_s=cfg.demand_publish_s)
+        self.demand = DemandMeter(
+            self._store, instance, window_s=cfg.demand_window_s, publish_s=cfg.demand_publish_s
+        )
         routes = self.routes
         self.demand.lanes = lambda: routes.lanes
         await self.demand.start()
