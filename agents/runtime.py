@@ -271,15 +271,27 @@ class Agent:
         assert self.notices is not None
         while not stop.is_set():
             notice = await self.notices.poll()
-            if notice is not None and (self._notice is None or notice.end < self._notice.end):
-                self._notice = notice
-                self.status.notice = f"{notice.reason}; ends {notice.end.isoformat(timespec='seconds')}"
+            if notice is not None and self.hold_notice(notice):
                 log.warning(
                     "agent.lease_notice", node=self.identity.node_id, end=notice.end.isoformat(),
                     source=notice.source, reason=notice.reason,
                 )  # fmt: skip
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.notices.interval_s)
+
+    def hold_notice(self, notice: Notice) -> bool:
+        """Hold ``notice`` when none is held or it ends sooner than the one held (a later end
+        never postpones a known one); True when held. Sessions tell the control plane about it."""
+        if self._notice is not None and notice.end >= self._notice.end:
+            return False
+        self._notice = notice
+        self.status.notice = f"{notice.reason}; ends {notice.end.isoformat(timespec='seconds')}"
+        return True
+
+    def new_session(self) -> None:
+        """A session begins: it may reach another control-plane instance, so a held notice is
+        told again (:meth:`notice_message`)."""
+        self._notice_sent = None
 
     def notice_message(self) -> agent_pb2.AgentMessage | None:
         """The held notice, when this session's control plane has not been told this end yet."""
@@ -326,7 +338,7 @@ class Agent:
 
     async def _session(self, stop: asyncio.Event) -> None:
         self.status.sessions += 1
-        self._notice_sent = None  # a new session may reach another instance: tell it again
+        self.new_session()
         channel = client_channel(self.address, self.tls, options=KEEPALIVE)
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)

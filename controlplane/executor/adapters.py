@@ -301,6 +301,11 @@ class ProcessEngine:
         self._proc: asyncio.subprocess.Process | None = None
         self._scraper = Scraper()
 
+    @property
+    def pid(self) -> int | None:
+        """The engine process's id once started (None before), for logs and fault drills."""
+        return self._proc.pid if self._proc is not None else None
+
     async def start(self) -> None:
         self.spec = self.spec.on_host(advertised_host(os.environ))  # listen where it is advertised
         env = {**os.environ, **self.spec.env}

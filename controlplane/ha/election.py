@@ -70,6 +70,14 @@ class Election:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="election")
 
+    def abandon(self) -> None:
+        """Stop taking part without releasing anything, as a crashed process would: the loop
+        ends, the lease is neither refreshed nor revoked, and :meth:`is_leader` turns False once
+        this instance's own margin says the lease may have expired (fault drills, tests)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:

@@ -56,8 +56,7 @@ async def test_one_leader_handover_and_crash(etcd: EtcdProcess) -> None:
 
         # crash: the leader's process stops refreshing (no revoke); it fences itself before the
         # lease can expire, and the other instance leads only after the lease is gone
-        assert new._task is not None
-        new._task.cancel()
+        new.abandon()
         crashed = time.monotonic()
         fenced = await wait_until(lambda: not new.is_leader(), 5, "the crashed leader fences itself")
         successor = await wait_until(other.is_leader, 10, "a successor after the TTL")

@@ -35,7 +35,7 @@ async def main() -> None:
     )
     engine = ProcessEngine(spec, log, ready_timeout_s=60)
     await engine.start()  # returns once GET /health answered 200
-    print(engine._proc.pid, flush=True)
+    print(engine.pid, flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())

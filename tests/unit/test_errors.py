@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 import controlplane.errors as errors
 import tokenfab.errors as kernel
 from agents.backoff import Backoff
+from agents.discovery.simulated import SimulatedBackend, load_fleet
 from agents.runtime import Agent, AgentConfigError, NodeIdentity
 from controlplane.ha.election import Election
 from controlplane.store import base, follow
@@ -169,12 +170,15 @@ class _Agent(Agent):
 
 
 async def test_agent_reconnects_after_temporary_errors_and_stops_on_permanent_ones() -> None:
-    agent = _Agent(object(), NodeIdentity("n1", "c1"), address="127.0.0.1:1", backoff=Backoff(0.0, 0.0))  # type: ignore[arg-type]
+    sim = load_fleet(None)[0]
+    agent = _Agent(
+        SimulatedBackend(sim), NodeIdentity("n1", "c1"), address="127.0.0.1:1", backoff=Backoff(0.0, 0.0)
+    )
     agent.failures = [
         ConnectionResetError("reset"), kernel.TemporaryError("later"), KeyError("bug"), AgentConfigError("bad")
     ]  # fmt: skip
     with capture_logs() as logs, pytest.raises(AgentConfigError):
-        await agent._sessions(asyncio.Event())
+        await agent.run(asyncio.Event())
     assert agent.status.sessions == 4  # a bug is logged as one, and the agent still reconnects
     assert agent.failures == []
     ended = [(e["log_level"], e["retryable"]) for e in logs if e["event"] == "agent.session_ended"]

@@ -116,17 +116,20 @@ def test_the_agent_tells_each_session_once_and_again_when_the_end_moves_earlier(
     sim = load_fleet(None)[0]
     agent = Agent(SimulatedBackend(sim), NodeIdentity(sim.node_id, sim.cluster), address="127.0.0.1:1")
     assert agent.notice_message() is None  # nothing held
-    agent._notice = Notice(NOW + timedelta(seconds=120), "test", "provider notice")
+    assert agent.hold_notice(Notice(NOW + timedelta(seconds=120), "test", "provider notice"))
     first = agent.notice_message()
     assert first is not None and first.lease_notice.end_time.ToDatetime(tzinfo=UTC) == NOW + timedelta(
         seconds=120
     )
     assert first.lease_notice.node_id == sim.node_id
     assert agent.notice_message() is None  # this session was told
-    agent._notice = Notice(NOW + timedelta(seconds=60), "test", "sooner")
+    assert not agent.hold_notice(Notice(NOW + timedelta(seconds=600), "test", "later"))  # never postpones
+    assert agent.notice_message() is None
+    assert agent.hold_notice(Notice(NOW + timedelta(seconds=60), "test", "sooner"))
     assert agent.notice_message() is not None
-    agent._notice_sent = None  # a new session (possibly another instance) is told again
+    agent.new_session()  # a new session (possibly another instance) is told again
     assert agent.notice_message() is not None
+    assert agent.status.notice.startswith("sooner")
 
 
 @pytest.mark.parametrize(
