@@ -17,11 +17,13 @@ each new connection); the gateway's ``ssl.SSLContext`` through its SNI callback,
 handshake runs. Metrics: ``tokenfab_tls_certificate_expiry_timestamp_seconds{component}`` (the
 served certificate's notAfter, to alert on) and ``tokenfab_tls_reloads_total{component,result}``.
 Clients re-read their files each time they build credentials (:meth:`ClientTLS.credentials`), so
-one that opens a new channel when it reconnects presents the renewed certificate.
+one that opens a new channel when it reconnects presents the renewed certificate; a long-lived
+channel is a :class:`RenewingChannel`, rebuilt when its files change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import ssl
@@ -304,3 +306,69 @@ def client_channel(
         return grpc.aio.insecure_channel(address, options=opts)
     opts += tls.channel_options()
     return grpc.aio.secure_channel(address, tls.credentials(), options=opts)
+
+
+class RenewingChannel:
+    """A long-lived client channel whose client certificate follows renewals of its files.
+
+    gRPC keeps a channel's credentials for the channel's life and reconnects with them, so a channel
+    held for months would, once its connection breaks after the old certificate expired, keep
+    presenting it. :meth:`get` checks the files with ``stat`` (at most every ``check_s`` seconds)
+    and, when they changed and hold a whole, matching pair, opens a new channel with fresh
+    credentials; calls in flight on the old one get ``grace_s`` to finish. A broken set keeps the
+    current channel and logs ``tls.client_reload_failed``."""
+
+    def __init__(
+        self,
+        address: str,
+        tls: ClientTLS | None = None,
+        *,
+        options: list[tuple[str, object]] | None = None,
+        check_s: float = 5.0,
+        grace_s: float = 60.0,
+    ) -> None:
+        self.address, self.tls = address, tls
+        self._options = options
+        self._check_s, self._grace_s = check_s, grace_s
+        files = (tls.ca_file, tls.cert_file, tls.key_file) if tls is not None else ()
+        self._paths = tuple(p for p in files if p is not None)
+        self._seen = _signature(self._paths)
+        self._checked = time.monotonic()
+        self.channel = client_channel(address, tls, options=options)
+        self._retired: set[grpc.aio.Channel] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self) -> grpc.aio.Channel:
+        """The channel to use for the next call (call it from the event loop)."""
+        now = time.monotonic()
+        if self.tls is None or now - self._checked < self._check_s:
+            return self.channel
+        self._checked, seen = now, _signature(self._paths)
+        if seen == self._seen:
+            return self.channel
+        self._seen = seen
+        try:
+            if self.tls.cert_file is not None and self.tls.key_file is not None:
+                load_material(self.tls.cert_file, self.tls.key_file)  # a whole, matching pair
+            fresh = client_channel(self.address, self.tls, options=self._options)
+        except TLSConfigError as exc:
+            log.error("tls.client_reload_failed", address=self.address, error=str(exc))
+            return self.channel
+        old, self.channel = self.channel, fresh
+        self._retired.add(old)
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        log.info("tls.client_renewed", address=self.address)
+        return fresh
+
+    async def _retire(self, channel: grpc.aio.Channel) -> None:
+        await channel.close(grace=self._grace_s)
+        self._retired.discard(channel)
+
+    async def close(self) -> None:
+        for task in list(self._closing):
+            task.cancel()
+        for channel in (self.channel, *self._retired):
+            await channel.close()
+        self._retired.clear()

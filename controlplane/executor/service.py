@@ -27,7 +27,7 @@ from controlplane.executor.expand import ID, EngineConfig, check_launch
 from controlplane.security import Authenticator, SecurityInterceptor, warn_insecure_local_admin
 from tokenfab.logs import get_logger
 from tokenfab.parent import exit_with_parent
-from tokenfab.tls import ClientTLS, ServerTLS, client_channel
+from tokenfab.tls import ClientTLS, RenewingChannel, ServerTLS
 from tokenfab.v1 import executor_pb2, executor_pb2_grpc
 
 log = get_logger("executor")
@@ -89,9 +89,12 @@ class RemoteExecutor:
     def __init__(self, cluster: str, address: str, *, tls: ClientTLS | None = None, timeout_s: float = 15.0):
         self.cluster = cluster
         self.address = address
-        self._channel = client_channel(address, tls)
-        self._stub = executor_pb2_grpc.ExecutorServiceStub(self._channel)
+        self._channel = RenewingChannel(address, tls)  # a renewed client certificate: a new channel
         self._timeout = timeout_s
+
+    @property
+    def _stub(self) -> executor_pb2_grpc.ExecutorServiceStub:
+        return executor_pb2_grpc.ExecutorServiceStub(self._channel.get())
 
     async def inventory(self) -> executor_pb2.InventoryResponse:
         response: executor_pb2.InventoryResponse = await self._stub.Inventory(

@@ -22,12 +22,12 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from controlplane.embedded.etcd import EtcdProcess, free_port
-from controlplane.executor.service import executor_server
+from controlplane.executor.service import RemoteExecutor, executor_server
 from controlplane.security import Issued, Kind
 from tests.integration.authz_matrix import EmptyCluster
 from tests.integration.conftest import ControlPlaneFactory, Deployment, metric_value
 from tests.integration.helpers import register_request
-from tokenfab.tls import ClientTLS, ServerTLS, TLSMetrics, client_channel
+from tokenfab.tls import ClientTLS, RenewingChannel, ServerTLS, TLSMetrics, client_channel
 from tokenfab.v1 import agent_pb2_grpc
 
 
@@ -144,6 +144,11 @@ async def test_the_executor_serves_a_renewed_certificate_without_a_restart(
         await rotate(served, serial, TLSMetrics.of(registry), "executor")
         channel_tls = ClientTLS(deployment.ca.cert_file, client.cert, client.key)
         assert await health_over(f"127.0.0.1:{port}", channel_tls) == health_pb2.HealthCheckResponse.SERVING
+        remote = RemoteExecutor("matrix", f"127.0.0.1:{port}", tls=channel_tls)  # the control plane's client
+        try:
+            assert (await remote.inventory()).cluster == "matrix"
+        finally:
+            await remote.close()
     finally:
         await server.stop(0.1)
 
@@ -205,3 +210,40 @@ async def test_a_client_presents_its_renewed_certificate_on_a_new_channel(
     served.install(served.b.cert.read_bytes(), served.b.key.read_bytes())
     assert await register("rc-b") == grpc.StatusCode.OK
     assert await register("rc-a") == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_long_lived_channel_presents_the_renewed_certificate(
+    control_plane: ControlPlaneFactory, deployment: Deployment, tmp_path: Path
+) -> None:
+    """RenewingChannel (the control plane's channel to each executor): after the files change, the
+    next call goes over a new channel with the new certificate; a broken pair keeps the old one."""
+    plane = await control_plane()
+    served = Served(tmp_path, deployment, Kind.NODE, "lc")
+    renewing = RenewingChannel(
+        plane.config.address, ClientTLS(deployment.ca.cert_file, served.cert, served.key), check_s=0.0
+    )
+
+    async def register(node: str) -> grpc.StatusCode:
+        try:
+            stub = agent_pb2_grpc.AgentServiceStub(renewing.get())
+            await stub.Register(register_request(node), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    try:
+        assert await register("lc-a") == grpc.StatusCode.OK
+        first = renewing.channel
+        with capture_logs() as logs:
+            served.install(
+                served.b.cert.read_bytes(), served.a.key.read_bytes()
+            )  # half-way: B's cert, A's key
+            assert await register("lc-a") == grpc.StatusCode.OK  # still A, same channel
+        assert renewing.channel is first
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["tls.client_reload_failed"]
+        served.install(served.b.cert.read_bytes(), served.b.key.read_bytes())
+        assert await register("lc-b") == grpc.StatusCode.OK  # the server saw node/lc-b
+        assert await register("lc-a") == grpc.StatusCode.PERMISSION_DENIED
+        assert renewing.channel is not first
+    finally:
+        await renewing.close()
