@@ -61,6 +61,10 @@ def gateway_command(
     request_timeout: Annotated[float, typer.Option(help="s for a whole call")] = 600.0,
     usage_flush: Annotated[float, typer.Option(help="s between usage writes to etcd")] = 5.0,
     demand_window: Annotated[float, typer.Option(help="s the offered demand it publishes spans")] = 30.0,
+    demand_publish: Annotated[float, typer.Option(help="s between its demand records in etcd")] = 2.0,
+    instance: Annotated[
+        str, typer.Option(help="this instance in its etcd demand keys (default host-port-pid)")
+    ] = "",
     log_format: Annotated[LogFormat, typer.Option()] = LogFormat.json,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
@@ -81,6 +85,7 @@ def gateway_command(
             burst_s=burst, spare_horizon_s=spare_horizon, cold_start_wait_s=cold_start_wait,
             max_attempts=max_attempts, first_token_timeout_s=first_token_timeout,
             request_timeout_s=request_timeout, usage_flush_s=usage_flush, demand_window_s=demand_window,
+            demand_publish_s=demand_publish, instance=instance,
         )  # fmt: skip
     except ValidationError as exc:
         field, message = validation_message(exc)

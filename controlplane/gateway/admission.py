@@ -1,7 +1,10 @@
 """Admission: each lane's (tenant, model) token rate against its reservation.
 
-Each lane has a token bucket filled at its reserved output tokens/s, holding at most ``burst_s``
-seconds of it. A call costs its ``max_tokens`` (output the reservation is sized for):
+Each lane has a token bucket filled at its reserved output tokens/s (this instance's share of
+them, when several gateway instances serve the lane: :mod:`controlplane.gateway.share`), holding
+at most ``burst_s`` seconds of it. A call costs its ``max_tokens`` (output the reservation is
+sized for); when a guaranteed call ends the bucket is trued up to the completion tokens the
+replica reported (:meth:`Admission.settle`), so sustained traffic is accounted in tokens served:
 
 1. the bucket holds the call's cost (or a whole burst, for calls larger than a burst): admitted
    as **guaranteed**; the bucket pays (and may go into debt for a large call);
@@ -122,26 +125,41 @@ class Admission:
         *,
         settings: Settings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        share: Callable[[Lane], float] = lambda lane: 1.0,
     ) -> None:
         self.settings = settings or Settings()
         self._outstanding = outstanding
+        self._share = share
         self._clock = clock
         self._buckets: dict[LaneKey, TokenBucket] = {}
         self._changed = asyncio.Condition()
         self.waiting: dict[LaneKey, int] = {}
 
     def bucket(self, lane: Lane) -> TokenBucket:
+        """The lane's bucket, refilled to now, at this instance's share of the reservation."""
         key = (lane.tenant, lane.model)
         now = self._clock()
         bucket = self._buckets.get(key)
-        burst = max(lane.reserved_tps * self.settings.burst_s, 1.0)
+        rate = lane.reserved_tps * self._share(lane)
+        burst = max(rate * self.settings.burst_s, 1.0)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(lane.reserved_tps, burst, burst, now)
-        elif bucket.rate != lane.reserved_tps:  # the reservation changed
+            bucket = self._buckets[key] = TokenBucket(rate, burst, burst, now)
+        elif bucket.rate != rate:  # the reservation or this instance's share of it changed
             bucket.refill(now)
-            bucket.rate, bucket.burst = lane.reserved_tps, burst
+            bucket.rate, bucket.burst = rate, burst
+            bucket.tokens = min(bucket.tokens, burst)
         bucket.refill(now)
         return bucket
+
+    def settle(self, lane: Lane, charged: float, used: float) -> None:
+        """True-up of a guaranteed call that ended: it was charged ``charged`` tokens (its
+        ``max_tokens``) at admission and the replica reported ``used``; the bucket gets the
+        difference back (or pays more), so sustained traffic is accounted in the tokens served."""
+        bucket = self._buckets.get((lane.tenant, lane.model))
+        if bucket is None:
+            return
+        bucket.refill(self._clock())
+        bucket.tokens = min(bucket.burst, bucket.tokens + charged - used)
 
     async def notify(self) -> None:
         """Something changed (a call ended, the lanes moved): queued callers look again."""

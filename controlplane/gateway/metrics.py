@@ -93,6 +93,12 @@ class GatewayMetrics:
             ["replica"],
             registry=r,
         )
+        self.share = Gauge(
+            "tokenfab_gateway_reservation_share",
+            "This instance's share of the lane's reserved tokens/s (its bucket's rate over the reservation)",
+            ["tenant", "model"],
+            registry=r,
+        )
         self.replicas = Gauge(
             "tokenfab_gateway_routable_replicas",
             "Ready replicas per tenant and model",

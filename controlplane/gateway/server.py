@@ -47,6 +47,7 @@ from controlplane.gateway.metering import Meter
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.router import Policy, Router
 from controlplane.gateway.routes import Lane, RouteWatch
+from controlplane.gateway.share import ShareWatch
 from controlplane.store.base import Store
 from controlplane.store.etcd import EtcdStore
 from tokenfab.logs import get_logger
@@ -94,6 +95,8 @@ class GatewayConfig(BaseModel):
                 f"listen: {host} is not loopback; serving beyond loopback needs tls_cert and tls_key"
             )
         parse_endpoints(self.etcd_endpoint)
+        if "/" in self.instance:
+            raise ValueError(f"instance: {self.instance!r} cannot be part of an etcd key (no '/')")
         return self
 
     @property
@@ -143,6 +146,7 @@ class Gateway:
         self.meter: Meter | None = None
         self.demand: DemandMeter | None = None
         self.feasible: LiveCheck | None = None
+        self.shares: ShareWatch | None = None
         self._runner: web.AppRunner | None = None
         self._owned_store = False
         self.port = 0
@@ -180,6 +184,8 @@ class Gateway:
                 request_timeout_s=cfg.request_timeout_s, eject_s=cfg.eject_s,
             ),
         )  # fmt: skip
+        instance = cfg.instance or f"{socket.gethostname()}-{cfg.port}-{os.getpid()}".replace("/", "-")
+        self.shares = ShareWatch(self._store, instance, on_change=self._wake_queued)
         self.admission = admission.Admission(
             self.upstreams.lane_load,
             settings=admission.Settings(
@@ -187,6 +193,7 @@ class Gateway:
                 spare_horizon_s=cfg.spare_horizon_s,
                 cold_start_wait_s=cfg.cold_start_wait_s,
             ),
+            share=self._share,
         )
         gate = self.admission
 
@@ -200,7 +207,7 @@ class Gateway:
         await self.upstreams.start()
         self.meter = Meter(self._store, flush_s=cfg.usage_flush_s)
         await self.meter.start()
-        instance = cfg.instance or f"{socket.gethostname()}-{cfg.port}-{os.getpid()}".replace("/", "-")
+        await self.shares.start()
         self.demand = DemandMeter(
             self._store, instance, window_s=cfg.demand_window_s, publish_s=cfg.demand_publish_s
         )
@@ -238,6 +245,8 @@ class Gateway:
             await self.meter.stop()
         if self.demand is not None:
             await self.demand.stop()
+        if self.shares is not None:
+            await self.shares.stop()
         if self.routes is not None:
             await self.routes.stop()
         if self.upstreams is not None:
@@ -255,9 +264,19 @@ class Gateway:
                 self.metrics.forget(self.metrics.outstanding, gone)
                 self._gauged.discard(gone)
         self._gauged |= current
+        self._wake_queued()
+
+    def _wake_queued(self) -> None:
+        """The lanes or the shares moved: queued callers look again."""
         if self.admission is not None and any(self.admission.waiting.values()):
             with contextlib.suppress(RuntimeError):  # no loop while starting
                 asyncio.get_running_loop().create_task(self.admission.notify())
+
+    def _share(self, lane: Lane) -> float:
+        """This instance's share of the lane's reservation (:mod:`controlplane.gateway.share`)."""
+        share = self.shares.share(lane) if self.shares is not None else 1.0
+        self.metrics.child(self.metrics.share, lane.tenant, lane.model).set(share)
+        return share
 
     def _tenant(self, request: web.Request) -> Tenant:
         assert self._tenants is not None
@@ -357,9 +376,25 @@ class Gateway:
             m.child(m.queue_length, *labels).dec()
             m.child(m.queue_wait, *labels).observe(time.monotonic() - started)
         m.child(m.admitted, *labels, verdict.value).inc()
+        served = [0]  # completion tokens the replica reported
+        try:
+            return await self._forward(request, lane_of, call, path, tenant, started, lane, served)
+        finally:
+            if verdict is admission.Verdict.GUARANTEED:  # it paid max_tokens: true up to what was served
+                self.admission.settle(lane, call.max_tokens, served[0])
+
+    async def _forward(
+        self, request: web.Request, lane_of: Callable[[], Lane | None], call: openai.Call, path: str,
+        tenant: Tenant, started: float, lane: Lane, served: list[int],
+    ) -> web.StreamResponse:  # fmt: skip
+        """Send an admitted call to a replica and answer the client; ``served[0]``: the completion
+        tokens the replica reported (metered)."""
+        assert self.upstreams is not None
+        assert self.demand is not None
+        m, labels = self.metrics, (tenant.name, call.model)
         try:
             if call.stream:
-                return await self._relay(request, lane_of, call, path, tenant, started, lane)
+                return await self._relay(request, lane_of, call, path, tenant, started, lane, served)
             answer = await self.upstreams.send(lane_of, call, path)
         except proxy.UpstreamRejected as exc:
             m.child(m.responses, *labels, str(exc.status)).inc()
@@ -371,7 +406,8 @@ class Gateway:
         m.child(m.latency, *labels).observe(time.monotonic() - started)
         if answer.status == 200:
             self._meter(tenant, call, answer.backend.request_id, answer.usage)
-            demand.finished(lane, answer.usage.completion_tokens)
+            self.demand.finished(lane, answer.usage.completion_tokens)
+            served[0] = answer.usage.completion_tokens
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
 
     def _infeasible(self, call: openai.Call, lane: Lane) -> web.Response | None:
@@ -393,7 +429,7 @@ class Gateway:
 
     async def _relay(
         self, request: web.Request, lane_of: Callable[[], Lane | None], call: openai.Call, path: str,
-        tenant: Tenant, started: float, lane: Lane,
+        tenant: Tenant, started: float, lane: Lane, served: list[int],
     ) -> web.StreamResponse:  # fmt: skip
         assert self.upstreams is not None
         m, labels = self.metrics, (tenant.name, call.model)
@@ -438,6 +474,7 @@ class Gateway:
             if not usage.reported:  # no usage event (a cut): count what was sent as an estimate
                 usage.prompt_tokens, usage.completion_tokens = call.prompt_tokens, max(0, events - 1)
             self._meter(tenant, call, stream.backend.request_id, usage)
+            served[0] = usage.completion_tokens
             if self.demand is not None:
                 self.demand.finished(lane, usage.completion_tokens)
         return out
