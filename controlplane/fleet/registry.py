@@ -43,6 +43,7 @@ from controlplane.domain.nodes import (
     validation_message,
 )
 from controlplane.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from controlplane.fleet.presence import Presence
 from controlplane.fleet.states import (
     BeatPhase,
     beating_state,
@@ -62,8 +63,9 @@ from controlplane.fleet.types import (
 )
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.store import keys
-from controlplane.store.base import LeaseExpired, Store, WatchEvent, WatchEventKind
+from controlplane.store.base import Store, WatchEvent, WatchEventKind
 from controlplane.store.follow import follow
+from tokenfab.errors import is_temporary
 from tokenfab.logs import get_logger
 
 log = get_logger("fleet")
@@ -107,10 +109,7 @@ class NodeRegistry:
         self._store = store
         self._is_leader = is_leader
         self.identity = identity or f"registry-{id(self):x}"
-        self._presence_ttl_s = presence_ttl_s
-        self._presence_lease = 0
-        self._local: set[str] = set()  # nodes whose agent holds a stream to this instance
-        self._remote_present: set[str] = set()  # ... to another live instance (presence keys)
+        self._presence = Presence(store, self.identity, presence_ttl_s)
         self._absent_since: dict[str, float] = {}  # no stream anywhere since (leader's view)
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
@@ -130,10 +129,7 @@ class NodeRegistry:
     async def start(self, *, monitor: bool = True) -> None:
         """Load every node from the store and (by default) start the liveness monitor and follow
         what other control-plane instances write (nodes, and which instance holds whose stream)."""
-        present, _ = await self._store.list_prefix(keys.PRESENCE)
-        for kv in present:
-            if kv.value.decode() != self.identity:
-                self._remote_present.add(kv.key[len(keys.PRESENCE) :])
+        await self._presence.load()
         kvs, revision = await self._store.list_prefix(keys.NODES)
         now = self._clock()
         for kv in kvs:
@@ -144,13 +140,13 @@ class NodeRegistry:
                 log.error("node.unreadable", key=kv.key, field=field_name, error=message)
                 continue
             entry = _Entry(record, kv.mod_revision)
-            if record.state is not NodeState.LOST and record.node_id not in self._remote_present:
+            if record.state is not NodeState.LOST and record.node_id not in self._presence.remote:
                 entry.last_seen = now  # grace period: agents get a full lost timeout to reconnect
             self._entries[record.node_id] = entry
             self._count(record, +1)
         log.info("fleet.loaded", nodes=len(self._entries), revision=revision)
         if monitor:
-            self._presence_lease = await self._store.grant_lease(self._presence_ttl_s)
+            await self._presence.start()
             self._monitor = asyncio.create_task(self._run_monitor(), name="fleet-monitor")
             self._tasks = [
                 asyncio.create_task(
@@ -176,18 +172,12 @@ class NodeRegistry:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5.0)
         self._monitor, self._tasks = None, []
-        if self._presence_lease:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._store.revoke_lease(self._presence_lease), 2.0)
-            self._presence_lease = 0
+        await self._presence.stop()
 
     # -- several control-plane instances ---------------------------------------------------------
     #
-    # Agents may hold their stream to any instance. The instance that receives a node's heartbeats
-    # judges its liveness (as with one instance) and announces it with a presence key on its own
-    # etcd lease. Every instance follows the node records the others write. A node that no live
-    # instance announces (its agent's instance died, or its stream closed) is judged by the
-    # leader: Suspect and Lost after the same timeouts, counted from when its presence vanished.
+    # Every instance follows the node records the others write; who holds which node's stream is
+    # controlplane.fleet.presence (a node no live instance announces is judged by the leader).
 
     def _apply_remote(self, event: WatchEvent) -> None:
         node_id = keys.node_id_of(event.key)
@@ -227,40 +217,12 @@ class NodeRegistry:
         return revision
 
     def _apply_presence(self, event: WatchEvent) -> None:
-        node_id = event.key[len(keys.PRESENCE) :]
-        if event.kind is WatchEventKind.DELETE:
-            self._remote_present.discard(node_id)
-        elif event.value.decode() != self.identity:
-            self._remote_present.add(node_id)
+        node_id = self._presence.apply(event)
+        if node_id is not None:
             self._absent_since.pop(node_id, None)
             entry = self._entries.get(node_id)
-            if entry is not None and node_id not in self._local:
+            if entry is not None and node_id not in self._presence.local:
                 entry.last_seen = None  # another instance has the stream: it judges
-
-    async def _announce(self, node_id: str, present: bool) -> None:
-        if not self._presence_lease:
-            return
-        try:
-            if present:
-                await self._store.put(
-                    keys.presence(node_id), self.identity.encode(), lease=self._presence_lease
-                )
-            else:
-                kv = await self._store.get(keys.presence(node_id))
-                if kv is not None and kv.value.decode() == self.identity:
-                    await self._store.compare_and_delete(kv.key, expected_mod_revision=kv.mod_revision)
-        except Exception as exc:
-            log.warning("fleet.presence_failed", node=node_id, error=str(exc) or type(exc).__name__)
-
-    async def _keep_presence(self) -> None:
-        if not self._presence_lease:
-            return
-        try:
-            await self._store.refresh_lease(self._presence_lease)
-        except LeaseExpired:  # we were cut off for a TTL: announce again on a new lease
-            self._presence_lease = await self._store.grant_lease(self._presence_ttl_s)
-            for node_id in sorted(self._local):
-                await self._announce(node_id, True)
 
     async def _run_monitor(self) -> None:
         last_keep = 0.0
@@ -269,12 +231,15 @@ class NodeRegistry:
             wait = min(self.timing.check_interval_s, self._next_check - self._clock())
             await asyncio.sleep(max(0.005, wait))
             try:
-                if self._clock() - last_keep >= self._presence_ttl_s / 3:
+                if self._clock() - last_keep >= self._presence.ttl_s / 3:
                     last_keep = self._clock()
-                    await self._keep_presence()
+                    await self._presence.keep()
                 await self.check()
-            except Exception:  # never let one bad pass stop liveness tracking
-                log.exception("fleet.monitor_failed")
+            except Exception as exc:  # never let one bad pass stop liveness tracking (fixed pace)
+                if is_temporary(exc):
+                    log.warning("fleet.monitor_failed", error=str(exc) or type(exc).__name__, retryable=True)
+                else:
+                    log.exception("fleet.monitor_failed", retryable=False)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -313,17 +278,17 @@ class NodeRegistry:
         entry.sinks.append(sink)
         if entry.phase is not None:
             entry.phase.restart()  # a new stream: the agent's beat schedule starts again
-        if node_id not in self._local:
-            self._local.add(node_id)
-            self._background(self._announce(node_id, True))
+        if node_id not in self._presence.local:
+            self._presence.local.add(node_id)
+            self._background(self._presence.announce(node_id, True))
 
     def detach(self, node_id: str, sink: CommandSink) -> None:
         entry = self._entries.get(node_id)
         if entry is not None and sink in entry.sinks:
             entry.sinks.remove(sink)
-            if not entry.sinks and node_id in self._local:
-                self._local.discard(node_id)
-                self._background(self._announce(node_id, False))
+            if not entry.sinks and node_id in self._presence.local:
+                self._presence.local.discard(node_id)
+                self._background(self._presence.announce(node_id, False))
 
     def _background(self, coro: Any) -> None:
         try:
@@ -562,7 +527,7 @@ class NodeRegistry:
             state = entry.record.state
             silence = now - entry.last_seen if entry.last_seen is not None else None
             if silence is None and state is not NodeState.LOST:
-                if leader and node_id not in self._remote_present and node_id not in self._local:
+                if leader and not self._presence.holds(node_id):
                     silence = now - self._absent_since.setdefault(node_id, now)
                 else:
                     self._absent_since.pop(node_id, None)
