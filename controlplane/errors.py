@@ -25,7 +25,12 @@ error and the next pass runs) and the agent's reconnect loop do. The store error
 here and re-exported by :mod:`controlplane.store.base`, where they have always been imported
 from. The API layer maps the tree to gRPC status codes (``controlplane.api.status``); nothing below
 the API layer knows gRPC.
-The agent's :class:`agents.runtime.AgentConfigError` is a ``PermanentError`` of the same root.
+Every other exception the project defines hangs from the same two branches, keeping the base
+classes its callers catch (``tests/unit/test_errors.py`` walks every module to hold that): bad
+files and launches are permanent and still ``ValueError`` (catalog, engine, token-file, TLS,
+fleet-file, notice errors), illegal node and replica transitions are ``FailedPrecondition``, the
+agent's :class:`agents.runtime.AgentConfigError` is permanent, its ack timeout temporary and still
+a ``ConnectionError``, a discovery tool's failure temporary.
 """
 
 from __future__ import annotations
