@@ -173,6 +173,8 @@ class Bench:
                 accelerator="H100", cluster="bench", node_id=f"n{i}", devices=(0,), tensor_parallel=1,
                 engine="simulated", dtype="bf16", state=ReplicaState.READY,
                 predicted_output_tokens_per_second=3000.0, endpoint=endpoint, created_at=now, updated_at=now,
+                # as the reconciler records it: prompt tokens/s at the request's declared mix
+                predicted_input_tokens_per_second=3000.0 * spec.mean_input_tokens / spec.mean_output_tokens,
             )  # fmt: skip
             await self.store.put(keys.replica(r.id), r.model_dump_json().encode())
         return rid

@@ -141,7 +141,7 @@ class Upstreams:
         self.router = router
         self.metrics = metrics
         self.settings = settings or Settings()
-        self.outstanding: dict[str, float] = {}  # replica -> prompt + max_tokens in flight (routing)
+        self.outstanding: dict[str, float] = {}  # replica -> Lane.work of the calls in flight (routing)
         self.outstanding_output: dict[str, float] = {}  # replica -> max_tokens in flight (admission)
         self._ejected: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -162,15 +162,17 @@ class Upstreams:
         """Output tokens the lane's replicas may still have to produce for the calls in flight."""
         return sum(self.outstanding_output.get(b.replica_id, 0.0) for b in lane.backends)
 
-    def _pick(self, lane: Lane, call: Call, tried: set[str]) -> Backend | None:
+    def _pick(self, lane: Lane, call: Call, tried: set[str]) -> tuple[Backend | None, float]:
+        """The replica for the call and the call's load on it (output-equivalent tokens)."""
         now = time.monotonic()
         ejected = {r for r, until in self._ejected.items() if until > now}
+        cost = lane.work(call.prompt_tokens, call.max_tokens)
         backend = self.router.choose(
-            lane.backends, self.outstanding, cost=call.cost, affinity=call.affinity, exclude=tried | ejected
+            lane.backends, self.outstanding, cost=cost, affinity=call.affinity, exclude=tried | ejected
         )
         if backend is None and ejected - tried:  # only ejected ones left: better than nothing
-            backend = self.router.choose(lane.backends, self.outstanding, cost=call.cost, exclude=tried)
-        return backend
+            backend = self.router.choose(lane.backends, self.outstanding, cost=cost, exclude=tried)
+        return backend, cost
 
     def _hold(self, backend: Backend, cost: float, output: float) -> Callable[[], None]:
         rid = backend.replica_id
@@ -214,11 +216,11 @@ class Upstreams:
         last = "no Ready replica"
         for _ in range(self.settings.max_attempts):
             lane = lane_of()
-            backend = self._pick(lane, call, tried) if lane is not None else None
+            backend, cost = self._pick(lane, call, tried) if lane is not None else (None, 0.0)
             if backend is None:
                 break
             tried.add(backend.replica_id)
-            release = self._hold(backend, call.cost, call.max_tokens)
+            release = self._hold(backend, cost, call.max_tokens)
             try:
                 async with self._session.post(
                     backend.endpoint + path, data=body, headers={"Content-Type": "application/json"},
@@ -249,11 +251,11 @@ class Upstreams:
         last = "no Ready replica"
         for _ in range(self.settings.max_attempts):
             lane = lane_of()
-            backend = self._pick(lane, call, tried) if lane is not None else None
+            backend, cost = self._pick(lane, call, tried) if lane is not None else (None, 0.0)
             if backend is None:
                 break
             tried.add(backend.replica_id)
-            release = self._hold(backend, call.cost, call.max_tokens)
+            release = self._hold(backend, cost, call.max_tokens)
             reply: aiohttp.ClientResponse | None = None
             try:
                 reply = await self._session.post(

@@ -38,6 +38,7 @@ class Backend:
     endpoint: str
     capacity_tps: float  # predicted output tokens/s, calibration included
     accelerator: str
+    input_tps: float = 0.0  # predicted prompt tokens/s at the request's mix (0: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,20 @@ class Lane:
     def capacity_tps(self) -> float:
         return sum(b.capacity_tps for b in self.backends)
 
+    @property
+    def prompt_weight(self) -> float:
+        """Output tokens one prompt token is worth on the lane's replicas: their predicted output
+        over prompt tokens/s at the request's mix (a prompt as long as the mix's costs as much
+        replica time as its output); 1 when the records carry no prompt rate."""
+        known = [b for b in self.backends if b.input_tps > 0 and b.capacity_tps > 0]
+        if not known:
+            return 1.0
+        return sum(b.capacity_tps for b in known) / sum(b.input_tps for b in known)
+
+    def work(self, prompt_tokens: int, max_tokens: int) -> float:
+        """A call's load on a replica in output-equivalent tokens (the router's unit)."""
+        return max_tokens + prompt_tokens * self.prompt_weight
+
 
 LaneKey = tuple[str, str]  # (tenant, model)
 M = TypeVar("M", bound=BaseModel)
@@ -66,7 +81,14 @@ def build(requests: Iterable[CapacityRecord], replicas: Iterable[ReplicaRecord])
     for r in replicas:
         if r.state is ReplicaState.READY and r.endpoint:
             by_request.setdefault(r.request_id, []).append(
-                Backend(r.id, r.request_id, r.endpoint, r.predicted_output_tokens_per_second, r.accelerator)
+                Backend(
+                    r.id,
+                    r.request_id,
+                    r.endpoint,
+                    r.predicted_output_tokens_per_second,
+                    r.accelerator,
+                    r.predicted_input_tokens_per_second,
+                )
             )
     grouped: dict[LaneKey, list[CapacityRecord]] = {}
     for record in requests:

@@ -292,6 +292,7 @@ def place_deficit(
                 engine="",
                 dtype="bf16",
                 predicted_output_tokens_per_second=round(placement.output_tokens_per_s, 1),
+                predicted_input_tokens_per_second=round(placement.input_tokens_per_s, 1),
                 calibration_factor=cfg.scheduler.calibration.get(
                     (request.spec.model, placement.accelerator), 1.0
                 ),

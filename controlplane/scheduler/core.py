@@ -432,6 +432,7 @@ def _place(
         option.output_tokens_per_s,
         option.cost_per_hour,
         reason,
+        option.input_tokens_per_s,
     )
 
 

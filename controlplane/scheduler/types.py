@@ -90,6 +90,7 @@ class Placement:
     output_tokens_per_s: float
     cost_per_hour: float
     reason: str
+    input_tokens_per_s: float = 0.0  # prompt tokens/s it serves at the request's mix (calibrated)
 
 
 @dataclass(frozen=True, slots=True)

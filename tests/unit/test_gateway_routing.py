@@ -16,7 +16,7 @@ from controlplane.errors import InvalidArgument
 from controlplane.gateway import openai
 from controlplane.gateway.admission import TokenBucket, Verdict, decide
 from controlplane.gateway.router import Ring, Router
-from controlplane.gateway.routes import Backend, build
+from controlplane.gateway.routes import Backend, Lane, build
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -203,3 +203,32 @@ def test_calls_carry_costs_affinity_and_the_usage_request() -> None:
     )
     assert (chat.prompt_tokens, chat.max_tokens, chat.stream) == (2, 3, False)
     assert "stream_options" not in chat.payload
+
+
+def test_a_prompt_weighs_what_it_costs_the_replicas_at_the_requests_mix() -> None:
+    # replicas serving 1,000 output and 4,000 prompt tokens/s at the request's mix (600 in / 150 out)
+    fast = Backend("r0", "q", "http://127.0.0.1:1", 1000.0, "H100", input_tps=4000.0)
+    slow = Backend("r1", "q", "http://127.0.0.1:2", 500.0, "H100", input_tps=2000.0)
+    lane = Lane("alpha", "m", ("q",), 100.0, 1.0, False, (fast, slow))
+    assert lane.prompt_weight == pytest.approx(0.25)
+    assert lane.work(600, 150) == pytest.approx(300.0)  # the mix: its prompt costs what its output does
+    assert lane.work(6000, 150) == pytest.approx(1650.0)  # ten times the prompt: prompt-heavy
+    # a record without the prompt rate: a prompt token weighs one output token (as before)
+    old = Lane("alpha", "m", ("q",), 100.0, 1.0, False, tuple(backends(1000.0)))
+    assert (old.prompt_weight, old.work(600, 150)) == (1.0, 750.0)
+
+
+def test_the_replica_record_carries_its_prompt_rate_to_the_lane() -> None:
+    from tests.unit import test_reconcile
+
+    # the reconciler records the placement's prompt tokens/s at the request's mix (600 in / 150 out)
+    planned = test_reconcile.run(
+        [test_reconcile.request(3000, mean_input_tokens=600, mean_output_tokens=150)], []
+    )
+    assert planned.creates
+    for r in planned.creates:
+        ratio = r.predicted_input_tokens_per_second / r.predicted_output_tokens_per_second
+        assert ratio == pytest.approx(4.0, rel=0.01)
+    record = replica("r1", "a1").model_copy(update={"predicted_input_tokens_per_second": 1234.0})
+    lanes = build([request("a1", "alpha")], [record])
+    assert lanes[("alpha", "m")].backends[0].input_tps == 1234.0
