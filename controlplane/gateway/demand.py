@@ -10,7 +10,10 @@ tenant splits its figures evenly among them.
 
 Offered output tokens/s are arrivals/s times the mean completion of the calls finished in the
 window (capped by their mean ``max_tokens``; the mean ``max_tokens`` before any finished), so a
-refused or queued call counts as the demand it is, not as zero.
+refused or queued call counts as the demand it is, not as zero. Offered prompt tokens/s are in
+tokens, not characters: a text prompt's count at arrival is an estimate (4 characters a token, no
+tokenizer offline), so the arrivals' estimates are scaled by the ratio of the prompt tokens the
+replicas reported to the estimates of the same calls, over the calls finished in the window.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class _LaneDemand:
     def __init__(self) -> None:
         self.arrivals: deque[tuple[float, int, int]] = deque()  # (t, prompt tokens, max_tokens)
         self.finished: deque[tuple[float, int]] = deque()  # (t, completion tokens)
+        self.prompts: deque[tuple[float, int, int]] = deque()  # (t, estimated, reported prompt tokens)
         self.rejected: deque[float] = deque()
         self.waiting: dict[int, float] = {}  # ticket -> since
 
@@ -44,8 +48,15 @@ class _LaneDemand:
             self.arrivals.popleft()
         while self.finished and self.finished[0][0] < horizon:
             self.finished.popleft()
+        while self.prompts and self.prompts[0][0] < horizon:
+            self.prompts.popleft()
         while self.rejected and self.rejected[0] < horizon:
             self.rejected.popleft()
+
+    def prompt_ratio(self) -> float:
+        """Reported over estimated prompt tokens of the calls finished in the window (1: none)."""
+        estimated = sum(p[1] for p in self.prompts)
+        return sum(p[2] for p in self.prompts) / estimated if estimated > 0 else 1.0
 
 
 class DemandMeter:
@@ -80,8 +91,13 @@ class DemandMeter:
     def arrival(self, lane: Lane, prompt_tokens: int, max_tokens: int) -> None:
         self._of(lane).arrivals.append((self._clock(), prompt_tokens, max_tokens))
 
-    def finished(self, lane: Lane, completion_tokens: int) -> None:
-        self._of(lane).finished.append((self._clock(), completion_tokens))
+    def finished(self, lane: Lane, completion_tokens: int, prompt: tuple[int, int] | None = None) -> None:
+        """A call ended with ``completion_tokens``; ``prompt``: its (estimated, reported) prompt
+        tokens when the replica reported its usage."""
+        d, now = self._of(lane), self._clock()
+        d.finished.append((now, completion_tokens))
+        if prompt is not None and prompt[0] > 0 and prompt[1] > 0:
+            d.prompts.append((now, *prompt))
 
     def rejected(self, lane: Lane) -> None:
         self._of(lane).rejected.append(self._clock())
@@ -107,13 +123,14 @@ class DemandMeter:
             done = [f[1] for f in d.finished]
             mean_out = min(sum(done) / len(done), mean_max or float("inf")) if done else mean_max
             share = 1.0 / max(1, len(lane.requests))
+            prompt_ratio, prompts = d.prompt_ratio(), sum(a[1] for a in d.arrivals)
             waits = [now - since for since in d.waiting.values()]
             for request_id in lane.requests:
                 out.append(
                     GatewayDemand(
                         request_id=request_id, instance=self.instance, at=at, window_s=span,
                         offered_requests_per_second=share * n / span,
-                        offered_input_tokens_per_second=share * sum(a[1] for a in d.arrivals) / span,
+                        offered_input_tokens_per_second=share * prompt_ratio * prompts / span,
                         offered_output_tokens_per_second=share * n * mean_out / span,
                         served_output_tokens_per_second=share * sum(done) / span,
                         rejected_per_second=share * len(d.rejected) / span,

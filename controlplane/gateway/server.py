@@ -406,7 +406,8 @@ class Gateway:
         m.child(m.latency, *labels).observe(time.monotonic() - started)
         if answer.status == 200:
             self._meter(tenant, call, answer.backend.request_id, answer.usage)
-            self.demand.finished(lane, answer.usage.completion_tokens)
+            reported = (call.prompt_tokens, answer.usage.prompt_tokens) if answer.usage.reported else None
+            self.demand.finished(lane, answer.usage.completion_tokens, reported)
             served[0] = answer.usage.completion_tokens
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
 
@@ -471,12 +472,13 @@ class Gateway:
             m.child(m.responses, *labels, "200" if stream.done else "stream_cut").inc()
             m.child(m.latency, *labels).observe(time.monotonic() - started)
             usage = stream.usage
+            reported = (call.prompt_tokens, usage.prompt_tokens) if usage.reported else None
             if not usage.reported:  # no usage event (a cut): count what was sent as an estimate
                 usage.prompt_tokens, usage.completion_tokens = call.prompt_tokens, max(0, events - 1)
             self._meter(tenant, call, stream.backend.request_id, usage)
             served[0] = usage.completion_tokens
             if self.demand is not None:
-                self.demand.finished(lane, usage.completion_tokens)
+                self.demand.finished(lane, usage.completion_tokens, reported)
         return out
 
     def _meter(self, tenant: Tenant, call: openai.Call, request_id: str, usage: proxy.Usage) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord
 from controlplane.domain.demand import GatewayDemand, combine
 from controlplane.domain.replicas import ReplicaState
@@ -49,6 +51,25 @@ async def test_the_meter_counts_offered_demand_queue_and_refusals_per_request() 
     assert (idle.offered_requests_per_second, idle.queued) == (0.0, 0)
     two = meter.snapshot({("alpha", "m"): lane("r1", "r2")})
     assert [r.request_id for r in two] == ["r1", "r2"]
+
+
+def test_offered_prompt_tokens_are_trued_up_to_what_the_replicas_counted() -> None:
+    clock = FakeClock()
+    meter = DemandMeter(MemoryStore(), "gw", window_s=10.0, clock=clock, wall=lambda: WALL)
+    one = lane("r1")
+    for _ in range(10):
+        meter.arrival(one, 400, 50)  # the gateway's estimate: 400 prompt tokens (1,600 characters)
+    [before] = meter.snapshot({("alpha", "m"): one})
+    assert before.offered_input_tokens_per_second == 400.0  # nothing reported yet: the estimate
+    meter.finished(one, 50, (400, 300))  # the replica's tokenizer counted 300
+    meter.finished(one, 50, (400, 340))
+    meter.finished(one, 50)  # a cut stream: no usage reported, no evidence either way
+    [after] = meter.snapshot({("alpha", "m"): one})
+    assert after.offered_input_tokens_per_second == pytest.approx(400.0 * 640 / 800)
+    clock.now += 11.0  # the evidence leaves the window with the arrivals
+    meter.arrival(one, 400, 50)
+    [later] = meter.snapshot({("alpha", "m"): one})
+    assert later.offered_input_tokens_per_second == pytest.approx(40.0)
 
 
 async def test_instances_publish_on_a_lease_and_are_summed() -> None:
