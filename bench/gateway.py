@@ -23,7 +23,9 @@ writes them; the gateway follows them.
 4. prefix affinity vs random: 48 shared system prompts of ~6,000 tokens, each call one of them
    plus its own question, streamed; TTFT (client-side, to the first event) p50 and p90 and the
    prefix-cache hit rate (cached prompt tokens over prompt tokens, from the replicas' usage) with
-   the gateway's ``affinity`` policy and with ``random``, four replicas, fresh prompts per policy.
+   the gateway's ``affinity`` policy and with ``random``, four replicas, fresh prompts per policy;
+   and ``affinity`` again on replica records without their prompt tokens/s
+   (``affinity_prompt_as_output``: the router weighs a prompt token as one output token).
 
 Prints one JSON object; no assertions. Record results in docs/benchmarks.md with the command.
 """
@@ -151,8 +153,12 @@ class Bench:
                 await asyncio.sleep(0.1)
         raise RuntimeError("gateway did not start")
 
-    async def lane(self, endpoints: list[str], *, reserved: float = 1e6, model: str = MODEL) -> str:
-        """A fresh capacity request with these Ready replicas; returns its id."""
+    async def lane(
+        self, endpoints: list[str], *, reserved: float = 1e6, model: str = MODEL, prompt_rate: bool = True
+    ) -> str:
+        """A fresh capacity request with these Ready replicas; returns its id. ``prompt_rate``: the
+        records carry their prompt tokens/s (as the reconciler writes them), else not (older records:
+        the router weighs a prompt token as one output token)."""
         self.seq += 1
         rid = f"bench-{self.seq}"
         now = datetime.now(UTC)
@@ -174,7 +180,9 @@ class Bench:
                 engine="simulated", dtype="bf16", state=ReplicaState.READY,
                 predicted_output_tokens_per_second=3000.0, endpoint=endpoint, created_at=now, updated_at=now,
                 # as the reconciler records it: prompt tokens/s at the request's declared mix
-                predicted_input_tokens_per_second=3000.0 * spec.mean_input_tokens / spec.mean_output_tokens,
+                predicted_input_tokens_per_second=(
+                    3000.0 * spec.mean_input_tokens / spec.mean_output_tokens if prompt_rate else 0.0
+                ),
             )  # fmt: skip
             await self.store.put(keys.replica(r.id), r.model_dump_json().encode())
         return rid
@@ -362,11 +370,13 @@ async def replica_kill(bench: Bench, gw_url: str, seconds: float) -> dict[str, A
 PREFIX_MODEL, PREFIX_ACCELERATOR = "llama-3.1-8b-instruct", "910B4"  # a KV cache of ~97k tokens
 
 
-async def prefix_run(bench: Bench, policy: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+async def prefix_run(
+    bench: Bench, policy: str, args: argparse.Namespace, seed: int, *, prompt_rate: bool = True
+) -> dict[str, Any]:
     sims = [replica(SIM_REPLICA, PREFIX_MODEL, PREFIX_ACCELERATOR) for _ in range(4)]
     bench.children += sims
     gw, url = await bench.gateway("--policy", policy)
-    await bench.lane([s.endpoint for s in sims], model=PREFIX_MODEL)
+    await bench.lane([s.endpoint for s in sims], model=PREFIX_MODEL, prompt_rate=prompt_rate)
     await bench.routable(url, 4)
     rng = random.Random(seed)
     words = args.prefix_tokens * 4 // 24  # ~24 characters a word below, ~4 characters a token
@@ -428,6 +438,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             policy: await prefix_run(bench, policy, args, seed)
             for seed, policy in enumerate(("affinity", "random"))
         }
+        # the same affinity policy on records without the prompt rate (a prompt token weighs one
+        # output token in the router's load): the baseline of the prompt weighting
+        result["prefix_routing"]["affinity_prompt_as_output"] = await prefix_run(
+            bench, "affinity", args, 2, prompt_rate=False
+        )
         a, r = result["prefix_routing"]["affinity"], result["prefix_routing"]["random"]
         result["prefix_routing"]["ttft_p90_ratio_random_over_affinity"] = round(
             r["ttft_p90_ms"] / a["ttft_p90_ms"], 2
