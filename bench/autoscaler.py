@@ -11,6 +11,12 @@ cold start, decisions every 5 s. ``--warmup-until T`` scores only what arrives f
 first day of a multi-day trace warms up); without it the trace is replayed twice and the second
 pass is scored.
 
+References beside the policies: ``oracle`` (clairvoyant: each minute's fewest replicas meeting
+the SLO, asked a cold start ahead), ``oracle_late`` (the causal reference: the same plan asked a
+cold start plus a decision interval late, i.e. each minute's replicas asked when the minute
+begins, Ready a cold start into it) and ``oracle_late_hold`` (that, holding the largest count of
+the last 600 s). They share one plan and are never counted as baselines.
+
 Per policy and for the oracle: attainment of the feasible requests, infeasible count (requests
 no replica shape serves within the SLO, never scored), accelerator-hours, vs_oracle (hours /
 the oracle's), fleet_capped_s, scaling actions. savings_vs_best_baseline = 1 - tokenfab hours /

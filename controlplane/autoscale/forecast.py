@@ -14,6 +14,11 @@
   use it as a pre-warm floor (off by default: on the two-day ServeGen trace it bought 0.0003 of
   attainment for 15 % more accelerator-hours, docs/design/autoscaler.md).
 
+* :func:`minute_peaks` keeps, per minute, the peak of the short window over the smoothed level:
+  the measured burstiness the policy sizes its holds by (about 1.1 to 1.2 on the conversation
+  trace, whose demand drifts; a median of 1.8 and a 90th percentile of 4.2 on the code trace,
+  whose bursts recur every few minutes).
+
 Holt and the burst bound stay the core: a control loop needs an estimate that is cheap, small in
 state and explainable in one sentence, and an hour-long trace has no period to fit.
 """
@@ -124,3 +129,26 @@ class Seasonal:
         seen = [self.peaks[k % self.slots] for k in range(first, last + 1)]
         known = [v for v in seen if v >= 0]
         return max(known) if known else math.nan
+
+
+def minute_peaks(
+    peaks: tuple[tuple[float, float], ...], now: float, ratio: float, window_s: float
+) -> tuple[tuple[float, float], ...]:
+    """``peaks`` (``(minute start, peak)``, oldest first) with ``ratio`` folded into the minute of
+    ``now`` and the minutes older than ``window_s`` dropped; a nan ``ratio`` (nothing to measure,
+    e.g. no demand) adds nothing."""
+    minute = math.floor(now / 60.0) * 60.0
+    kept = tuple(p for p in peaks if now - p[0] <= window_s)
+    if math.isnan(ratio):
+        return kept
+    if kept and kept[-1][0] == minute:
+        return (*kept[:-1], (minute, max(kept[-1][1], ratio)))
+    return (*kept, (minute, ratio))
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; nan when empty)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

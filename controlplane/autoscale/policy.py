@@ -16,7 +16,9 @@ Tokenfab's policy sizes capacity in tokens, not requests:
 4. **Anti-flap**: scale up at once (bounded to ``max_step_up`` or doubling per decision); scale
    down only after need stayed below the current count for ``down_delay_s``, by at most
    ``max_step_down``, and only when N-1 replicas would still run at or under
-   ``target_utilisation x (1 - hysteresis)``.
+   ``target_utilisation x (1 - hysteresis)``. The holds follow the measured burstiness: where
+   the 90th percentile of the last hour's per-minute peaks (short window over level) stays under
+   ``burst_ratio`` (bursts do not recur), they shrink to ``smooth_hold`` (0.3) of themselves.
 5. **Guard rails**: never below the floor (the reserved target), never above the ceiling
    (max tokens/s, tenant budget, free fleet), no scale-down on incomplete metrics, an observed
    SLO breach with a queue adds a replica, and scale-to-zero only when opted in and idle for
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from controlplane.autoscale.forecast import Holt, Seasonal, burst_rate, is_burst
+from controlplane.autoscale.forecast import Holt, Seasonal, burst_rate, is_burst, minute_peaks, quantile
 from controlplane.autoscale.signals import Signals, trim
 
 
@@ -131,6 +133,16 @@ class TokenfabConfig:
         0.0  # > 0: need >= this x the steady need the coming slots peaked at on earlier days
     )
     season_lead_s: float = 900.0  # how far past a cold start the daily shape looks ahead
+    # Measured burstiness: per minute, the peak of the short window over the smoothed level;
+    # where the ``burstiness_quantile`` of the last ``burstiness_window_s`` of minutes stays
+    # under ``burst_ratio`` (bursts do not recur), the holds above shrink to ``smooth_hold``
+    # of themselves and the burst bound is sized at ``smooth_burst_utilisation``.
+    burstiness_window_s: float = 3600.0
+    burstiness_quantile: float = 0.9
+    burstiness_min_minutes: int = 10  # fewer minutes seen: assume bursty (the configured holds)
+    smooth_hold: float = 0.3  # share of down_delay_s and burst_hold_s kept on smooth demand
+    smooth_hysteresis: float = 0.1
+    smooth_burst_utilisation: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +156,7 @@ class TokenfabState:
     mean_input: float = math.nan  # smoothed request mix
     mean_output: float = math.nan
     season: Seasonal = field(default_factory=Seasonal)  # the daily shape of the steady need
+    peaks: tuple[tuple[float, float], ...] = ()  # (minute start, peak short window / level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +180,7 @@ class TokenfabPolicy:
             "mean_input": state.mean_input,
             "mean_output": state.mean_output,
             "season": [list(state.season.peaks), state.season.slot, state.season.peak],
+            "peaks": [list(p) for p in state.peaks],
         }
 
     def decode(self, data: dict[str, Any]) -> TokenfabState:
@@ -190,6 +204,7 @@ class TokenfabPolicy:
             mean_input=float(data["mean_input"]),
             mean_output=float(data["mean_output"]),
             season=season,
+            peaks=pairs("peaks") if "peaks" in data else (),  # absent in states written before it
         )
 
     def decide(
@@ -206,14 +221,15 @@ class TokenfabPolicy:
         unit = ctx.capacity(mean_in, mean_out)
         demand = self.demand(sig, unit, mean_out)  # 1
         forecast = self.forecast(ctx, state, demand, unit, now)  # 2
-        need = self.need(ctx, state, demand, forecast, unit, now)  # 3
+        holds = self.holds(forecast.peaks)
+        need = self.need(ctx, state, demand, forecast, unit, holds, now)  # 3
         last_demand = now if (demand.rate > 0 or sig.ongoing > 0) else state.last_demand_at
         new_state = TokenfabState(
             forecast.holt, forecast.short_history, need.arrivals, need.history, last_demand,
-            state.last_down_at, mean_in, mean_out, need.season,
+            state.last_down_at, mean_in, mean_out, need.season, forecast.peaks,
         )  # fmt: skip
         desired, reasons, new_state = self.anti_flap(
-            ctx, sig, state, new_state, demand, forecast, need, now
+            ctx, sig, state, new_state, demand, forecast, need, holds, now
         )  # 4
         desired, reasons = self.guard_rails(ctx, sig, desired, reasons, last_demand, now)  # 5
         if desired < ctx.current:
@@ -256,6 +272,9 @@ class TokenfabPolicy:
                     "burst_need": need.burst,
                     "burst": float(forecast.burst),
                     "seasonal_need": need.seasonal,
+                    "burstiness": holds.burstiness,
+                    "down_delay_s": holds.down_delay_s,
+                    "burst_hold_s": holds.burst_hold_s,
                 },
             ),
             new_state,
@@ -300,7 +319,29 @@ class TokenfabPolicy:
         ahead = holt.forecast(ctx.cold_start_s)
         burst = is_burst(short, holt.level, ratio=cfg.burst_ratio, floor=0.05 * unit.output_tokens_per_s)
         expected = max(ahead, short) if burst else max(ahead, holt.level)
-        return _Forecast(holt, history, short, burst, expected)
+        floor = 0.05 * unit.output_tokens_per_s
+        ratio = short / max(holt.level, floor) if short > floor or holt.level > floor else math.nan
+        peaks = minute_peaks(state.peaks, now, ratio, cfg.burstiness_window_s)
+        return _Forecast(holt, history, short, burst, expected, peaks)
+
+    def holds(self, peaks: tuple[tuple[float, float], ...]) -> _Holds:
+        """How long needs and bursts are held, by the measured burstiness: the
+        ``burstiness_quantile`` of the per-minute peaks (short window over level). Demand whose
+        bursts do not recur (that quantile under ``burst_ratio``, over at least
+        ``burstiness_min_minutes``) is followed closely: ``smooth_hold`` of the holds, the smooth
+        hysteresis and burst utilisation. Otherwise, and before enough minutes are seen, the
+        configured holds provision for bursts a cold start cannot chase."""
+        cfg = self.config
+        level = quantile([v for _, v in peaks], cfg.burstiness_quantile)
+        if len(peaks) >= cfg.burstiness_min_minutes and level < cfg.burst_ratio:
+            return _Holds(
+                cfg.down_delay_s * cfg.smooth_hold, cfg.burst_hold_s * cfg.smooth_hold,
+                cfg.smooth_burst_utilisation, cfg.smooth_hysteresis, level, True,
+            )  # fmt: skip
+        return _Holds(
+            cfg.down_delay_s, cfg.burst_hold_s, cfg.burst_utilisation, cfg.hysteresis,
+            level if math.isfinite(level) else math.nan, False,
+        )  # fmt: skip
 
     def need(
         self,
@@ -309,6 +350,7 @@ class TokenfabPolicy:
         demand: _Demand,
         forecast: _Forecast,
         unit: UnitCapacity,
+        holds: _Holds,
         now: float,
     ) -> _Need:
         """Step 3: replicas for the forecast at ``target_utilisation`` of the per-replica capacity,
@@ -320,8 +362,9 @@ class TokenfabPolicy:
         steady = forecast.expected / per_replica if per_replica > 0 else math.inf
         arrivals = trim((*state.arrivals, (now, demand.rate + demand.backlog)), now, cfg.burst_hold_s)
         slack_s = cfg.ttft_slack * ctx.ttft_target_s
-        rate, window = burst_rate(arrivals, cfg.burst_windows, slack_s)
-        burst_per_replica = unit.output_tokens_per_s * cfg.burst_utilisation
+        held = tuple(p for p in arrivals if now - p[0] <= holds.burst_hold_s)
+        rate, window = burst_rate(held, cfg.burst_windows, slack_s)
+        burst_per_replica = unit.output_tokens_per_s * holds.burst_utilisation
         burst = rate / burst_per_replica if burst_per_replica > 0 else 0.0
         # The daily shape: what the coming slots needed on earlier days, a floor that pre-warms
         # before a ramp seen before (off when season_floor is 0).
@@ -344,6 +387,7 @@ class TokenfabPolicy:
         demand: _Demand,
         forecast: _Forecast,
         need: _Need,
+        holds: _Holds,
         now: float,
     ) -> tuple[int, list[str], TokenfabState]:
         """Step 4: up at once (at most doubling + ``max_step_up``); an observed SLO breach that
@@ -376,7 +420,7 @@ class TokenfabPolicy:
             desired = min(up_to, current + max(cfg.max_step_up, current))
             reasons.append(
                 (
-                    f"bursts of the last {cfg.burst_hold_s:.0f}s ({need.burst_window:.0f}s window) "
+                    f"bursts of the last {holds.burst_hold_s:.0f}s ({need.burst_window:.0f}s window) "
                     f"need {need.burst:.2f} replicas to drain within {need.slack_s:.1f}s"
                     if need.burst > need.steady
                     else f"{'burst: ' if forecast.burst else ''}expected {forecast.expected:.0f} out tok/s "
@@ -391,24 +435,24 @@ class TokenfabPolicy:
                 )
             )
         elif current > 0:
-            held = max(v for _, v in needs)
-            window_full = bool(state.needs) and now - state.needs[0][0] >= cfg.down_delay_s * 0.95
-            fits = held * (1 + cfg.hysteresis) <= current - 1
+            held = max(v for t, v in needs if now - t <= holds.down_delay_s)
+            window_full = bool(state.needs) and now - state.needs[0][0] >= holds.down_delay_s * 0.95
+            fits = held * (1 + holds.hysteresis) <= current - 1
             if not sig.complete:
                 reasons.append("holding: metrics incomplete (" + "; ".join(sig.missing) + ")")
             elif fits and window_full and now - state.last_down_at < cfg.down_cooldown_s:
                 reasons.append(f"holding: last scale-down {now - state.last_down_at:.0f}s ago")
             elif fits and window_full:
-                desired = max(current - cfg.max_step_down, math.ceil(held * (1 + cfg.hysteresis) - 1e-9))
+                desired = max(current - cfg.max_step_down, math.ceil(held * (1 + holds.hysteresis) - 1e-9))
                 reasons.append(
-                    f"need peaked at {held:.2f} replicas over {cfg.down_delay_s:.0f}s; "
+                    f"need peaked at {held:.2f} replicas over {holds.down_delay_s:.0f}s; "
                     f"{desired} replicas still run at <= {cfg.target_utilisation:.0%} with "
-                    f"{cfg.hysteresis:.0%} margin"
+                    f"{holds.hysteresis:.0%} margin" + holds.describe()
                 )
             else:
                 reasons.append(
                     f"holding: need {need.need:.2f} (peak {held:.2f} over the last "
-                    f"{cfg.down_delay_s:.0f}s) for {current} replicas"
+                    f"{holds.down_delay_s:.0f}s) for {current} replicas" + holds.describe()
                 )
         else:
             reasons.append("no demand")
@@ -457,6 +501,22 @@ class _Forecast:
     short: float
     burst: bool
     expected: float  # output-equivalent tokens/s a cold start ahead
+    peaks: tuple[tuple[float, float], ...]  # per minute: peak short window / level
+
+
+@dataclass(frozen=True, slots=True)
+class _Holds:
+    down_delay_s: float
+    burst_hold_s: float
+    burst_utilisation: float
+    hysteresis: float
+    burstiness: float  # the quantile of the per-minute peaks (nan before any)
+    smooth: bool
+
+    def describe(self) -> str:
+        if not self.smooth:
+            return ""
+        return f" (smooth demand, burstiness {self.burstiness:.2f}: short holds)"
 
 
 @dataclass(frozen=True, slots=True)

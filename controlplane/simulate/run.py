@@ -7,6 +7,7 @@ capped by it (:func:`fleet_replicas`). Every result still reports ``fleet_capped
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -17,11 +18,29 @@ from controlplane.autoscale.policy import Policy, TokenfabPolicy, UnitCapacity
 from controlplane.catalog import Catalog
 from controlplane.domain.nodes import Vendor
 from controlplane.scheduler import NodeSlot
+from controlplane.simulate.oracle import OraclePlan
 from controlplane.simulate.sim import Scenario, Simulator
 from controlplane.simulate.sizing import needs, peak_replicas
 from controlplane.simulate.trace import Trace
 
-POLICY_NAMES = ("tokenfab", "ray_serve", "aibrix_apa", "kpa", "static_peak", "oracle")
+POLICY_NAMES = (
+    "tokenfab", "ray_serve", "aibrix_apa", "kpa", "static_peak", "oracle", "oracle_late", "oracle_late_hold",
+)  # fmt: skip
+LATE_HOLD_S = 600.0  # oracle_late_hold keeps the largest count of this long (Tokenfab's burst hold)
+_PLANS: weakref.WeakKeyDictionary[Simulator, dict[int, tuple[Trace, OraclePlan]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def oracle_plan(simulator: Simulator, trace: Trace) -> OraclePlan:
+    """The oracle's plan for ``trace`` on ``simulator``, planned once and shared by the oracle and
+    its causal references (the plan search is the costly part)."""
+    from controlplane.simulate.oracle import plan_oracle
+
+    plans = _PLANS.setdefault(simulator, {})
+    if id(trace) not in plans:
+        plans[id(trace)] = (trace, plan_oracle(simulator, trace))
+    return plans[id(trace)][1]
 
 
 def make_fleet(catalog: Catalog, spec: str, *, auto_nodes: int = 0) -> tuple[NodeSlot, ...]:
@@ -53,14 +72,22 @@ def make_fleet(catalog: Catalog, spec: str, *, auto_nodes: int = 0) -> tuple[Nod
 
 
 def make_policy(name: str, simulator: Simulator, trace: Trace) -> Policy:
-    """A policy by name; ``oracle`` plans its schedule on ``trace`` (the trace it will replay)."""
+    """A policy by name; ``oracle`` plans its schedule on ``trace`` (the trace it will replay).
+    ``oracle_late`` plays that plan a cold start plus a decision interval late (each window's
+    replicas asked when the window begins, Ready a cold start into it): the causal reference.
+    ``oracle_late_hold`` also holds the largest count of the last ``LATE_HOLD_S``."""
 
-    def oracle() -> Policy:
-        from controlplane.simulate.oracle import plan_oracle
+    def oracle(name: str, delay: bool, hold_s: float) -> Callable[[], Policy]:
+        def build() -> Policy:
+            plan = oracle_plan(simulator, trace)
+            s = simulator.scenario
+            lead = s.cold_start_s + s.tick_s
+            return OraclePolicy(
+                plan.window_s, plan.replicas, lead_s=lead, name=name, delay_s=lead if delay else 0.0,
+                hold_s=hold_s,
+            )  # fmt: skip
 
-        plan = plan_oracle(simulator, trace)
-        s = simulator.scenario
-        return OraclePolicy(plan.window_s, plan.replicas, lead_s=s.cold_start_s + s.tick_s)
+        return build
 
     factories: dict[str, Callable[[], Policy]] = {
         "tokenfab": TokenfabPolicy,
@@ -68,7 +95,9 @@ def make_policy(name: str, simulator: Simulator, trace: Trace) -> Policy:
         "aibrix_apa": AibrixApaPolicy,
         "kpa": KpaPolicy,
         "static_peak": lambda: StaticPolicy(peak_replicas(trace, simulator.declared)),
-        "oracle": oracle,
+        "oracle": oracle("oracle", False, 0.0),
+        "oracle_late": oracle("oracle_late", True, 0.0),
+        "oracle_late_hold": oracle("oracle_late_hold", True, LATE_HOLD_S),
     }
     if name not in factories:
         raise ValueError(f"policy: unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
