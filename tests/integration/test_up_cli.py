@@ -2,6 +2,10 @@
 
 One embedded run per module: a real etcd child, three local Ray clusters with their executors,
 the control plane, ten agent processes with their raylets, the sample request and demo load.
+
+What a test asserts on comes from `tokenfab` CLI processes. The waits before it poll the
+control plane over gRPC from this process with the same credentials (``Demo``): a CLI process
+costs about a CPU-second on two busy cores, and a poll loop of them slowed what it waited for.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from controlplane.embedded.etcd import free_port
 from controlplane.embedded.up import ray_temp_root
 from tests.integration.conftest import eventually
+from tokenfab.tls import ClientTLS, TLSConfigError
+from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, fleet_pb2, fleet_pb2_grpc, types_pb2
 
 REQUIRED_KEYS = {"id", "cluster", "vendor", "accelerator", "device_count", "memory_gib", "state", "leased",
                  "lease_expires_at"}  # fmt: skip
@@ -48,6 +55,67 @@ def nodes_json(address: str) -> list[dict[str, object]]:
     return parsed
 
 
+class Demo:
+    """The demo's control plane over gRPC from this process, as the CLI reaches it (the state
+    dir's CA, CLI certificate and admin token): for polling. Unreachable or not yet written
+    credentials read as nothing yet."""
+
+    def __init__(self, address: str, state: Path) -> None:
+        self.address, self.state = address, state
+        self._channel: grpc.Channel | None = None
+
+    def _stubs(self) -> tuple[fleet_pb2_grpc.FleetServiceStub, capacity_pb2_grpc.CapacityServiceStub]:
+        if self._channel is None:
+            pki = self.state / "pki"
+            tls = ClientTLS(pki / "ca.crt", pki / "client-cli.crt", pki / "client-cli.key")
+            self._channel = grpc.secure_channel(
+                self.address, tls.credentials(), options=tls.channel_options()
+            )
+        return fleet_pb2_grpc.FleetServiceStub(self._channel), capacity_pb2_grpc.CapacityServiceStub(
+            self._channel
+        )
+
+    def _metadata(self) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {(self.state / 'admin-token').read_text().strip()}"),)
+
+    def node_states(self) -> list[str]:
+        try:
+            fleet, _ = self._stubs()
+            nodes = fleet.ListNodes(fleet_pb2.ListNodesRequest(), metadata=self._metadata(), timeout=10).nodes
+        except (OSError, TLSConfigError, grpc.RpcError):
+            return []
+        return [types_pb2.NodeState.Name(n.state).removeprefix("NODE_STATE_").lower() for n in nodes]
+
+    def phase(self, request_id: str) -> str:
+        try:
+            _, capacity = self._stubs()
+            got = capacity.Get(
+                capacity_pb2.GetCapacityRequest(id=request_id), metadata=self._metadata(), timeout=10
+            )
+        except (OSError, TLSConfigError, grpc.RpcError):
+            return ""
+        return str(got.status.phase)
+
+    def replicas(self, request_id: str = "") -> list[capacity_pb2.Replica] | None:
+        try:
+            _, capacity = self._stubs()
+            query = capacity_pb2.ListReplicasRequest(request_id=request_id)
+            return list(capacity.ListReplicas(query, metadata=self._metadata(), timeout=10).replicas)
+        except (OSError, TLSConfigError, grpc.RpcError):
+            return None
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+
+DEMOS: dict[str, Demo] = {}  # address -> its gRPC poller
+
+
+def demo(address: str, state: Path) -> Demo:
+    return DEMOS.setdefault(address, Demo(address, state))
+
+
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     state = tmp_path_factory.mktemp("up")
@@ -63,6 +131,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, su
     try:
         yield address, proc, state
     finally:
+        if (poller := DEMOS.pop(address, None)) is not None:
+            poller.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -71,14 +141,21 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, su
 
 def test_up_brings_the_fleet_to_ready(embedded: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     address, proc, state = embedded
+    states: list[str] = []
+
+    def polled_ready() -> bool:
+        assert proc.poll() is None, (state / "up.log").read_text()[-2000:]
+        states[:] = demo(address, state).node_states()
+        return len(states) >= 8 and set(states) == {"ready"}
+
+    eventually(polled_ready, timeout=180, interval=0.5, what="8 nodes ready", detail=lambda: states)
     seen: list[dict[str, object]] = []
 
-    def all_ready() -> list[dict[str, object]]:
-        assert proc.poll() is None, (state / "up.log").read_text()[-2000:]
+    def all_ready() -> list[dict[str, object]]:  # what the CLI shows (at once, unless a node flapped)
         seen[:] = nodes_json(address)
         return seen if len(seen) >= 8 and all(n["state"] == "ready" for n in seen) else []
 
-    eventually(all_ready, timeout=180, interval=0.5, what="8 nodes ready", detail=lambda: seen)
+    eventually(all_ready, timeout=60, interval=0.5, what="8 nodes ready (CLI)", detail=lambda: seen)
     nodes = seen
     assert len(nodes) >= 8, nodes
     assert all(n["state"] == "ready" for n in nodes), [(n["id"], n["state"]) for n in nodes]
@@ -114,12 +191,12 @@ def _cli(address: str, state: Path, *args: str, check: bool = True) -> subproces
     )  # fmt: skip
 
 
-def _wait_for(what: str, probe: Any, timeout_s: float, state: Path) -> Any:
+def _wait_for(what: str, probe: Any, timeout_s: float, state: Path, interval: float = 1.0) -> Any:
     """``eventually`` at the CLI's pace (each probe runs CLI processes), with the tail of up's log."""
     return eventually(
         probe,
         timeout=timeout_s,
-        interval=1.0,
+        interval=interval,
         what=what,
         detail=lambda: (state / "up.log").read_text()[-3000:],
     )
@@ -129,6 +206,12 @@ def test_the_sample_request_serves_on_two_vendors(
     embedded: tuple[str, subprocess.Popen[bytes], Path],
 ) -> None:
     address, _, state = embedded
+
+    def polled() -> bool:
+        ready = [r for r in demo(address, state).replicas() or [] if r.state == "Ready"]
+        return len({r.vendor for r in ready}) >= 2 and all(r.output_tokens_per_second > 0 for r in ready)
+
+    _wait_for("sample request Ready on two vendors with live tokens/s (polled)", polled, 240, state, 0.5)
 
     def serving() -> list[dict[str, Any]]:
         requests = json.loads(_cli(address, state, "request", "list", "-o", "json").stdout)
@@ -168,6 +251,9 @@ def test_capacity_requests_through_the_cli(embedded: tuple[str, subprocess.Popen
     request_id = created["id"]
     assert request_id.startswith("cr-")
 
+    polled = demo(address, state)
+    _wait_for(f"{request_id} Ready (polled)", lambda: polled.phase(request_id) == "Ready", 240, state, 0.3)
+
     def ready() -> dict[str, Any] | None:
         got: dict[str, Any] = json.loads(cli("get", request_id, "-o", "json").stdout)
         return got if got["phase"] == "Ready" else None
@@ -185,6 +271,9 @@ def test_capacity_requests_through_the_cli(embedded: tuple[str, subprocess.Popen
     bad = cli("create", "--model", "nope", "--output-tokens-per-second", "5", check=False)
     assert bad.returncode == 2 and "spec.model" in bad.stderr
     assert json.loads(cli("cancel", request_id, "-o", "json").stdout)["phase"] == "Cancelled"
+    _wait_for(
+        f"{request_id}'s replicas stopped (polled)", lambda: polled.replicas(request_id) == [], 60, state, 0.3
+    )
 
     def drained() -> bool:
         left = json.loads(_cli(address, state, "replicas", "--request", request_id, "-o", "json").stdout)
