@@ -473,4 +473,3 @@ async def test_executor_refuses_bad_commands(ray_world: RayWorld) -> None:
         assert "never-existed" not in {
             o.replica_id for o in (await stub.Observe(executor_pb2.ObserveRequest())).replicas
         }
-
