@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from controlplane.autoscale.context import CapacityByMix, build_context, floor_replicas, step
+from controlplane.autoscale.context import build_context, floor_replicas, step
 from controlplane.autoscale.policy import (
     Policy,
     TokenfabConfig,
@@ -56,7 +56,6 @@ from controlplane.autoscale.policy import (
     UnitCapacity,
 )
 from controlplane.autoscale.signals import ReplicaSample, aggregate
-from controlplane.catalog.perf import Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.autoscaling import AppliedTarget, DecisionRecord, Mode, ModeRecord
 from controlplane.domain.capacity import CapacityRecord
@@ -67,7 +66,6 @@ from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconcile.passes import ScalePlan, ScalerView, Verdict
 from controlplane.reconcile.scaling import (
     applied_target,
-    best_option,
     ceiling_replicas,
     finite,
     gist,
@@ -75,10 +73,9 @@ from controlplane.reconcile.scaling import (
     replica_cost_per_hour,
     wake_record,
 )
+from controlplane.reconcile.sizing import free_output_tps, replica_units
 from controlplane.reconcile.status import EPS
-from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, options_for, schedule
-from controlplane.scheduler.demand import demand_of
-from controlplane.scheduler.types import Demand, Option
+from controlplane.scheduler import NodeSlot, SchedulerConfig
 from controlplane.store import keys
 from controlplane.store.base import Fenced, Store
 from tokenfab.logs import get_logger
@@ -373,74 +370,13 @@ class LiveAutoscaler:
         Callable[[float, float], UnitCapacity], UnitCapacity, dict[str, float]
     ]:  # fmt: skip
         """The capacity callback for the policy, the unit at the declared mix, and free tokens/s."""
-        types: dict[str, int] = {}
-        for slot in tick.fleet:
-            types[slot.accelerator] = max(types.get(slot.accelerator, 0), len(slot.devices))
-        config = replace(self._scheduler, calibration=dict(tick.calibration))
-        spec = request.spec
-
-        def option_at(mean_in: float, mean_out: float) -> Option | None:
-            latency = spec.latency
-            workload = Workload(mean_in, mean_out, latency.ttft_p95_ms / 1000, latency.tpot_p95_ms / 1000)
-            demand = replace(demand_of(request.id, spec), workload=workload)
-            return best_option(options_for(demand, self._catalog, types, config))
-
-        declared = option_at(spec.mean_input_tokens, spec.mean_output_tokens)
-        if declared is None:
-            raise ValueError(f"no accelerator in the fleet serves {spec.model} at the request's latency")
-        if live:
-            # in the request's own replicas: their mean predicted tokens/s at the declared mix
-            mean_tps = sum(r.predicted_output_tokens_per_second for r in live) / len(live)
-            scale = mean_tps / declared.output_tokens_per_s
-            cost = sum(replica_cost_per_hour(r, self._catalog) for r in live) / len(live)
-            tp = round(sum(r.tensor_parallel for r in live) / len(live))
-        else:
-            scale, cost, tp = 1.0, declared.cost_per_hour, declared.tp
-        accelerator = declared.accelerator if not live else "+".join(sorted({r.accelerator for r in live}))
-
-        def predict(mean_in: float, mean_out: float) -> UnitCapacity | None:
-            found = option_at(mean_in, mean_out)
-            if found is None:
-                return None
-            return UnitCapacity(
-                found.output_tokens_per_s * scale,
-                found.input_tokens_per_s * scale,
-                256,
-                cost,
-                accelerator,
-                tp,
-            )
-
-        # the same capacity-by-mix the simulator uses (buckets, declared-mix fallback)
-        capacity = CapacityByMix(predict, spec.mean_input_tokens, spec.mean_output_tokens)
-
-        unit = UnitCapacity(
-            declared.output_tokens_per_s * scale,
-            declared.input_tokens_per_s * scale,
-            256,
-            cost,
-            accelerator,
-            tp,
-        )
-        return capacity, unit, {"next_replica_tps": declared.output_tokens_per_s}
+        return replica_units(request, live, tick.fleet, tick.calibration, self._catalog, self._scheduler)
 
     def _free_output_tps(self, request: CapacityRecord, tick: Tick) -> float:
         """What the free fleet could still place for this request (the scheduler, asked for a lot)."""
-        placed = [
-            PlacedReplica(
-                r.id, r.request_id, r.node_id, r.accelerator, r.tensor_parallel, r.devices,
-                r.predicted_output_tokens_per_second,
-            )
-            for r in tick.replicas
-            if r.state in LIVE or r.state is S.DRAINING
-        ]  # fmt: skip
-        big: Demand = replace(
-            demand_of(request.id + "/autoscale-probe", request.spec), target_output_tokens_per_s=1e9,
-            target_input_tokens_per_s=0.0,
-        )  # fmt: skip
-        config = replace(self._scheduler, calibration=dict(tick.calibration))
-        plan = schedule(tick.fleet, [big], placed, self._catalog, now=tick.now, config=config)
-        return sum(p.output_tokens_per_s for rp in plan.requests for p in rp.placements)
+        return free_output_tps(
+            request, tick.replicas, tick.fleet, tick.calibration, self._catalog, self._scheduler, now=tick.now
+        )
 
     async def _gateway_demand(self) -> dict[str, GatewayDemand]:
         """What the gateways are offered per request, queue included (empty without a gateway)."""

@@ -32,6 +32,7 @@ PURE = [
     "controlplane.reconcile.nodes",
     "controlplane.reconcile.passes",
     "controlplane.reconcile.scaling",
+    "controlplane.reconcile.sizing",
     "controlplane.domain.tenants",
     "controlplane.autoscale",
     "controlplane.simulate",
