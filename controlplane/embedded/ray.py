@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.embedded.etcd import free_port
+from tokenfab.errors import PermanentError
 from tokenfab.logs import get_logger
 from tokenfab.parent import ENV as PARENT_ENV
 from tokenfab.parent import die_with_parent
@@ -32,8 +33,8 @@ from tokenfab.parent import die_with_parent
 log = get_logger("embedded.ray")
 
 
-class RayError(RuntimeError):
-    pass
+class RayError(PermanentError, RuntimeError):
+    """A local Ray head could not be started or joined (missing binary, exit, no listener)."""
 
 
 def _ray_binary() -> str:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from controlplane.gateway.routes import Lane, LaneKey
+from tokenfab.errors import TemporaryError
 
 
 class Verdict(StrEnum):
@@ -45,15 +46,16 @@ class Verdict(StrEnum):
     REJECT = "reject"
 
 
-class RateLimited(Exception):
-    """429: over the reservation with no spare capacity, past the call's queue deadline."""
+class RateLimited(TemporaryError):
+    """429: over the reservation with no spare capacity, past the call's queue deadline; the
+    client may try again after ``retry_after_s`` (whole seconds, at least 1: the Retry-After)."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
         self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(message, delay=float(self.retry_after_s))
 
 
-class NoReplica(Exception):
+class NoReplica(TemporaryError):
     """503: the lane had no Ready replica within the cold-start bound."""
 
 

@@ -36,6 +36,7 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.openai import Call
 from controlplane.gateway.router import Router
 from controlplane.gateway.routes import Backend, Lane
+from tokenfab.errors import PermanentError, TemporaryError
 from tokenfab.logs import get_logger
 
 log = get_logger("gateway.proxy")
@@ -43,7 +44,9 @@ DONE = b"data: [DONE]"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class UpstreamFailed(Exception):
+class UpstreamFailed(TemporaryError):
+    """502/503: no replica answered the call (every attempt failed, or none was tried)."""
+
     def __init__(self, message: str, *, status: int = 502) -> None:
         super().__init__(message)
         self.status = status
@@ -288,7 +291,7 @@ class Upstreams:
         raise UpstreamFailed(last, status=503 if not tried else 502)
 
 
-class UpstreamRejected(Exception):
+class UpstreamRejected(PermanentError):
     """The replica refused the call as the client's fault (a 4xx): passed through as it is."""
 
     def __init__(self, status: int, body: bytes) -> None:

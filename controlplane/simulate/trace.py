@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from tokenfab.errors import PermanentError
+
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
-class TraceError(ValueError):
+class TraceError(PermanentError, ValueError):
     """A malformed trace; the message names the file and line."""
 
 

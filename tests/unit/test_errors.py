@@ -244,32 +244,9 @@ def _project_exceptions() -> dict[str, type[BaseException]]:
 
 
 PROJECT_EXCEPTIONS = _project_exceptions()
-# Outside the tree still, in files other sessions own this round (issue 14 item 2 leaves them):
-# the gateway's (H4), the simulator's trace (H1) and the embedded Ray starter (uncommitted edits).
-NOT_YET = {
-    "controlplane.gateway.admission.NoReplica",
-    "controlplane.gateway.admission.RateLimited",
-    "controlplane.gateway.proxy.UpstreamFailed",
-    "controlplane.gateway.proxy.UpstreamRejected",
-    "controlplane.simulate.trace.TraceError",
-    "controlplane.embedded.ray.RayError",
-}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=False, reason="not yet under the tree (non-strict: their owners may move them)"
-            ),
-        )
-        if n in NOT_YET
-        else n
-        for n in sorted(PROJECT_EXCEPTIONS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(PROJECT_EXCEPTIONS))
 def test_every_project_exception_is_in_the_tree(name: str) -> None:
     cls = PROJECT_EXCEPTIONS[name]
     assert issubclass(cls, kernel.TokenfabError), f"{name} is outside the error tree"
@@ -282,7 +259,7 @@ def test_the_walk_found_the_known_exceptions() -> None:
     assert len(PROJECT_EXCEPTIONS) >= 30
     assert "controlplane.fleet.states.IllegalTransition" in PROJECT_EXCEPTIONS
     assert "agents.runtime.AckTimeout" in PROJECT_EXCEPTIONS
-    assert set(PROJECT_EXCEPTIONS) >= NOT_YET  # a class renamed or moved: update the list
+    assert "controlplane.gateway.admission.RateLimited" in PROJECT_EXCEPTIONS
 
 
 def test_the_moved_exceptions_keep_what_callers_catch() -> None:
@@ -308,3 +285,26 @@ def test_the_moved_exceptions_keep_what_callers_catch() -> None:
         assert errors.retry_delay(exc, default=1.0) is None
     assert issubclass(IllegalTransition, errors.FailedPrecondition)
     assert issubclass(IllegalReplicaTransition, errors.FailedPrecondition)
+
+
+def test_the_gateway_simulator_and_ray_errors_keep_their_contracts() -> None:
+    from controlplane.embedded.ray import RayError
+    from controlplane.gateway.admission import NoReplica, RateLimited
+    from controlplane.gateway.proxy import UpstreamFailed, UpstreamRejected
+    from controlplane.simulate.trace import TraceError
+
+    limited = RateLimited("over the reservation", retry_after_s=2.2)
+    assert limited.retry_after_s == 3 and str(limited) == "over the reservation"  # whole seconds, up
+    assert errors.retry_delay(limited, default=0.5) == 3.0  # the Retry-After is its retry delay
+    assert RateLimited("x", retry_after_s=0.01).retry_after_s == 1
+    assert errors.is_temporary(NoReplica("no Ready replica after 30 s"))
+    failed = UpstreamFailed("every replica failed", status=503)
+    assert failed.status == 503 and errors.retry_delay(failed, default=0.5) == 0.5
+    rejected = UpstreamRejected(400, b'{"error": "bad"}')
+    assert (rejected.status, rejected.body) == (400, b'{"error": "bad"}') and not errors.is_temporary(
+        rejected
+    )
+    trace = TraceError("t.csv:3: GeneratedTokens is empty")
+    assert isinstance(trace, ValueError) and trace.message == "t.csv:3: GeneratedTokens is empty"
+    assert isinstance(RayError("ray head exited with 1"), RuntimeError)
+    assert not errors.is_temporary(RayError("ray head exited with 1"))
