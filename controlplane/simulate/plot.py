@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlplane.simulate.sim import SimResult
+from controlplane.simulate.result import SimResult
 
 
 def _smooth(values: list[float], width: int = 12) -> list[float]:
