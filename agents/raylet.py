@@ -67,10 +67,10 @@ class StartGate:
     def __init__(self, directory: Path | None = None, slots: int | None = None) -> None:
         self.directory = directory or Path(tempfile.gettempdir()) / f"tokenfab-raylet-start-{os.getuid()}"
         self.slots = slots if slots is not None else max(1, (os.cpu_count() or 2) // 2)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def try_acquire(self) -> IO[bytes] | None:
         """A held slot's open lock file, or None when every slot is taken."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for slot in range(self.slots):
             handle = open(self.directory / f"slot-{slot}.lock", "ab")  # noqa: SIM115 - held until release
             try:

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 from controlplane.autoscale.forecast import Holt, Seasonal, burst_rate, is_burst, minute_peaks, quantile
 from controlplane.autoscale.signals import Signals, trim
 
+DEFAULT_MAX_CONCURRENCY = 256  # a replica's concurrent requests (the engines' default batch bound)
+
 
 @dataclass(frozen=True, slots=True)
 class UnitCapacity:

@@ -369,7 +369,8 @@ class LiveAutoscaler:
     def _units(self, request: CapacityRecord, live: Sequence[ReplicaRecord], tick: Tick) -> tuple[
         Callable[[float, float], UnitCapacity], UnitCapacity, dict[str, float]
     ]:  # fmt: skip
-        """The capacity callback for the policy, the unit at the declared mix, and free tokens/s."""
+        """The capacity callback for the policy, the unit at the declared mix, and the next replica's
+        tokens/s (:func:`~controlplane.reconcile.sizing.replica_units`)."""
         return replica_units(request, live, tick.fleet, tick.calibration, self._catalog, self._scheduler)
 
     def _free_output_tps(self, request: CapacityRecord, tick: Tick) -> float:

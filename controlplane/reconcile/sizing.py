@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from controlplane.autoscale.context import CapacityByMix
-from controlplane.autoscale.policy import UnitCapacity
+from controlplane.autoscale.policy import DEFAULT_MAX_CONCURRENCY, UnitCapacity
 from controlplane.catalog.perf import Workload
 from controlplane.catalog.types import Catalog
 from controlplane.domain.capacity import CapacityRecord
@@ -28,7 +28,6 @@ from controlplane.scheduler import NodeSlot, PlacedReplica, SchedulerConfig, opt
 from controlplane.scheduler.demand import demand_of
 from controlplane.scheduler.types import Demand, Option
 
-MAX_CONCURRENCY = 256  # the policy's per-replica concurrency bound (the simulated engine's batch)
 PROBE_OUTPUT_TPS = 1e9  # "as much as fits": the probe demand's target
 
 
@@ -70,8 +69,8 @@ def replica_units(
 
     def unit_of(option: Option) -> UnitCapacity:
         return UnitCapacity(
-            option.output_tokens_per_s * scale, option.input_tokens_per_s * scale, MAX_CONCURRENCY, cost,
-            accelerator, tp,
+            option.output_tokens_per_s * scale, option.input_tokens_per_s * scale, DEFAULT_MAX_CONCURRENCY,
+            cost, accelerator, tp,
         )  # fmt: skip
 
     def predict(mean_in: float, mean_out: float) -> UnitCapacity | None:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 from controlplane.autoscale.context import CapacityByMix, bucket_mix, build_context, mix_bucket, step
 from controlplane.autoscale.feasibility import Feasibility, TtftTarget, feasibility_for
-from controlplane.autoscale.policy import Policy, ScalingDecision, UnitCapacity
+from controlplane.autoscale.policy import DEFAULT_MAX_CONCURRENCY, Policy, ScalingDecision, UnitCapacity
 from controlplane.autoscale.signals import ReplicaSample, aggregate
 from controlplane.catalog import Catalog, Dtype, Workload
 from controlplane.catalog.perf import EngineProfile, prefill_chunk_tokens
@@ -204,7 +204,7 @@ class Simulator:
         return UnitCapacity(
             best.output_tokens_per_s,
             best.input_tokens_per_s,
-            256,
+            DEFAULT_MAX_CONCURRENCY,
             best.cost_per_hour,
             best.accelerator,
             best.tp,
