@@ -4,6 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test's parallelism: the suite mostly waits on child processes (Ray, etcd, agents). On two
+# cores two workers halve it (594 s serial, 290 s) and three are no faster (279 s), every heavy test
+# slowed by contention (docs/benchmarks.md "Test suite"). XDIST_WORKERS=0: one process.
+XDIST_WORKERS ?= 2
+XDIST  := -n $(XDIST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: demo test test-unit test-all lint protos protos-check lock bench clean
 
@@ -23,13 +28,14 @@ demo: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-## make test: unit + integration tests (real etcd, gRPC and agent processes on loopback)
+## make test: unit + integration tests (real etcd, gRPC and agent processes on loopback), XDIST_WORKERS
+## at a time: a module, or a package that shares one world, is a unit (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## make test-all: also the slow tests
 test-all: $(STAMP)
-	$(BIN)/python -m pytest --run-slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) --run-slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,10 +1,20 @@
-"""Shared pytest configuration: the ``--run-slow`` switch and the fixture paths."""
+"""Shared pytest configuration: the ``--run-slow`` switch, the fixture paths, the tiers and the
+parallel schedule of `make test`."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# As in the `tokenfab` command (controlplane/cli/__init__.py, which says why): tests fork etcd, Ray
+# and agents with a preexec_fn while gRPC threads run, and gRPC's fork handlers then crash the
+# half-made child now and then (seen: etcd "exited with -11 during start" under `make test`).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+assert "grpc" not in sys.modules, "gRPC was imported before its fork support was switched off"
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -19,6 +29,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 TIERS = {"unit": "unit", "integration": "integration", "helm": "integration"}
 
 
+# `make test` runs in parallel (pytest-xdist, `--dist loadscope`, the scheduler below). A unit of work
+# goes to one worker whole: a module, so that its module-scoped fixtures start once, or a package
+# whose tests share one world (SHARED_WORLDS), so that the world starts once per run. Units go out in
+# collection order, longest first, so that none of them runs alone at the end (measured,
+# docs/benchmarks.md "Test suite").
+SHARED_WORLDS = ("integration/rayworld",)  # its conftest's package-scoped ray_world
+LONGEST_FIRST = (
+    "integration/test_up_cli.py",
+    "integration/rayworld",
+    "integration/test_chaos.py",
+    "integration/test_gateway.py",
+    "integration/test_up_quarantine.py",
+    "integration/test_fleet_lifecycle.py",
+    "integration/test_embedded_children.py",
+    "helm/test_chart.py",
+    "integration/test_election.py",
+    "integration/test_etcd_cluster.py",
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work of a test: its shared world's package, or its module (a path under tests/)."""
+    path = nodeid.split("::", 1)[0].removeprefix("tests/")
+    for world in SHARED_WORLDS:
+        if path.startswith(f"{world}/"):
+            return world
+    return path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with our units of work. (pytest-xdist's own ``xdist_group`` marks do
+    nothing under pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_dir = Path(__file__).parent
     for item in items:
@@ -26,6 +79,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = TIERS.get(parts[0]) if len(parts) > 1 else None
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: order within kept
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow (make test-all)")

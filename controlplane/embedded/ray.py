@@ -105,7 +105,11 @@ class RayHead(_Child):
             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
             "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
         ]  # fmt: skip
-        self._popen(argv, {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        # On SIGTERM, `ray start --block` first drains its node for up to 30 s (Ray 2.60, node.py,
+        # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S). The head runs no replicas (--num-cpus 0), so there
+        # is nothing to drain: without this every stop sat out its whole grace and was killed.
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        self._popen(argv, env)
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -219,7 +219,12 @@ class Gateway:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/healthz", self._healthz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
+        # a caller that hangs up ends its call (aiohttp cancels the handler): a queued call leaves the
+        # queue instead of waiting out its deadline and then taking a replica's capacity for nobody,
+        # and a stopping gateway does not wait on calls whose callers are gone
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=30.0, handler_cancellation=True
+        )
         await self._runner.setup()
         tls = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:  # follows renewals of the files

@@ -48,6 +48,20 @@ T = TypeVar("T")
 _GONE = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
 
 
+def _server_timed_out(exc: Exception) -> bool:
+    """Whether ``exc`` is the member giving up on our deadline: etcd answers a read it cannot serve
+    in time (no raft leader, e.g. just after the leader died) with gRPC status UNKNOWN and the Go
+    error text "context deadline exceeded", which aetcd raises as its generic ClientError. Like a
+    DEADLINE_EXCEEDED, another member may answer."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, aetcd.ClientError)
+        and isinstance(cause, grpc.aio.AioRpcError)
+        and cause.code() == grpc.StatusCode.UNKNOWN
+        and "context deadline exceeded" in (cause.details() or "")
+    )
+
+
 def _prefix_end(prefix: bytes) -> bytes:
     """The exclusive upper bound of all keys starting with ``prefix`` (etcd's range_end)."""
     as_list = bytearray(prefix)
@@ -180,6 +194,10 @@ class EtcdStore:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 detail = f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}"
+            except aetcd.ClientError as exc:
+                if not _server_timed_out(exc):
+                    raise
+                detail = f"etcd at {self.endpoint}: timed out ({exc})"
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():

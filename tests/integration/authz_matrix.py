@@ -184,7 +184,7 @@ async def executor_server(deployment: Any, port: int) -> grpc.aio.Server:
 
 class EmptyCluster:
     """A cluster with no Ray nodes and no replicas: what the executor's API answers for one. The
-    real Ray backend is exercised by test_ray_replicas.py; here only who may call matters."""
+    real Ray backend is exercised by rayworld/test_ray_replicas.py; here only who may call matters."""
 
     cluster = "matrix"
 

@@ -1,6 +1,6 @@
 """Real parts for integration tests: one etcd per session, control planes on free loopback ports,
-agents as real ``tokenfab agent`` processes, throwaway certificate authorities, and one Ray world
-per session (``ray_world``: two local Ray clusters, started only if a test asks for it).
+agents as real ``tokenfab agent`` processes and throwaway certificate authorities. The Ray world
+(two local Ray clusters) belongs to the tests in tests/integration/rayworld/ (its conftest).
 
 Credentials are automatic: ``control_plane()`` starts an instance with mutual TLS (a certificate
 from the session's CA carrying ``spiffe://tokenfab/controlplane/...``), an operators file (admin
@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -36,8 +32,6 @@ import pytest
 from controlplane.api.server import ControlPlane
 from controlplane.config import ControlPlaneConfig
 from controlplane.embedded.etcd import EtcdProcess, free_port
-from controlplane.embedded.ray import ExecutorProcess, RayHead
-from controlplane.executor.service import RemoteExecutor
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.security import Issued, Kind, LocalCA
 from tests.conftest import FIXTURES
@@ -344,77 +338,3 @@ def state_of(plane: ControlPlane, node: str) -> str | None:
     with contextlib.suppress(Exception):
         return plane.registry.get(node).state.value
     return None
-
-
-# -- one Ray world per session ---------------------------------------------------------------
-
-RAY_NODES = {"t-nvidia-0": "test-a", "t-ascend-0": "test-a", "t-biren-0": "test-b", "t-metax-0": "test-b"}
-
-
-@dataclass
-class RayWorld:
-    address: str  # where the agents look for the control plane
-    executors: dict[str, RemoteExecutor]
-    tenants: Path
-    logs: Path
-    agents: dict[str, AgentProcess]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the Ray world run last (in their order): it starts once, when the first of
-    them asks for it, and stops at the session's end, never running beside other tests' processes."""
-    items.sort(key=lambda item: "ray_world" in getattr(item, "fixturenames", ()))
-
-
-@pytest.fixture(scope="session")
-async def ray_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RayWorld]:
-    """Two local Ray clusters ("test-a", "test-b"), one executor process each, and four agent
-    processes (``RAY_NODES``) whose raylets carry the simulated accelerators; no control plane
-    (each test starts its own on ``address``). Ray clusters are slow to start on two cores, so
-    one world serves every Ray test: each test gets a fresh keyspace, and actors a previous test
-    left behind are stopped by the next reconciler as orphans."""
-    root = Path(tempfile.mkdtemp(prefix="tfr-"))  # short: Ray's socket paths must stay < 108 bytes
-    logs = tmp_path_factory.mktemp("ray-world")
-    tenants = logs / "tenants.yaml"
-    tenants.write_text("tenants:\n  - {name: ray, token: ray-token}\n")
-    address = f"127.0.0.1:{free_port()}"
-    heads = {
-        c: RayHead(root / f"h{i}", log_file=logs / f"head-{c}.log")
-        for i, c in enumerate(("test-a", "test-b"))
-    }
-    procs = {  # plaintext loopback executors: the control plane is their local admin
-        c: ExecutorProcess(c, h.address, log_file=logs / f"executor-{c}.log", insecure_local_admin=True)
-        for c, h in heads.items()
-    }
-    agents: list[AgentProcess] = []
-    clients: dict[str, RemoteExecutor] = {}
-    try:
-        await asyncio.gather(*(asyncio.to_thread(head.start) for head in heads.values()))  # side by side
-        for proc in procs.values():
-            proc.spawn()
-        for node, cluster in RAY_NODES.items():
-            extra = ["--ray-address", heads[cluster].address, "--ray-temp-dir", str(root / node)]
-            agents.append(AgentProcess(node, address, logs, extra).start())
-        for proc in procs.values():
-            await proc.wait_ready()
-        clients = {c: RemoteExecutor(c, p.address) for c, p in procs.items()}
-        for cluster, client in clients.items():
-            wanted = {n for n, c in RAY_NODES.items() if c == cluster}
-            await wait_for(
-                functools.partial(ray_joined, client, wanted), timeout=120, interval=0.5,
-                what=f"the raylets of {cluster} joining",
-            )  # fmt: skip
-        yield RayWorld(address, clients, tenants, logs, {a.node: a for a in agents})
-    finally:
-        for client in clients.values():
-            await client.close()
-        # each layer stopped side by side (every stop is a SIGTERM and a wait), raylets first
-        await asyncio.gather(*(asyncio.to_thread(agent.stop) for agent in agents))
-        await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs.values()))
-        await asyncio.gather(*(asyncio.to_thread(head.stop, 5.0) for head in heads.values()))
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def ray_joined(client: RemoteExecutor, nodes: set[str]) -> bool:
-    """Whether every one of ``nodes`` has a live raylet in the executor's cluster."""
-    return nodes <= {n.node_id for n in (await client.inventory()).nodes if n.alive}

@@ -17,9 +17,13 @@ from tests.integration.conftest import eventually
 
 
 def sleeper(marker: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", marker], start_new_session=True
     )
+    # Popen returns once exec has begun; the new command line shows in /proc a moment later
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    eventually(lambda: marker.encode() in cmdline.read_bytes(), timeout=10, what="the sleeper's command line")
+    return proc
 
 
 def test_stale_children_are_killed_only_when_their_marker_matches(tmp_path: Path) -> None:

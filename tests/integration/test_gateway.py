@@ -7,6 +7,7 @@ runs, started as plain processes so that they can be killed with SIGKILL or drai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -569,6 +570,38 @@ async def test_scale_from_zero_waits_for_the_first_replica(
         await put_replica(store, "req-alpha-r0", "req-alpha", "alpha", replica.endpoint)
         status, _ = await call
     assert status == 200
+
+
+async def test_a_queued_call_whose_caller_hangs_up_leaves_the_queue(
+    gateway: GatewayProcess, store: EtcdStore, replicas: list[Replica]
+) -> None:
+    await put_request(store, "req-alpha", "alpha")
+    await routable(gateway, "alpha", 0)  # no replica: a call queues (up to cold_start_wait_s, 60 s)
+
+    async def queued() -> float:
+        return await gateway.metric("tokenfab_gateway_queue_length", tenant="alpha")
+
+    async def queue_empty() -> bool:
+        return await queued() == 0
+
+    async with aiohttp.ClientSession() as s:
+        call = asyncio.create_task(
+            post(s, gateway, "/v1/completions", {"model": MODEL, "prompt": "bye", "max_tokens": 4})
+        )
+        await wait_for(queued, timeout=10, what="the call queued")
+        call.cancel()  # the caller hangs up
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    await wait_for(queue_empty, timeout=10, what="the abandoned call leaving the queue (not at 60 s)")
+    replica = Replica()
+    replicas.append(replica)
+    await put_replica(store, "req-alpha-r0", "req-alpha", "alpha", replica.endpoint)
+    async with aiohttp.ClientSession() as s:
+        status, body = await post(
+            s, gateway, "/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 4}
+        )
+    assert status == 200, body
+    assert replica.generated_tokens() == 4  # the next caller's tokens only: the abandoned call never ran
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

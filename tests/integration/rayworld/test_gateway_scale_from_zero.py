@@ -1,5 +1,5 @@
 """Scale from zero, end to end through Ray: the real gateway (in-process, on the shared etcd), a
-control plane reconciling onto the session's Ray world (tests/integration/conftest.py), and the
+control plane reconciling onto the package's Ray world (this package's conftest), and the
 live autoscaler with a short scale-to-zero idle time."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 
 from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.gateway import Gateway, GatewayConfig
-from tests.integration.conftest import ControlPlaneFactory, RayWorld, wait_for
-from tests.integration.test_ray_replicas import (
+from tests.integration.conftest import ControlPlaneFactory, wait_for
+from tests.integration.rayworld.conftest import RayWorld
+from tests.integration.rayworld.test_ray_replicas import (
     TOKEN,
     actors,
     cancel_and_wait_gone,

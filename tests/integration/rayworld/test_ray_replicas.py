@@ -1,8 +1,8 @@
 """Replicas as real Ray actors: two local Ray clusters, one executor process each, four agent
 processes whose raylets carry the simulated accelerators, and the control plane reconciling.
 
-The Ray world (``ray_world``, tests/integration/conftest.py) is shared by every Ray test of the
-session; every test gets a fresh keyspace, and actors a previous test left behind are stopped by
+The Ray world (``ray_world``, this package's conftest) is shared by every test of the package;
+every test gets a fresh keyspace, and actors a previous test left behind are stopped by
 the next reconciler as orphans.
 """
 
@@ -25,7 +25,8 @@ from controlplane.embedded.etcd import EtcdProcess, free_port
 from controlplane.embedded.loadgen import DemandShape, LoadGenerator
 from controlplane.executor import httpio
 from controlplane.gateway import Gateway, GatewayConfig
-from tests.integration.conftest import RAY_NODES, ControlPlaneFactory, RayWorld, ray_joined, wait_for
+from tests.integration.conftest import ControlPlaneFactory, wait_for
+from tests.integration.rayworld.conftest import RAY_NODES, RayWorld, ray_joined
 from tokenfab.v1 import (
     autoscaler_pb2,
     autoscaler_pb2_grpc,
