@@ -58,6 +58,7 @@ def work_unit(nodeid: str) -> str:
     return path
 
 
+@pytest.hookimpl(optionalhook=True)  # `pytest -p no:xdist` still works
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope`` with our units of work. (pytest-xdist's own ``xdist_group`` marks do
     nothing under pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest no longer reads.)"""

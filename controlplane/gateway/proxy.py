@@ -84,6 +84,15 @@ class Answer:
 
 
 @dataclass
+class Attempt:
+    """Where a call was last sent and whether it has been metered, for a caller that hangs up
+    before the answer (the gateway then meters the prompt the replica was given)."""
+
+    backend: Backend | None = None
+    metered: bool = False
+
+
+@dataclass
 class Stream:
     """An open upstream stream whose first event has arrived: send ``first``, then iterate
     :meth:`rest`; :meth:`close` always."""
@@ -211,9 +220,13 @@ class Upstreams:
             self._ejected[backend.replica_id] = time.monotonic() + self.settings.eject_s
         log.info("gateway.upstream_failed", replica=backend.replica_id, cause=cause)
 
-    async def send(self, lane_of: Callable[[], Lane | None], call: Call, path: str) -> Answer:
+    async def send(
+        self, lane_of: Callable[[], Lane | None], call: Call, path: str, attempt: Attempt | None = None
+    ) -> Answer:
         """A non-streamed call, retried on another replica after any upstream failure."""
         assert self._session is not None
+        if attempt is None:
+            attempt = Attempt()
         tried: set[str] = set()
         body = call.upstream_body()
         last = "no Ready replica"
@@ -223,6 +236,7 @@ class Upstreams:
             if backend is None:
                 break
             tried.add(backend.replica_id)
+            attempt.backend = backend
             release = self._hold(backend, cost, call.max_tokens)
             try:
                 async with self._session.post(
@@ -246,9 +260,15 @@ class Upstreams:
                 release()
         raise UpstreamFailed(last, status=503 if not tried else 502)
 
-    async def open_stream(self, lane_of: Callable[[], Lane | None], call: Call, path: str) -> Stream:
-        """A streamed call, retried on another replica until its first event arrives."""
+    async def open_stream(
+        self, lane_of: Callable[[], Lane | None], call: Call, path: str, attempt: Attempt | None = None
+    ) -> Stream:
+        """A streamed call, retried on another replica until its first event arrives. Whatever
+        ends an attempt before the stream is handed over (a failure, a refusal, the caller hanging
+        up) closes its upstream connection and releases its load."""
         assert self._session is not None
+        if attempt is None:
+            attempt = Attempt()
         tried: set[str] = set()
         body = call.upstream_body()
         last = "no Ready replica"
@@ -258,8 +278,10 @@ class Upstreams:
             if backend is None:
                 break
             tried.add(backend.replica_id)
+            attempt.backend = backend
             release = self._hold(backend, cost, call.max_tokens)
             reply: aiohttp.ClientResponse | None = None
+            handed_over = False
             try:
                 reply = await self._session.post(
                     backend.endpoint + path, data=body, headers={"Content-Type": "application/json"},
@@ -272,22 +294,21 @@ class Upstreams:
                     if reply.status in RETRY_STATUSES:
                         last = f"replica {backend.replica_id} answered {reply.status}"
                         self._failed(backend, f"status_{reply.status}", eject=False)
-                        reply.close()
-                        release()
                         continue
-                    release()
-                    reply.close()
                     raise UpstreamRejected(reply.status, data)
                 stream = Stream(backend, Usage(), _reply=reply, _release=release)
                 await stream.open(self.settings.first_token_timeout_s)
+                handed_over = True
                 return stream
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 last = f"replica {backend.replica_id}: {type(exc).__name__} before the first token"
                 cut = isinstance(exc, TimeoutError)
                 self._failed(backend, type(exc).__name__, eject=not cut)
-                if reply is not None:
-                    reply.close()
-                release()
+            finally:
+                if not handed_over:  # CancelledError included: the caller hung up
+                    if reply is not None:
+                        reply.close()
+                    release()
         raise UpstreamFailed(last, status=503 if not tried else 502)
 
 

@@ -397,10 +397,20 @@ class Gateway:
         assert self.upstreams is not None
         assert self.demand is not None
         m, labels = self.metrics, (tenant.name, call.model)
+        attempt = proxy.Attempt()
         try:
             if call.stream:
-                return await self._relay(request, lane_of, call, path, tenant, started, lane, served)
-            answer = await self.upstreams.send(lane_of, call, path)
+                return await self._relay(request, lane_of, call, path, tenant, started, lane, served, attempt)
+            answer = await self.upstreams.send(lane_of, call, path, attempt)
+        except asyncio.CancelledError:
+            # the caller hung up before its answer (handler_cancellation): the upstream connection
+            # is closed, so the replica stops; the prompt it was given is metered as an estimate,
+            # as for a stream cut before its usage event
+            if attempt.backend is not None and not attempt.metered:
+                m.child(m.responses, *labels, "499").inc()  # nginx's "client closed request"
+                estimate = proxy.Usage(prompt_tokens=call.prompt_tokens)
+                self._meter(tenant, call, attempt.backend.request_id, estimate)
+            raise
         except proxy.UpstreamRejected as exc:
             m.child(m.responses, *labels, str(exc.status)).inc()
             return web.Response(status=exc.status, body=exc.body, content_type="application/json")
@@ -435,11 +445,11 @@ class Gateway:
 
     async def _relay(
         self, request: web.Request, lane_of: Callable[[], Lane | None], call: openai.Call, path: str,
-        tenant: Tenant, started: float, lane: Lane, served: list[int],
+        tenant: Tenant, started: float, lane: Lane, served: list[int], attempt: proxy.Attempt,
     ) -> web.StreamResponse:  # fmt: skip
         assert self.upstreams is not None
         m, labels = self.metrics, (tenant.name, call.model)
-        stream = await self.upstreams.open_stream(lane_of, call, path)
+        stream = await self.upstreams.open_stream(lane_of, call, path, attempt)
         m.child(m.ttft, *labels).observe(time.monotonic() - started)
         out = web.StreamResponse(
             status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -481,6 +491,7 @@ class Gateway:
             if not usage.reported:  # no usage event (a cut): count what was sent as an estimate
                 usage.prompt_tokens, usage.completion_tokens = call.prompt_tokens, max(0, events - 1)
             self._meter(tenant, call, stream.backend.request_id, usage)
+            attempt.metered = True
             served[0] = usage.completion_tokens
             if self.demand is not None:
                 self.demand.finished(lane, usage.completion_tokens, reported)

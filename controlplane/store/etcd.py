@@ -49,16 +49,19 @@ _GONE = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
 
 
 def _server_timed_out(exc: Exception) -> bool:
-    """Whether ``exc`` is the member giving up on our deadline: etcd answers a read it cannot serve
-    in time (no raft leader, e.g. just after the leader died) with gRPC status UNKNOWN and the Go
-    error text "context deadline exceeded", which aetcd raises as its generic ClientError. Like a
-    DEADLINE_EXCEEDED, another member may answer."""
+    """Whether ``exc`` is the member giving up on our deadline: etcd answers a request it cannot
+    serve in time (no raft leader, e.g. just after the leader died) with gRPC status UNKNOWN and the
+    Go error text "context deadline exceeded", which aetcd raises as its generic ClientError. Like
+    a DEADLINE_EXCEEDED, another member may answer."""
     cause = exc.__cause__
+    return isinstance(exc, aetcd.ClientError) and _is_server_timeout(cause)
+
+
+def _is_server_timeout(error: object) -> bool:
     return (
-        isinstance(exc, aetcd.ClientError)
-        and isinstance(cause, grpc.aio.AioRpcError)
-        and cause.code() == grpc.StatusCode.UNKNOWN
-        and "context deadline exceeded" in (cause.details() or "")
+        isinstance(error, grpc.aio.AioRpcError)
+        and error.code() == grpc.StatusCode.UNKNOWN
+        and "context deadline exceeded" in (error.details() or "")
     )
 
 
@@ -191,6 +194,8 @@ class EtcdStore:
             except _GONE as exc:
                 detail = f"etcd at {self.endpoint}: {exc}"
             except grpc.aio.AioRpcError as exc:
+                if _is_server_timeout(exc):  # a raw transaction (compare-and-swap): it may yet apply,
+                    raise StoreUnavailable(f"etcd at {self.endpoint}: timed out ({exc.details()})") from exc
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 detail = f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}"

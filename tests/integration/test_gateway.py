@@ -604,6 +604,54 @@ async def test_a_queued_call_whose_caller_hangs_up_leaves_the_queue(
     assert replica.generated_tokens() == 4  # the next caller's tokens only: the abandoned call never ran
 
 
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_a_caller_hanging_up_before_its_answer_frees_the_replica(
+    gateway: GatewayProcess, store: EtcdStore, streamed: bool
+) -> None:
+    """The call is cancelled where it waits (the replica's first token, or its whole answer): the
+    replica's connection is closed, its load released, and the prompt it was given metered."""
+    hung_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the call; never answered
+        while await reader.read(65536):  # until the gateway closes the connection
+            pass
+        hung_up.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        await put_request(store, "req-alpha", "alpha")
+        await put_replica(store, "r-silent", "req-alpha", "alpha", url)
+        await routable(gateway, "alpha", 1)
+
+        async def load() -> float:
+            return await gateway.metric("tokenfab_gateway_replica_outstanding_tokens", replica="r-silent")
+
+        async def released() -> bool:
+            return await load() == 0
+
+        body = {"model": MODEL, "prompt": "never mind", "max_tokens": 8}
+        async with aiohttp.ClientSession() as s:
+            call = asyncio.create_task(
+                stream(s, gateway, "/v1/completions", body)
+                if streamed
+                else post(s, gateway, "/v1/completions", body)
+            )
+            await wait_for(load, timeout=10, what="the call's load on the replica")
+            call.cancel()  # the caller hangs up
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        await wait_for(hung_up.is_set, timeout=10, what="the gateway closing the replica's connection")
+        await wait_for(released, timeout=10, what="the replica's load released")
+        assert await gateway.metric("tokenfab_gateway_responses_total", tenant="alpha", code="499") == 1
+        metered = await gateway.metric("tokenfab_gateway_tokens_total", request="req-alpha", kind="prompt")
+        assert metered > 0  # the prompt the replica was given, as an estimate
+    finally:
+        server.close()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.one_of(

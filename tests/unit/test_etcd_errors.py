@@ -7,14 +7,17 @@ import grpc
 import pytest
 from aetcd import exceptions
 
-from controlplane.store.etcd import _GONE, _server_timed_out
+from controlplane.store.etcd import _GONE, _is_server_timeout, _server_timed_out
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
 
 def raised(code: grpc.StatusCode, details: str) -> Exception:
     """What aetcd raises for an RPC that ended with ``code`` and ``details``."""
-    rpc_error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
     with pytest.raises(exceptions.ClientError) as info:
-        exceptions._handle_exception(rpc_error)
+        exceptions._handle_exception(rpc_error(code, details))
     return info.value
 
 
@@ -42,3 +45,12 @@ def test_other_answers_are_not_taken_for_a_timeout(code: grpc.StatusCode, detail
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
 def test_an_unreachable_or_slow_member_is_gone(code: grpc.StatusCode) -> None:
     assert isinstance(raised(code, "connection refused"), _GONE)
+
+
+def test_a_raw_transaction_timing_out_is_recognised() -> None:
+    # compare-and-swap goes to etcd's Txn stub directly: the status arrives unwrapped, and the
+    # store answers StoreUnavailable without sending the transaction again (it may yet apply)
+    assert _is_server_timeout(rpc_error(grpc.StatusCode.UNKNOWN, "context deadline exceeded"))
+    assert not _is_server_timeout(
+        rpc_error(grpc.StatusCode.UNKNOWN, "etcdserver: too many operations in txn")
+    )
