@@ -221,12 +221,11 @@ class Upstreams:
         log.info("gateway.upstream_failed", replica=backend.replica_id, cause=cause)
 
     async def send(
-        self, lane_of: Callable[[], Lane | None], call: Call, path: str, attempt: Attempt | None = None
+        self, lane_of: Callable[[], Lane | None], call: Call, path: str, attempt: Attempt
     ) -> Answer:
-        """A non-streamed call, retried on another replica after any upstream failure."""
+        """A non-streamed call, retried on another replica after any upstream failure; ``attempt``
+        records the replica it was last sent to."""
         assert self._session is not None
-        if attempt is None:
-            attempt = Attempt()
         tried: set[str] = set()
         body = call.upstream_body()
         last = "no Ready replica"
@@ -261,14 +260,12 @@ class Upstreams:
         raise UpstreamFailed(last, status=503 if not tried else 502)
 
     async def open_stream(
-        self, lane_of: Callable[[], Lane | None], call: Call, path: str, attempt: Attempt | None = None
+        self, lane_of: Callable[[], Lane | None], call: Call, path: str, attempt: Attempt
     ) -> Stream:
         """A streamed call, retried on another replica until its first event arrives. Whatever
         ends an attempt before the stream is handed over (a failure, a refusal, the caller hanging
         up) closes its upstream connection and releases its load."""
         assert self._session is not None
-        if attempt is None:
-            attempt = Attempt()
         tried: set[str] = set()
         body = call.upstream_body()
         last = "no Ready replica"

@@ -48,16 +48,12 @@ T = TypeVar("T")
 _GONE = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
 
 
-def _server_timed_out(exc: Exception) -> bool:
+def _server_timed_out(exc: BaseException) -> bool:
     """Whether ``exc`` is the member giving up on our deadline: etcd answers a request it cannot
     serve in time (no raft leader, e.g. just after the leader died) with gRPC status UNKNOWN and the
-    Go error text "context deadline exceeded", which aetcd raises as its generic ClientError. Like
-    a DEADLINE_EXCEEDED, another member may answer."""
-    cause = exc.__cause__
-    return isinstance(exc, aetcd.ClientError) and _is_server_timeout(cause)
-
-
-def _is_server_timeout(error: object) -> bool:
+    Go error text "context deadline exceeded". aetcd's calls raise it as their generic ClientError
+    (the status is its cause); raw transactions, as the status itself."""
+    error = exc.__cause__ if isinstance(exc, aetcd.ClientError) else exc
     return (
         isinstance(error, grpc.aio.AioRpcError)
         and error.code() == grpc.StatusCode.UNKNOWN
@@ -194,13 +190,13 @@ class EtcdStore:
             except _GONE as exc:
                 detail = f"etcd at {self.endpoint}: {exc}"
             except grpc.aio.AioRpcError as exc:
-                if _is_server_timeout(exc):  # a raw transaction (compare-and-swap): it may yet apply,
+                if _server_timed_out(exc):  # a raw transaction (compare-and-swap): it may yet apply,
                     raise StoreUnavailable(f"etcd at {self.endpoint}: timed out ({exc.details()})") from exc
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 detail = f"etcd at {self.endpoint}: {exc.code().name} {exc.details()}"
             except aetcd.ClientError as exc:
-                if not _server_timed_out(exc):
+                if not _server_timed_out(exc):  # like a DEADLINE_EXCEEDED: another member may answer
                     raise
                 detail = f"etcd at {self.endpoint}: timed out ({exc})"
             except asyncio.CancelledError:

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from aetcd import exceptions
 
-from controlplane.store.etcd import _GONE, _is_server_timeout, _server_timed_out
+from controlplane.store.etcd import _GONE, _server_timed_out
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -50,7 +50,5 @@ def test_an_unreachable_or_slow_member_is_gone(code: grpc.StatusCode) -> None:
 def test_a_raw_transaction_timing_out_is_recognised() -> None:
     # compare-and-swap goes to etcd's Txn stub directly: the status arrives unwrapped, and the
     # store answers StoreUnavailable without sending the transaction again (it may yet apply)
-    assert _is_server_timeout(rpc_error(grpc.StatusCode.UNKNOWN, "context deadline exceeded"))
-    assert not _is_server_timeout(
-        rpc_error(grpc.StatusCode.UNKNOWN, "etcdserver: too many operations in txn")
-    )
+    assert _server_timed_out(rpc_error(grpc.StatusCode.UNKNOWN, "context deadline exceeded"))
+    assert not _server_timed_out(rpc_error(grpc.StatusCode.UNKNOWN, "etcdserver: too many operations in txn"))
