@@ -6,6 +6,19 @@ Ascend ``NPU``, Biren the custom ``biren_gpu``; plus ``accelerator_type:<model>`
 convention) and the labels ``tokenfab.io/node``, ``tokenfab.io/vendor``,
 ``tokenfab.io/accelerator`` and ``tokenfab.io/cluster`` that the executor's actors select.
 
+No Ray drain on stop (``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0``): on SIGTERM, Ray 2.60's
+``ray start --block`` first asks the GCS to drain the node and waits up to 30 s for it to go idle.
+Replica actors never go idle, so that wait only delayed every stop; and when the GCS was already
+gone (the head's machine, or ``tokenfab up``, killed first) the drain call itself hung for the
+whole timeout. Tokenfab drains a node itself, before it stops (``tokenfab drain``, lease ends:
+make-before-break); an agent that stops takes its node away at once, and the control plane
+replaces its replicas.
+
+No log monitor: it tails every worker log on the node and pushes the lines to the GCS for
+drivers to print, and the executor, the only driver, turns that off (``log_to_driver=False``).
+The logs stay in the node's session directory; the monitor only cost a Python process per node
+(0.45 CPU-s at start and 0.26 CPU-s per idle 30 s, docs/benchmarks.md "Raylet start").
+
 Each raylet gets its own ``--temp-dir``: several raylets on one machine (the embedded demo, the
 tests) otherwise race for the same socket files. The agent's CPU count for Ray is small on purpose
 (replica actors ask for no CPU; the engine processes they start are not Ray tasks).
@@ -125,11 +138,22 @@ class RayletSpec:
             CLUSTER_LABEL: self.cluster,
         }
 
+    def environment(self) -> dict[str, str]:
+        """What ``ray start`` gets on top of the agent's environment."""
+        return {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # the replica actors inherit the raylet's environment: their engines listen on and
+            # advertise this node's IP (controlplane.executor.engines.advertised_host)
+            "TOKENFAB_RAY_NODE_IP": self.node_ip,
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # no Ray drain on stop (module docstring)
+        }
+
     def argv(self) -> list[str]:
         gpus = self.devices if RAY_RESOURCE[self.vendor] == "GPU" else 0
         ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
         return [
             ray, "start", "--address", self.address, "--block", "--disable-usage-stats",
+            "--include-log-monitor", "false",  # nothing reads worker logs through a driver
             "--node-ip-address", self.node_ip, "--temp-dir", str(self.temp_dir),
             "--num-cpus", str(self.num_cpus), "--num-gpus", str(gpus),
             "--resources", json.dumps(self.resources(), sort_keys=True),
@@ -152,9 +176,7 @@ class Raylet:
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(base_s=1.0, cap_s=30.0)
         self.spec.temp_dir.mkdir(parents=True, exist_ok=True)
-        # the replica actors inherit the raylet's environment: their engines listen on and
-        # advertise this node's IP (controlplane.executor.engines.advertised_host)
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENFAB_RAY_NODE_IP": self.spec.node_ip}
+        env = {**os.environ, **self.spec.environment()}
         while not stop.is_set():
             slot = await self.gate.acquire(stop)
             if slot is None:
@@ -201,11 +223,12 @@ class Raylet:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
+        # SIGTERM to `ray start` alone: it stops the raylet and its agents itself (0.3 s; sent
+        # to the whole group at once, they took seconds); then SIGKILL to what is left
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # ray start drains and stops its raylet
-        try:
-            await asyncio.wait_for(proc.wait(), 8.0)  # then the node is gone anyway
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 8.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()

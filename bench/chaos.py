@@ -68,7 +68,7 @@ from controlplane.store import keys  # noqa: E402
 from controlplane.store.etcd import EtcdStore  # noqa: E402
 from tokenfab.logs import configure  # noqa: E402
 from tokenfab.parent import die_with_parent  # noqa: E402
-from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc  # noqa: E402
+from tokenfab.v1 import capacity_pb2, capacity_pb2_grpc, fleet_pb2, fleet_pb2_grpc, types_pb2  # noqa: E402
 
 TOKEN = (("authorization", "Bearer bench-token"),)
 NODES = ("ch-0", "ch-1")
@@ -245,6 +245,21 @@ async def operate(
         return None  # not acknowledged (its instance was the one hit): nothing is expected of it
 
 
+async def registered_everywhere(planes: dict[str, Plane], nodes: tuple[str, ...]) -> bool:
+    """Whether every instance lists every one of ``nodes`` as Ready (as the local admin)."""
+    for plane in planes.values():
+        try:
+            async with grpc.aio.insecure_channel(plane.address) as channel:
+                listed = await fleet_pb2_grpc.FleetServiceStub(channel).ListNodes(
+                    fleet_pb2.ListNodesRequest(), timeout=5
+                )
+        except grpc.aio.AioRpcError:
+            return False
+        if not set(nodes) <= {n.node_id for n in listed.nodes if n.state == types_pb2.NODE_STATE_READY}:
+            return False
+    return True
+
+
 def start_agent(
     node: str, work: Path, fleet: Path, address: str, epoch: str, ray: str
 ) -> subprocess.Popen[bytes]:
@@ -418,7 +433,10 @@ async def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("raylets did not join")
             await asyncio.sleep(0.5)
-        await asyncio.sleep(3)  # registrations reach every instance
+        while not await registered_everywhere(planes, NODES):  # every instance has the nodes Ready
+            if time.monotonic() > deadline:
+                raise SystemExit("the nodes did not reach every instance")
+            await asyncio.sleep(0.2)
         run = Run(World(cluster, store, planes, relays), client, work, rng, args.converge)
         for fault in args.fault:
             results.append(common | await run_fault(run, fault, args.iterations))

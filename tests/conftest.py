@@ -37,8 +37,8 @@ TIERS = {"unit": "unit", "integration": "integration", "helm": "integration"}
 SHARED_WORLDS = ("integration/rayworld",)  # its conftest's package-scoped ray_world
 LONGEST_FIRST = (
     "integration/test_up_cli.py",
-    "integration/rayworld",
     "integration/test_chaos.py",
+    "integration/rayworld",
     "integration/test_gateway.py",
     "integration/test_up_quarantine.py",
     "integration/test_fleet_lifecycle.py",

@@ -32,13 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import grpc
 import typer
 
-from controlplane.api.convert import node_summary
-from tokenfab.tls import ClientTLS
+if TYPE_CHECKING:  # imported where used: every CLI process (and every agent) loads this module
+    from tokenfab.tls import ClientTLS
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 EXIT_USAGE = 1
@@ -59,7 +59,6 @@ __all__ = [
     "channel",
     "client_tls",
     "fail",
-    "node_summary",
     "rpc_failure",
     "state_dir",
     "state_token",
@@ -110,6 +109,8 @@ def client_tls(
     server_name: str | None,
     address: str | None = None,
 ) -> ClientTLS | None:
+    from tokenfab.tls import ClientTLS
+
     if ca is None:
         if cert is not None or key is not None:
             raise ValueError("--tls-cert/--tls-key need --tls-ca (the CA that signed the control plane)")

@@ -39,7 +39,7 @@ def parse_time(text: str) -> datetime:
 
 
 def _done(node: Any, what: str) -> None:
-    from controlplane.cli.client import node_summary
+    from controlplane.api.convert import node_summary
 
     summary = node_summary(node)
     ends = summary["lease_expires_at"] or "owned"

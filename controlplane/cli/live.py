@@ -13,11 +13,10 @@ from rich.live import Live
 from rich.text import Text
 
 from controlplane.api.capacity_service import record_to_pb, replica_to_pb
-from controlplane.api.convert import node_to_pb
+from controlplane.api.convert import node_summary, node_to_pb
 from controlplane.api.server import ControlPlane
 from controlplane.capacity.tenants import Tenant
 from controlplane.cli.autoscaler import history_table, status_table
-from controlplane.cli.client import node_summary
 from controlplane.cli.requests import _summary as request_summary
 from controlplane.cli.requests import replica_summary
 from controlplane.cli.views import nodes_table, replicas_table, requests_table, state_counts

@@ -75,7 +75,7 @@ def nodes(
     tls: TLSFlags = NO_TLS_FLAGS,
 ) -> None:
     """List the fleet's nodes."""
-    from controlplane.cli.client import node_summary
+    from controlplane.api.convert import node_summary
     from controlplane.cli.views import console, nodes_table, state_counts
     from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
@@ -110,7 +110,7 @@ def nodes(
 
 
 def _change(action: str, node: str, reason: str, client: Client) -> None:
-    from controlplane.cli.client import node_summary
+    from controlplane.api.convert import node_summary
     from tokenfab.v1 import fleet_pb2, fleet_pb2_grpc
 
     async def call(stub: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from controlplane.simulate.run import POLICY_NAMES, Defaults
+from controlplane.simulate.defaults import POLICY_NAMES, Defaults
 
 _D = Defaults()
 

@@ -45,16 +45,18 @@ def _ray_binary() -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """SIGTERM to the child alone (``ray start --block`` stops the processes it started, in 0.3 s;
+    SIGTERM to its whole group at once took it 2.3 s, docs/benchmarks.md "Ray stops"), then
+    SIGKILL to whatever is left of its process group (everything, after ``grace_s``)."""
     if proc is None or proc.poll() is not None:
         return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+    proc.wait()
 
 
 def _tail(path: Path, limit: int = 600) -> str:
@@ -102,7 +104,9 @@ class RayHead(_Child):
         argv = [
             _ray_binary(), "start", "--head", "--block", "--port", str(self.port),
             "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--num-gpus", "0",
-            "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
+            "--include-dashboard", "false", "--include-log-monitor", "false",  # as on the agents' raylets
+            "--no-monitor",  # Ray's own autoscaler: Tokenfab scales, so it would only poll (as on KubeRay)
+            "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
             "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
         ]  # fmt: skip
         # On SIGTERM, `ray start --block` first drains its node for up to 30 s (Ray 2.60, node.py,

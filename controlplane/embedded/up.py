@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controlplane.api.server import ControlPlane
 from controlplane.capacity.tenants import Tenant
@@ -58,6 +59,9 @@ from tokenfab.logs import get_logger
 from tokenfab.parent import ENV as PARENT_ENV
 from tokenfab.parent import die_with_parent
 from tokenfab.tls import ClientTLS
+
+if TYPE_CHECKING:
+    from agents.discovery.simulated import SimNode
 
 log = get_logger("up")
 
@@ -220,6 +224,29 @@ def sample_spec() -> CapacitySpec:
     )
 
 
+def _agent_options(
+    node: SimNode, state_dir: Path, pki: LocalCA, head: RayHead | None, ray_root: Path
+) -> list[str]:
+    """An agent's options beyond its identity: its lease-notice file (emptied: a notice is for
+    this run only), its mTLS identity and, when its cluster has a Ray head, its raylet's."""
+    notice = notice_file(state_dir, node.node_id)
+    notice.parent.mkdir(parents=True, exist_ok=True)
+    notice.unlink(missing_ok=True)
+    identity = pki.issue(Kind.NODE, node.node_id)
+    options = ["--lease-notice-url", notice.resolve().as_uri(), "--lease-notice-interval", "1"]
+    options += [
+        "--tls-ca",
+        str(pki.cert_file),
+        "--tls-cert",
+        str(identity.cert),
+        "--tls-key",
+        str(identity.key),
+    ]
+    if head is not None:
+        options += ["--ray-address", head.address, "--ray-temp-dir", str(ray_root / node.node_id)]
+    return options
+
+
 def ray_temp_root(state_dir: Path) -> Path:
     """Short, per-state-dir root for Ray temp dirs (unix socket paths are limited to 107 bytes)."""
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
@@ -304,15 +331,25 @@ async def run_up(
     gateway: Gateway | None = None
     try:
         await etcd.start()
-        for head in heads.values():
-            await asyncio.to_thread(head.start)
+        await asyncio.gather(*(asyncio.to_thread(h.start) for h in heads.values()))
         children = [(etcd.pid, str(state_dir / "etcd"))]
         children += [(h.proc.pid if h.proc else None, str(h.temp_dir)) for h in heads.values()]
         remember_children(state_dir, children)
         for executor in executors.values():
             executor.spawn()
-        for executor in executors.values():
-            await executor.wait_ready()
+        # the agents now, not after the control plane: their raylets (the longest part of the
+        # start, a few at a time through the start gate) join the heads while the executors
+        # connect to them; the agents register once the control plane listens (they retry)
+        epoch = fleet_epoch(state_dir)
+        for node in nodes:
+            agents.start(
+                node.node_id,
+                agent_command(
+                    node.node_id, address=address, fleet_file=fleet_file, epoch=epoch,
+                    extra=_agent_options(node, state_dir, pki, heads.get(node.cluster), ray_root),
+                ),
+            )  # fmt: skip
+        await asyncio.gather(*(e.wait_ready() for e in executors.values()))
         server = pki.issue(Kind.CONTROLPLANE, "up")
         config = ControlPlaneConfig(
             address=address,
@@ -337,32 +374,6 @@ async def run_up(
             metrics=GatewayMetrics(plane.metrics.registry),  # exported with the control plane's metrics
         )
         await gateway.start()
-        epoch = fleet_epoch(state_dir)
-        for node in nodes:
-            notice = notice_file(state_dir, node.node_id)
-            notice.parent.mkdir(parents=True, exist_ok=True)
-            notice.unlink(missing_ok=True)  # a notice is for this run only
-            extra = ["--lease-notice-url", notice.resolve().as_uri(), "--lease-notice-interval", "1"]
-            identity = pki.issue(Kind.NODE, node.node_id)
-            extra += [
-                "--tls-ca",
-                str(pki.cert_file),
-                "--tls-cert",
-                str(identity.cert),
-                "--tls-key",
-                str(identity.key),
-            ]
-            if node.cluster in heads:
-                extra += [
-                    "--ray-address",
-                    heads[node.cluster].address,
-                    "--ray-temp-dir",
-                    str(ray_root / node.node_id),
-                ]
-            agents.start(
-                node.node_id,
-                agent_command(node.node_id, address=address, fleet_file=fleet_file, epoch=epoch, extra=extra),
-            )
         embedded = Embedded(
             plane, agents, ray_heads={c: h.address for c, h in heads.items()}, gateway=gateway
         )

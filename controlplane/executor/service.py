@@ -14,7 +14,10 @@ loopback unless told ``insecure``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -166,7 +169,10 @@ async def serve_executor(
     check_listen(listen, tls, insecure=insecure)
     engines = engines or EngineConfig.load()
     backend = RayExecutor(cluster, ray_address, engines=engines)
-    await asyncio.to_thread(backend.connect)
+    log.info("executor.connecting", cluster=cluster, ray=ray_address)
+    if not await connect_unless_stopped(backend.connect, stop):
+        log.info("executor.stopped", cluster=cluster, connected=False)
+        return
     server, health_servicer = executor_server(
         backend, engines.catalog, insecure_local_admin=insecure_local_admin
     )
@@ -192,6 +198,44 @@ async def serve_executor(
     await server.stop(2.0)
     await asyncio.to_thread(backend.shutdown)
     log.info("executor.stopped", cluster=cluster)
+
+
+async def connect_unless_stopped(connect: Callable[[], None], stop: asyncio.Event) -> bool:
+    """Run ``connect`` in a daemon thread: True once it returned (its error raised here), False
+    when ``stop`` came first. ``ray.init`` retries a GCS it cannot reach for a minute and cannot be
+    interrupted; in a worker thread of asyncio's it held up a stopping executor until then (the
+    interpreter joins those threads at exit, not daemon ones)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            connect()
+        except BaseException as exc:  # handed to the loop, raised by the caller
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="executor-connect", daemon=True).start()
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    waiting: set[asyncio.Future[Any]] = {done, stopped}
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not done.done():
+        return False
+    done.result()
+    return True
 
 
 def run_executor(

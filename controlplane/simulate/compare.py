@@ -22,8 +22,9 @@ from typing import Any
 
 from controlplane.autoscale.policy import Policy
 from controlplane.catalog import Catalog
+from controlplane.simulate.defaults import Defaults
 from controlplane.simulate.result import SimResult
-from controlplane.simulate.run import Defaults, make_policy, scenario_for
+from controlplane.simulate.run import make_policy, scenario_for
 from controlplane.simulate.sim import Simulator
 from controlplane.simulate.trace import Trace, TraceError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from controlplane.autoscale.baselines import AibrixApaPolicy, KpaPolicy, RayServePolicy, StaticPolicy
 from controlplane.autoscale.feasibility import TtftTarget, feasibility_for
@@ -18,14 +18,12 @@ from controlplane.autoscale.policy import Policy, TokenfabPolicy, UnitCapacity
 from controlplane.catalog import Catalog
 from controlplane.domain.nodes import Vendor
 from controlplane.scheduler import NodeSlot
+from controlplane.simulate.defaults import POLICY_NAMES
 from controlplane.simulate.oracle import OraclePlan
 from controlplane.simulate.sim import Scenario, Simulator
 from controlplane.simulate.sizing import needs, peak_replicas
 from controlplane.simulate.trace import Trace
 
-POLICY_NAMES = (
-    "tokenfab", "ray_serve", "aibrix_apa", "kpa", "static_peak", "oracle", "oracle_late", "oracle_late_hold",
-)  # fmt: skip
 LATE_HOLD_S = 600.0  # oracle_late_hold keeps the largest count of this long (Tokenfab's burst hold)
 _PLANS: weakref.WeakKeyDictionary[Simulator, dict[int, tuple[Trace, OraclePlan]]] = (
     weakref.WeakKeyDictionary()
@@ -102,17 +100,6 @@ def make_policy(name: str, simulator: Simulator, trace: Trace) -> Policy:
     if name not in factories:
         raise ValueError(f"policy: unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
     return factories[name]()
-
-
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    """The benchmark's fixed setup (one configuration for every trace and policy)."""
-
-    model: str = "qwen2.5-72b-instruct"
-    fleet: str = "910C:autox8"  # nodes sized from the trace (fleet_replicas)
-    ttft_s: float = 3.0
-    tpot_s: float = 0.1
-    cold_start_s: float = 60.0
 
 
 def scenario_for(

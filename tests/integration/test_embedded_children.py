@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from controlplane.embedded.etcd import free_port
-from controlplane.embedded.ray import reap_stale_children, remember_children
+from controlplane.embedded.ray import ExecutorProcess, reap_stale_children, remember_children
 from controlplane.embedded.up import ray_temp_root
 from tests.integration.conftest import eventually
 
@@ -159,3 +159,25 @@ def test_kill_9_of_up_ends_every_child(tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+def test_an_executor_stops_at_once_while_ray_is_unreachable(tmp_path: Path) -> None:
+    """SIGTERM while ``ray.init`` is still trying to reach its cluster (nothing listens there):
+    the executor stops without waiting for it. ``ray.init`` retries for a minute and cannot be
+    interrupted, and it used to hold up every stop (`up` killed early, the tests) until then."""
+    executor = ExecutorProcess(
+        "nowhere", f"127.0.0.1:{free_port()}", log_file=tmp_path / "executor.log", insecure_local_admin=True
+    )
+    executor.spawn()
+    assert executor.proc is not None
+    try:
+        eventually(
+            lambda: '"executor.connecting"' in executor.log_file.read_text(), timeout=60, interval=0.2,
+            what="the executor connecting to Ray",
+        )  # fmt: skip
+        executor.proc.send_signal(signal.SIGTERM)
+        assert executor.proc.wait(timeout=30) == 0  # a guard: Ray alone keeps trying for 60 s
+    finally:
+        executor.stop()
+    log = executor.log_file.read_text()
+    assert '"connected": false' in log and '"executor.stopped"' in log, log[-2000:]

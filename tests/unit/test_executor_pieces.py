@@ -3,8 +3,10 @@ executor's own expansion of launches (the allowlist)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,14 @@ def test_raylet_offers_the_vendors_ray_resource_and_labels(
 ) -> None:
     argv = spec(vendor, accelerator).argv()
     assert argv[1:3] == ["start", "--address"] and "--block" in argv
+    assert (
+        argv[argv.index("--include-log-monitor") + 1] == "false"
+    )  # the executor drives with log_to_driver off
+    env = spec(vendor, accelerator).environment()
+    assert (
+        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"
+    )  # Tokenfab drains; a stopping agent's node goes at once
+    assert env["TOKENFAB_RAY_NODE_IP"] == "127.0.0.1"
     assert argv[argv.index("--num-gpus") + 1] == gpus
     resources = json.loads(argv[argv.index("--resources") + 1])
     assert resources == {f"accelerator_type:{accelerator}": 1.0, **custom}
@@ -164,3 +174,32 @@ def test_log_files_stay_in_the_log_directory(tmp_path: Path) -> None:
     for bad in ("../x", "a/../../b", "/etc/passwd", ".hidden", ""):
         with pytest.raises(InvalidArgument):
             log_path(str(tmp_path), bad)
+
+
+async def test_connecting_returns_once_connected_and_raises_what_the_connect_raised() -> None:
+    from controlplane.executor.service import connect_unless_stopped
+
+    calls: list[str] = []
+    assert await connect_unless_stopped(lambda: calls.append("connected"), asyncio.Event()) is True
+    assert calls == ["connected"]
+
+    def refused() -> None:
+        raise ConnectionError("ray: nothing listens")
+
+    with pytest.raises(ConnectionError, match="nothing listens"):
+        await connect_unless_stopped(refused, asyncio.Event())
+
+
+async def test_a_stop_ends_the_wait_for_a_connect_that_hangs() -> None:
+    from controlplane.executor.service import connect_unless_stopped
+
+    release = threading.Event()
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(connect_unless_stopped(lambda: release.wait(60) and None, stop))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    stop.set()
+    try:
+        assert await waiting is False  # the daemon thread is left behind, not joined
+    finally:
+        release.set()
