@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 # make test's parallelism: the suite mostly waits on child processes (Ray, etcd, agents). On two
-# cores two workers halve it (594 s serial, 290 s) and three are no faster (279 s), every heavy test
-# slowed by contention (docs/benchmarks.md "Test suite"). XDIST_WORKERS=0: one process.
-XDIST_WORKERS ?= 2
+# cores: 594 s serial, 290 s on two workers; since Ray's processes start and stop lighter, three
+# workers beat two (docs/benchmarks.md "Lighter Ray starts and stops"). XDIST_WORKERS=0: one process.
+XDIST_WORKERS ?= 3
 XDIST  := -n $(XDIST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: demo test test-unit test-all lint protos protos-check lock bench clean

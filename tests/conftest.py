@@ -32,8 +32,9 @@ TIERS = {"unit": "unit", "integration": "integration", "helm": "integration"}
 # `make test` runs in parallel (pytest-xdist, `--dist loadscope`, the scheduler below). A unit of work
 # goes to one worker whole: a module, so that its module-scoped fixtures start once, or a package
 # whose tests share one world (SHARED_WORLDS), so that the world starts once per run. Units go out in
-# collection order, longest first, so that none of them runs alone at the end (measured,
-# docs/benchmarks.md "Test suite").
+# this order, the long ones first, so that none of them runs alone at the end; of the three longest,
+# the Ray world last: its drain test restarts a raylet, which queued behind `up`'s ten at the start
+# gate when the Ray world went first (measured, docs/benchmarks.md "Test suite").
 SHARED_WORLDS = ("integration/rayworld",)  # its conftest's package-scoped ray_world
 LONGEST_FIRST = (
     "integration/test_up_cli.py",

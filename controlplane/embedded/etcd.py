@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,11 +43,41 @@ def etcd_binary() -> Path:
     return path
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 20000  # above Ray's own: worker ports 10002-19999, client server 10001, GCS 6379
+_ports = random.SystemRandom()  # not `random`: pytest-randomly seeds it alike in every test worker
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a child to listen on: at random below the kernel's ephemeral
+    range when there is room. A port from ``bind(0)`` lies in that range, where the kernel also
+    picks the local port of every outgoing connection, so one of those could take it before the
+    child binds it (seen: etcd's "address already in use" with three test workers)."""
+    floor = _ephemeral_floor()
+    if floor - LOWEST_PORT >= 1000:
+        for _ in range(50):
+            port = _ports.randrange(LOWEST_PORT, floor)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 class EtcdProcess:
