@@ -12,7 +12,8 @@ Replica actors never go idle, so that wait only delayed every stop; and when the
 gone (the head's machine, or ``tokenfab up``, killed first) the drain call itself hung for the
 whole timeout. Tokenfab drains a node itself, before it stops (``tokenfab drain``, lease ends:
 make-before-break); an agent that stops takes its node away at once, and the control plane
-replaces its replicas.
+replaces its replicas. An operator who sets ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S`` for the
+agent keeps it (the agent still stops its raylet 8 s after SIGTERM).
 
 No log monitor: it tails every worker log on the node and pushes the lines to the GCS for
 drivers to print, and the executor, the only driver, turns that off (``log_to_driver=False``).
@@ -145,7 +146,10 @@ class RayletSpec:
             # the replica actors inherit the raylet's environment: their engines listen on and
             # advertise this node's IP (controlplane.executor.engines.advertised_host)
             "TOKENFAB_RAY_NODE_IP": self.node_ip,
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # no Ray drain on stop (module docstring)
+            # no Ray drain on stop (module docstring), unless the operator set one
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": os.environ.get(
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0"
+            ),
         }
 
     def argv(self) -> list[str]:
@@ -229,6 +233,6 @@ class Raylet:
             proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 8.0)
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()

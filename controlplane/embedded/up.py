@@ -331,7 +331,12 @@ async def run_up(
     gateway: Gateway | None = None
     try:
         await etcd.start()
-        await asyncio.gather(*(asyncio.to_thread(h.start) for h in heads.values()))
+        started = await asyncio.gather(
+            *(asyncio.to_thread(h.start) for h in heads.values()), return_exceptions=True
+        )
+        for outcome in started:  # every start ended (none still polling as they are stopped)
+            if isinstance(outcome, BaseException):
+                raise outcome
         children = [(etcd.pid, str(state_dir / "etcd"))]
         children += [(h.proc.pid if h.proc else None, str(h.temp_dir)) for h in heads.values()]
         remember_children(state_dir, children)

@@ -232,7 +232,8 @@ async def connect_unless_stopped(connect: Callable[[], None], stop: asyncio.Even
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-    if not done.done():
+    if not done.done():  # an error the connect raises later is read here, not logged as lost
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
         return False
     done.result()
     return True

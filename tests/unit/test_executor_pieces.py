@@ -38,14 +38,8 @@ def test_raylet_offers_the_vendors_ray_resource_and_labels(
 ) -> None:
     argv = spec(vendor, accelerator).argv()
     assert argv[1:3] == ["start", "--address"] and "--block" in argv
-    assert (
-        argv[argv.index("--include-log-monitor") + 1] == "false"
-    )  # the executor drives with log_to_driver off
-    env = spec(vendor, accelerator).environment()
-    assert (
-        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"
-    )  # Tokenfab drains; a stopping agent's node goes at once
-    assert env["TOKENFAB_RAY_NODE_IP"] == "127.0.0.1"
+    # no log monitor: the executor, the only driver, runs with log_to_driver off
+    assert argv[argv.index("--include-log-monitor") + 1] == "false"
     assert argv[argv.index("--num-gpus") + 1] == gpus
     resources = json.loads(argv[argv.index("--resources") + 1])
     assert resources == {f"accelerator_type:{accelerator}": 1.0, **custom}
@@ -195,11 +189,29 @@ async def test_a_stop_ends_the_wait_for_a_connect_that_hangs() -> None:
 
     release = threading.Event()
     stop = asyncio.Event()
-    waiting = asyncio.create_task(connect_unless_stopped(lambda: release.wait(60) and None, stop))
+    daemon: list[bool] = []
+
+    def hangs() -> None:
+        daemon.append(threading.current_thread().daemon)
+        release.wait(60)
+
+    waiting = asyncio.create_task(connect_unless_stopped(hangs, stop))
     await asyncio.sleep(0)
     assert not waiting.done()
     stop.set()
     try:
-        assert await waiting is False  # the daemon thread is left behind, not joined
+        assert await waiting is False
+        assert daemon == [True]  # left behind, never joined: the process can exit
     finally:
         release.set()
+
+
+def test_a_stopping_agents_raylet_skips_rays_drain_unless_the_operator_set_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", raising=False)
+    env = spec("nvidia", "H100").environment()
+    assert env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"  # Tokenfab drains; the node goes at once
+    assert env["TOKENFAB_RAY_NODE_IP"] == "127.0.0.1"
+    monkeypatch.setenv("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "20")
+    assert spec("nvidia", "H100").environment()["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "20"
