@@ -14,7 +14,7 @@ loopback unless told ``insecure``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import signal
 import threading
 from collections.abc import Callable
@@ -205,27 +205,18 @@ async def connect_unless_stopped(connect: Callable[[], None], stop: asyncio.Even
     when ``stop`` came first. ``ray.init`` retries a GCS it cannot reach for a minute and cannot be
     interrupted; in a worker thread of asyncio's it held up a stopping executor until then (the
     interpreter joins those threads at exit, not daemon ones)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def settle(error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
+    outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def run() -> None:
-        error: BaseException | None = None
         try:
             connect()
-        except BaseException as exc:  # handed to the loop, raised by the caller
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, error)
+        except BaseException as exc:  # raised by the caller
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(None)
 
     threading.Thread(target=run, name="executor-connect", daemon=True).start()
+    done = asyncio.wrap_future(outcome)  # settled on the loop's thread; skipped once it is closed
     stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     waiting: set[asyncio.Future[Any]] = {done, stopped}
     try:
